@@ -1,0 +1,223 @@
+"""Turn a backbone spec into a timm `VisionTransformer`.
+
+A spec is a timm model name, a local file (Google `.npz`, `.safetensors`, `.pth`/`.pt`), the string
+"mini" (the committed Fashion-MNIST backbone) or an already built module.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+from timm.models.vision_transformer import VisionTransformer, _load_weights
+
+DEFAULT_BACKBONE = "vit_base_patch16_224.orig_in21k"
+GOOGLE_NPZ_URL = "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class BackboneError(RuntimeError):
+    """A backbone spec that cannot be turned into a ViT; the message says how to fix it."""
+
+
+def set_drop_path(vit: VisionTransformer, rate: float) -> None:
+    """Stochastic depth linspace(0, rate, depth) over the blocks, as timm builds it."""
+    rates = torch.linspace(0, rate, len(vit.blocks)).tolist()
+    for blk, r in zip(vit.blocks, rates):
+        for name in ("drop_path1", "drop_path2"):
+            if hasattr(blk, name):
+                setattr(blk, name, DropPath(r) if r > 0 else nn.Identity())
+
+
+def npz_architecture(path: str | os.PathLike) -> dict:
+    """Read depth, width, heads, patch and image size from a Google ViT `.npz` (no hard-coded ViT-B)."""
+    with np.load(path) as w:
+        keys = set(w.files)
+        prefix = next((p for p in ("", "opt/target/", "params/") if f"{p}embedding/kernel" in keys), None)
+        if prefix is None:
+            raise BackboneError(f"{path} is not a Google ViT .npz: no 'embedding/kernel' entry")
+        kernel = w[f"{prefix}embedding/kernel"]  # (p, p, C, D)
+        depth = len({k.split("/")[1] for k in keys if k.startswith(f"{prefix}Transformer/encoderblock_")})
+        q = w[f"{prefix}Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]  # (D, H, hd)
+        pos = w[f"{prefix}Transformer/posembed_input/pos_embedding"]  # (1, N, D)
+        mlp = w[f"{prefix}Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"]  # (D, hidden)
+        has_cls = f"{prefix}cls" in keys
+    grid = int(math.isqrt(pos.shape[1] - int(has_cls)))
+    return dict(patch_size=int(kernel.shape[0]), in_chans=int(kernel.shape[2]), embed_dim=int(kernel.shape[3]),
+                depth=depth, num_heads=int(q.shape[1]), mlp_ratio=mlp.shape[1] / kernel.shape[3],
+                img_size=grid * int(kernel.shape[0]), class_token=has_cls, qkv_bias=True)
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict safely: safetensors, or torch.load(weights_only=True); unwraps {'model': ...}."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle with code in it, or not a torch file
+            raise BackboneError(f"could not load {path} safely with torch.load(weights_only=True): {e}. "
+                                "Re-save it as a plain state dict (or .safetensors).") from e
+        for key in ("model", "state_dict", "module"):
+            if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise BackboneError(f"{path} does not hold a state dict of tensors")
+    return sd
+
+
+def state_dict_architecture(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
+    """Infer a ViT architecture from timm-style state-dict shapes; heads default to width/64."""
+    try:
+        proj = sd["patch_embed.proj.weight"]  # (D, C, p, p)
+        pos = sd["pos_embed"]
+    except KeyError as e:
+        raise BackboneError(f"state dict has no {e.args[0]!r}: not a timm VisionTransformer state dict. "
+                            "Official SHIP checkpoints go through shiplib.compat.convert_official_state_dict.") from e
+    dim, chans, p = proj.shape[0], proj.shape[1], proj.shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    prefix = int("cls_token" in sd) + (sd["reg_token"].shape[1] if "reg_token" in sd else 0)
+    grid = int(math.isqrt(pos.shape[1] - prefix))
+    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    return dict(patch_size=p, in_chans=chans, embed_dim=dim, depth=depth, num_heads=num_heads or max(1, dim // 64),
+                mlp_ratio=hidden / dim, img_size=grid * p, class_token="cls_token" in sd,
+                reg_tokens=sd["reg_token"].shape[1] if "reg_token" in sd else 0,
+                qkv_bias="blocks.0.attn.qkv.bias" in sd)
+
+
+def _sidecar_architecture(path: Path) -> dict | None:
+    card = path.with_suffix(".json")
+    if card.is_file():
+        arch = json.loads(card.read_text()).get("architecture")
+        if isinstance(arch, dict):
+            return {k: v for k, v in arch.items() if k not in ("timm_class", "num_classes")}
+    return None
+
+
+def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
+    if not path.is_file():
+        raise BackboneError(f"backbone file {path} does not exist")
+    if path.suffix == ".npz":
+        vit = VisionTransformer(**{**npz_architecture(path), "num_classes": 0, **kw})
+        _load_weights(vit, str(path))
+        return vit
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise BackboneError(f"unsupported backbone file {path.name}: use .npz (Google ViT), "
+                            f"{', '.join(STATE_DICT_SUFFIXES)} (timm state dict)")
+    sd = load_state_dict_file(path)
+    if isinstance(arch, str):
+        import timm
+
+        vit = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
+    else:
+        cfg = arch or _sidecar_architecture(path) or state_dict_architecture(sd)
+        vit = VisionTransformer(**{**cfg, "num_classes": 0, **kw})
+    sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    missing, unexpected = vit.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise BackboneError(f"{path} does not match the architecture: missing {missing[:5]}, unexpected "
+                            f"{unexpected[:5]}. Pass backbone_arch= (a timm name or a dict of VisionTransformer args).")
+    return vit
+
+
+def _cached_weights(name: str) -> str | None:
+    """Path of the timm weights for `name` if they are already in the local Hugging Face cache."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return None
+    for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, fname)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_timm(name: str, pretrained: bool, **kw) -> VisionTransformer:
+    import timm
+
+    if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
+        raise BackboneError(f"unknown backbone {name!r}: give a timm ViT name (e.g. {DEFAULT_BACKBONE}), "
+                            "'mini', or a path to a .npz/.safetensors/.pth file")
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kw)
+    cached = _cached_weights(name)
+    if cached is not None:  # no network needed: point timm at the cached file
+        return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=cached), **kw)
+    hint = (f"Either fetch them once on a machine with internet (`python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\"` fills the Hugging Face cache, then copy "
+            f"~/.cache/huggingface), or download Google's original in21k ViT-B/16 ({GOOGLE_NPZ_URL}) and pass "
+            f"backbone='path/to/ViT-B_16.npz'. For a CPU-only try, use backbone='mini'.")
+    if not _hub_reachable():
+        raise BackboneError(f"pretrained weights for {name!r} are not in the local cache and the Hugging Face hub "
+                            f"cannot be reached. {hint}")
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0, **kw)
+    except Exception as e:
+        raise BackboneError(f"could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). {hint}") from e
+
+
+def create_backbone(
+    backbone: Any = DEFAULT_BACKBONE,
+    pretrained: bool = True,
+    drop_path_rate: float = 0.0,
+    backbone_arch: Any = None,
+    **timm_kwargs,
+) -> VisionTransformer:
+    """Build the frozen-to-be ViT. Returns a timm `VisionTransformer` with `num_classes=0` (heads come later).
+
+    `pretrained=False` gives random weights of the same architecture (tests, or training from scratch).
+    """
+    if isinstance(backbone, nn.Module):
+        if not isinstance(backbone, VisionTransformer):
+            raise BackboneError(f"backbone module must be a timm VisionTransformer, got {type(backbone).__name__}")
+        vit = backbone
+    elif isinstance(backbone, (str, os.PathLike)) and str(backbone) == "mini":
+        from .mini import create_mini_vit, mini_checkpoint_path
+
+        vit = create_mini_vit(num_classes=0)
+        if pretrained:
+            ckpt = mini_checkpoint_path()
+            if not ckpt.is_file():
+                raise BackboneError(f"the mini backbone checkpoint {ckpt} is missing: run notebooks/pretrain_mini.ipynb "
+                                    "(or `python -m shiplib.backbones.pretrain_mini`) to train it, or pass pretrained=False")
+            sd = {k: v for k, v in load_state_dict_file(ckpt).items() if not k.startswith("head.")}
+            vit.load_state_dict(sd)
+    elif isinstance(backbone, os.PathLike) or (isinstance(backbone, str) and (
+            os.sep in backbone or backbone.endswith((".npz", *STATE_DICT_SUFFIXES)))):
+        vit = _from_file(Path(backbone), backbone_arch, **timm_kwargs)
+        if not pretrained:
+            vit.init_weights()
+    elif isinstance(backbone, str):
+        vit = _from_timm(backbone, pretrained, **timm_kwargs)
+    else:
+        raise BackboneError(f"backbone must be a timm name, a file path, 'mini' or a VisionTransformer; got {backbone!r}")
+    if not isinstance(vit, VisionTransformer):
+        raise BackboneError(f"{backbone!r} is a {type(vit).__name__}, not a timm VisionTransformer")
+    vit.reset_classifier(0)
+    set_drop_path(vit, drop_path_rate)
+    return vit

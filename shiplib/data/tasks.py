@@ -1,0 +1,70 @@
+"""The one task registry: every task of every benchmark (VTAB-1k and the offline mini-VTAB).
+
+The task name alone picks the benchmark: VTAB-1k names (`svhn`, …) and mini-VTAB names (`mini_*`)
+never collide.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+GROUPS = ("natural", "specialized", "structured")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str                     # canonical folder name
+    benchmark: str                # "vtab1k" or "mini"
+    group: str                    # natural / specialized / structured
+    num_classes: int
+    aliases: tuple[str, ...] = ()
+    image_size: int | None = None  # native size of the stored images, when fixed (mini: 32)
+    test_size: int | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.group not in GROUPS:
+            raise ValueError(f"task {self.name}: group must be one of {GROUPS}, got {self.group!r}")
+
+
+_TASKS: dict[str, TaskSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    for key in (spec.name, *spec.aliases):
+        owner = _ALIASES.get(key.lower())
+        if owner is not None and owner != spec.name:
+            raise ValueError(f"task name/alias {key!r} is already used by {owner!r}")
+    _TASKS[spec.name] = spec
+    for key in (spec.name, *spec.aliases):
+        _ALIASES[key.lower()] = spec.name
+    return spec
+
+
+def _ensure_loaded() -> None:
+    # Task tables live in their own modules; importing them registers their tasks.
+    from . import vtab1k  # noqa: F401
+    try:
+        from . import mini_vtab  # noqa: F401
+    except ModuleNotFoundError as e:
+        # Only its absence is tolerated (VTAB-1k lookups keep working); errors inside it still raise.
+        if e.name != f"{__package__}.mini_vtab":
+            raise
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by canonical name or alias (case-insensitive); unknown names fail with suggestions."""
+    _ensure_loaded()
+    key = str(name).strip().lower()
+    if key in _ALIASES:
+        return _TASKS[_ALIASES[key]]
+    close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(_ALIASES[c]) for c in close)}?" if close else ""
+    raise KeyError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(list_tasks())}")
+
+
+def list_tasks(benchmark: str | None = None, group: str | None = None) -> list[str]:
+    _ensure_loaded()
+    return [t.name for t in _TASKS.values()
+            if (benchmark is None or t.benchmark == benchmark) and (group is None or t.group == group)]

@@ -1,0 +1,174 @@
+"""Per-block features of a frozen timm ViT: the input of the affinity matrix and of the attribute bank.
+
+SHIP's released code does not contain the extraction step (spec §2), so this follows the evidence: one
+vector per block output, from the residual stream *before* the final LayerNorm, computed with the frozen
+prompt-free backbone in eval mode. Whether the official files pooled the CLS token or the patch mean is
+unknown, hence `pool`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Sequence
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from tqdm.auto import tqdm
+
+POOLS = ("cls", "mean")
+
+
+def resolve_vit(model: torch.nn.Module) -> VisionTransformer:
+    """The timm `VisionTransformer` itself, or the one a wrapper keeps in `.vit`."""
+    if isinstance(model, VisionTransformer):
+        return model
+    inner = getattr(model, "vit", None)
+    if isinstance(inner, VisionTransformer):
+        return inner
+    raise TypeError(
+        f"expected a timm VisionTransformer or a module whose `.vit` is one, got {type(model).__name__}"
+        + ("" if inner is None else f" with .vit of type {type(inner).__name__}")
+    )
+
+
+def _check_pool(vit: VisionTransformer, pool: str) -> None:
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if pool == "cls" and getattr(vit, "cls_token", None) is None:
+        raise ValueError("pool='cls' needs a ViT with a class token (class_token=True); use pool='mean'")
+
+
+def _model_device(vit: VisionTransformer, device: str | torch.device | None) -> torch.device:
+    param = next(vit.parameters(), None)
+    model_device = param.device if param is not None else torch.device("cpu")
+    if device is None:
+        return model_device
+    device = torch.device(device)
+    if device.type != model_device.type or (device.index is not None and device != model_device):
+        raise ValueError(f"the ViT is on {model_device} but device={device}; move it first with vit.to({str(device)!r})")
+    return model_device
+
+
+def _image_batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
+    """Image batches from a tensor (N,C,H,W) or an iterable yielding x or (x, y, ...)."""
+    if isinstance(images_or_loader, torch.Tensor):
+        if images_or_loader.ndim != 4:
+            raise ValueError(f"an image tensor must be (N, C, H, W), got shape {tuple(images_or_loader.shape)}")
+        yield from images_or_loader.split(batch_size)
+        return
+    if not isinstance(images_or_loader, Iterable):
+        raise TypeError(f"expected a DataLoader/iterable of batches or an image tensor, got {type(images_or_loader).__name__}")
+    for batch in images_or_loader:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            got = type(x).__name__ if not isinstance(x, torch.Tensor) else f"shape {tuple(x.shape)}"
+            raise ValueError(f"each batch must be an image tensor (B, C, H, W) or a tuple (x, y, ...); got {got}")
+        yield x
+
+
+def _expected_images(images_or_loader, max_images: int | None) -> int | None:
+    """Number of images for the progress bar, when it is knowable without iterating."""
+    n = None
+    if isinstance(images_or_loader, torch.Tensor):
+        n = images_or_loader.shape[0]
+    else:
+        dataset = getattr(images_or_loader, "dataset", None)
+        try:
+            n = len(dataset) if dataset is not None else None
+        except TypeError:
+            n = None
+    if max_images is not None:
+        n = max_images if n is None else min(n, max_images)
+    return n
+
+
+def _pool_tokens(out, pool: str, has_prefix: bool) -> torch.Tensor:
+    # forward_intermediates(return_prefix_tokens=True) yields (patch tokens, prefix tokens) pairs when the
+    # model has prefix tokens (CLS first, then registers); without prefix tokens it yields patch tokens only.
+    patches, prefix = out if has_prefix else (out, None)
+    if pool == "cls":
+        return prefix[:, 0]
+    return patches.mean(dim=1)
+
+
+@torch.no_grad()
+def _extract(
+    model: torch.nn.Module,
+    images_or_loader,
+    pool: str,
+    layers: Sequence[int] | None,
+    device,
+    max_images: int | None,
+    progress: bool,
+    batch_size: int,
+) -> torch.Tensor:
+    vit = resolve_vit(model)
+    _check_pool(vit, pool)
+    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    device = _model_device(vit, device)
+    has_prefix = vit.num_prefix_tokens > 0
+    indices = list(range(len(vit.blocks))) if layers is None else list(layers)
+
+    was_training = vit.training
+    vit.eval()
+    chunks: list[torch.Tensor] = []
+    seen = 0
+    bar = tqdm(total=_expected_images(images_or_loader, max_images), unit="img",
+               desc=f"block features ({pool})", disable=not progress)
+    try:
+        for x in _image_batches(images_or_loader, batch_size):
+            if max_images is not None:
+                x = x[: max_images - seen]
+            if x.shape[0] == 0:
+                break
+            outs = vit.forward_intermediates(
+                x.to(device=device, dtype=next(vit.parameters()).dtype),
+                indices=indices, norm=False, return_prefix_tokens=True,
+                output_fmt="NLC", intermediates_only=True, stop_early=True,
+            )
+            chunks.append(torch.stack([_pool_tokens(o, pool, has_prefix) for o in outs]).float().cpu())
+            seen += x.shape[0]
+            bar.update(x.shape[0])
+            if max_images is not None and seen >= max_images:
+                break
+    finally:
+        bar.close()
+        vit.train(was_training)
+    if not chunks:
+        raise ValueError("no images were given (the loader/tensor is empty)")
+    return torch.cat(chunks, dim=1)
+
+
+def extract_block_features(
+    vit: torch.nn.Module,
+    images_or_loader,
+    pool: str = "cls",
+    device: str | torch.device | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Pooled output of every block for every image: a float32 CPU tensor of shape (L, N, D).
+
+    `pool="cls"` takes the class token, `"mean"` averages the patch tokens (prefix tokens excluded).
+    Features are the residual stream before the final norm, from the frozen ViT in eval mode (its train/eval
+    state is restored afterwards). `images_or_loader` is an (N, C, H, W) tensor (split into `batch_size`
+    chunks) or an iterable yielding x or (x, y, ...). `device` must be the ViT's device (it is not moved).
+    """
+    return _extract(vit, images_or_loader, pool, None, device, max_images, progress, batch_size)
+
+
+def extract_last_layer_features(
+    vit: torch.nn.Module,
+    images_or_loader,
+    pool: str = "cls",
+    device: str | torch.device | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Pooled output of the last block only, (N, D): what the attribute prototypes are clustered from."""
+    depth = len(resolve_vit(vit).blocks)
+    return _extract(vit, images_or_loader, pool, [depth - 1], device, max_images, progress, batch_size)[0]

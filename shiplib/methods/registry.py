@@ -1,0 +1,81 @@
+"""The one registry of fine-tuning methods and `build_model`."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from ..backbones import DEFAULT_BACKBONE, create_backbone
+from .base import PeftModel
+
+_METHODS: dict[str, type[PeftModel]] = {}
+
+
+def register_method(name: str) -> Callable[[type[PeftModel]], type[PeftModel]]:
+    def deco(cls: type[PeftModel]) -> type[PeftModel]:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__name__}")
+        cls.method = name
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    from . import linear, full  # noqa: F401  (importing a method module registers it)
+
+    for mod in ("vpt", "spt", "sep", "ship"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{mod}":
+                raise
+
+
+def list_methods() -> list[str]:
+    _ensure_loaded()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type[PeftModel]:
+    _ensure_loaded()
+    if name not in _METHODS:
+        close = difflib.get_close_matches(str(name), list(_METHODS), n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def build_model(
+    method: str,
+    backbone: Any = DEFAULT_BACKBONE,
+    num_classes: int = 1000,
+    pretrained: bool = True,
+    data: Any = None,
+    backbone_arch: Any = None,
+    **options,
+) -> nn.Module:
+    """Build `method` on a timm ViT backbone.
+
+    backbone: timm name (default: the paper's in21k ViT-B/16), "mini", a .npz/.safetensors/.pth path, or a module.
+    data: training images (a DataLoader yielding (x, y) or x), for methods whose init needs them (SPT prototypes,
+          SHIP affinity/prototypes when not given explicitly).
+    options: the method's config fields (`shiplib.method_options(method)` lists them).
+    """
+    cls = get_method(method)
+    config = cls.config_class.from_options(method, options)
+    vit = create_backbone(backbone, pretrained=pretrained, drop_path_rate=config.drop_path_rate,
+                          backbone_arch=backbone_arch)
+    if cls.needs_data:
+        return cls(vit, num_classes, config, data=data)
+    if data is not None:
+        raise TypeError(f"method {method!r} does not use `data`; drop the argument")
+    return cls(vit, num_classes, config)
+
+
+def method_options(method: str) -> dict[str, Any]:
+    """The options of a method with their defaults."""
+    cls = get_method(method)
+    return cls.config_class().to_dict()

@@ -1,0 +1,76 @@
+"""The method base, the registry, `linear`, `full` and parameter accounting."""
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+import shiplib
+
+
+def tiny_vit(**kw):
+    cfg = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0)
+    cfg.update(kw)
+    return VisionTransformer(**cfg)
+
+
+def test_registry_lists_core_methods():
+    assert {"linear", "full"} <= set(shiplib.list_methods())
+
+
+def test_unknown_method_and_option_fail_with_the_valid_names():
+    with pytest.raises(KeyError, match="Valid methods: .*linear"):
+        shiplib.build_model("lineer", backbone=tiny_vit())
+    with pytest.raises(TypeError, match="Valid options: drop_path_rate"):
+        shiplib.build_model("linear", backbone=tiny_vit(), lr=0.1)
+
+
+def test_linear_probe_trains_only_the_head_and_keeps_backbone_eval():
+    m = shiplib.build_model("linear", backbone=tiny_vit(), num_classes=7)
+    counts = shiplib.count_parameters(m)
+    assert counts["trainable"] == counts["head"] == 32 * 7 + 7
+    assert counts["trainable_without_head"] == 0
+    assert counts["total"] == counts["trainable"] + counts["frozen"]
+    m.train()
+    assert not m.vit.blocks[0].training and m.vit.head.training
+    x = torch.randn(2, 3, 32, 32)
+    logits, losses = m(x, return_losses=True)
+    assert logits.shape == (2, 7) and losses == {}
+    # frozen features: identical outputs in train mode
+    assert torch.equal(m(x), m(x))
+
+
+def test_head_init_is_truncated_normal_with_zero_bias():
+    m = shiplib.build_model("linear", backbone=tiny_vit(embed_dim=64), num_classes=500)
+    assert torch.all(m.vit.head.bias == 0)
+    assert 0.015 < m.vit.head.weight.std().item() < 0.025
+
+
+def test_full_finetune_trains_everything_and_loss_falls():
+    torch.manual_seed(0)
+    m = shiplib.build_model("full", backbone=tiny_vit(), num_classes=3, drop_path_rate=0.0)
+    c = shiplib.count_parameters(m)
+    assert c["frozen"] == 0 and c["trainable"] == c["total"]
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 3
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_drop_path_rate_is_applied_as_linspace():
+    m = shiplib.build_model("full", backbone=tiny_vit(depth=5), num_classes=2, drop_path_rate=0.2)
+    probs = [getattr(b.drop_path1, "drop_prob", 0.0) for b in m.vit.blocks]
+    assert probs == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        shiplib.build_model("full", backbone=tiny_vit(), drop_path_rate=1.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        shiplib.build_model("linear", backbone=tiny_vit(), num_classes=0)
+    with pytest.raises(TypeError, match="does not use `data`"):
+        shiplib.build_model("linear", backbone=tiny_vit(), data=[1])
