@@ -44,9 +44,11 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 def _ensure_loaded() -> None:
     # Task tables live in their own modules; importing them registers their tasks.
+    import importlib
+
     from . import vtab1k  # noqa: F401
     try:
-        from . import mini_vtab  # noqa: F401
+        importlib.import_module(f"{__package__}.mini_vtab")
     except ModuleNotFoundError as e:
         # Only its absence is tolerated (VTAB-1k lookups keep working); errors inside it still raise.
         if e.name != f"{__package__}.mini_vtab":
@@ -60,7 +62,8 @@ def get_task(name: str) -> TaskSpec:
     if key in _ALIASES:
         return _TASKS[_ALIASES[key]]
     close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(_ALIASES[c]) for c in close)}?" if close else ""
+    suggestions = dict.fromkeys(_ALIASES[c] for c in close)  # several aliases may name one task
+    hint = f" Did you mean {', '.join(map(repr, suggestions))}?" if close else ""
     raise KeyError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(list_tasks())}")
 
 

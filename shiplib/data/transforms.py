@@ -1,0 +1,67 @@
+"""Preprocessing presets: each is a torchvision transform plus a dict that records exactly what it does.
+
+- `ship`: SHIP's official pipeline (`lib/datasets.py` `build_transform` with `train.py` defaults `no_aug=True`,
+  `direct_resize=True`, `inception=True`): bicubic resize to exactly img_size x img_size (aspect ratio not
+  kept), no augmentation, [0, 1] tensor, mean = std = 0.5. Same for train and test. SHIP's centre crop after
+  the resize is a no-op and is omitted.
+- `vpt`: VPT's TFDS pipeline: resize to img_size x img_size (bilinear), /255, ImageNet mean/std. VPT resizes
+  the TFDS tensor with TensorFlow (no antialiasing); torchvision resizes PIL images with antialiasing, so
+  pixels differ slightly (recorded in the preset).
+"""
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PRESETS: dict[str, dict] = {
+    "ship": {
+        "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "augmentation": None,
+        "source": "SHIP lib/datasets.py build_transform (no_aug, direct_resize, inception)",
+    },
+    "vpt": {
+        "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "augmentation": None,
+        "source": "VPT TFDS pipeline (tf.image.resize bilinear, /255, ImageNet mean/std); "
+                  "here torchvision's antialiased PIL resize",
+    },
+}
+
+_INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+
+
+class ToRGB:
+    """Convert a PIL image to 3-channel RGB (grey, palette, RGBA and CMYK inputs all occur in VTAB folders)."""
+
+    def __call__(self, img):
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def _check(preset: str, img_size: int) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
+        raise ValueError(f"img_size must be a positive int (e.g. 224), got {img_size!r}")
+    return PRESETS[preset]
+
+
+def preset_record(preset: str, img_size: int) -> dict:
+    """What the preset does, as a JSON-ready dict to store with results."""
+    p = _check(preset, img_size)
+    return {"preset": preset, "to_rgb": True, "resize": [img_size, img_size], "interpolation": p["interpolation"],
+            "keep_aspect_ratio": False, "augmentation": p["augmentation"], "scale": "[0, 1] then normalise",
+            "mean": list(p["mean"]), "std": list(p["std"]), "source": p["source"]}
+
+
+def build_transform(preset: str, img_size: int) -> T.Compose:
+    """PIL image -> normalised float tensor (3, img_size, img_size); identical for train and test."""
+    p = _check(preset, img_size)
+    return T.Compose([
+        ToRGB(),
+        T.Resize((img_size, img_size), interpolation=_INTERPOLATION[p["interpolation"]]),
+        T.ToTensor(),
+        T.Normalize(p["mean"], p["std"]),
+    ])

@@ -1,0 +1,140 @@
+"""Prompt initialisations shared by the prompt methods.
+
+- `xavier_prompt_bound`: VPT's uniform bound (Jia et al. 2022; KMnP/vpt `src/models/vit_prompt/vit.py`).
+- `token_prototypes`: SPT's prompts from the frozen model's own tokens (Wang et al., ICML 2024, arXiv 2402.02382;
+  facts from its README and a public re-implementation, SinAxCosB/Self-Prompt-Tuning `train.py`/`utils.py`).
+
+SPT details and where we differ from that reference:
+- Tokens: the **patch tokens** entering each block (prefix tokens excluded, as the reference drops CLS). For block 0
+  we use `embed(x)` (patch embedding + position embedding), i.e. the true block-0 input; the reference took the raw
+  patch-embedding output without position embedding there.
+- Backbone: the prompt-free frozen model in eval mode (no drop path), as in the reference.
+- Token pool: a seeded uniform sample of at most `max_tokens` candidates per block, drawn at the same (image, token)
+  positions for every block, so memory stays bounded on any data size (the reference used all tokens of a subset).
+- `kmeans`: K centres from `sklearn.cluster.KMeans(n_init=1, random_state=seed + block)` on the pool (the paper's
+  default "prototypes"; the reference precomputed them offline). ~5 s per block for 20k ViT-B tokens on one core.
+- `random`: K distinct pool tokens drawn uniformly (the reference's "random").
+- `mean_pool`: each image's patch sequence (raster order) is cut into K contiguous, near-equal groups and each group
+  is averaged (`adaptive_avg_pool1d`); K of these group means are then drawn uniformly. The reference cut K-1 windows
+  of L//(K-1) tokens plus a remainder window (the whole sequence when the remainder is 0); equal groups avoid that.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from tqdm.auto import tqdm
+
+PROTOTYPE_INITS = ("kmeans", "random", "mean_pool")
+
+
+def xavier_prompt_bound(vit: VisionTransformer) -> float:
+    """VPT's bound sqrt(6 / (in_chans * patch_h * patch_w + D)); 0.0625 for ViT-B/16.
+
+    VPT hard-codes 3 channels; here channels and patch size are read from the patch-embedding kernel.
+    """
+    weight = getattr(getattr(vit.patch_embed, "proj", None), "weight", None)
+    if weight is None or weight.ndim != 4:
+        raise ValueError("cannot read the patch size and channels: the backbone's patch_embed has no Conv2d `proj`. "
+                         "VPT's init needs a standard timm PatchEmbed.")
+    fan = weight[0].numel()  # in_chans * patch_h * patch_w
+    return math.sqrt(6.0 / (fan + vit.embed_dim))
+
+
+def iter_image_batches(data) -> Iterator[torch.Tensor]:
+    """Image batches from an image tensor (N, C, H, W) or an iterable yielding x or (x, y, ...)."""
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 4:
+            raise ValueError(f"an image tensor must be (N, C, H, W), got shape {tuple(data.shape)}")
+        yield from data.split(64)
+        return
+    if not isinstance(data, Iterable):
+        raise TypeError(f"data must be a DataLoader/iterable of image batches or an image tensor, "
+                        f"got {type(data).__name__}")
+    for batch in data:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"each batch must be an image tensor (B, C, H, W) or a tuple (x, y, ...); got {got}")
+        yield x
+
+
+def _candidates(patches: torch.Tensor, init: str, num_prompts: int) -> torch.Tensor:
+    """Candidate prompt vectors of one block input: (B, N, D) patch tokens -> (n, D)."""
+    if init == "mean_pool":
+        patches = F.adaptive_avg_pool1d(patches.transpose(1, 2), num_prompts).transpose(1, 2)
+    return patches.reshape(-1, patches.shape[-1])
+
+
+@torch.no_grad()
+def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_tokens: int,
+                              seed: int) -> list[torch.Tensor]:
+    """Per block, a uniform sample (<= max_tokens, D) of the candidates built from that block's input tokens.
+
+    `model` is a `PeftModel` (its `embed`, `vit.blocks` and `num_prefix_tokens` are used) run prompt-free in eval mode.
+    """
+    if init not in PROTOTYPE_INITS:
+        raise ValueError(f"init must be one of {PROTOTYPE_INITS}, got {init!r}")
+    vit = model.vit
+    device = next(vit.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    prefix = model.num_prefix_tokens
+    keys = torch.empty(0)
+    pools: list[torch.Tensor] | None = None
+    was_training = vit.training
+    vit.eval()
+    total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
+    try:
+        for x in tqdm(iter_image_batches(data), total=total, desc="SPT: block-input tokens", unit="batch",
+                      disable=None):
+            h = model.embed(x.to(device))
+            n_new = h.shape[0] * (num_prompts if init == "mean_pool" else h.shape[1] - prefix)
+            # Priority sampling: a uniform random key per candidate; the max_tokens largest keys survive.
+            all_keys = torch.cat([keys, torch.rand(n_new, generator=gen)])
+            # Sorted, so the kept old entries come first in pool order, then the new ones: keys stay aligned.
+            keep = all_keys.topk(min(max_tokens, len(all_keys))).indices.sort().values
+            keep_old, keep_new = keep[keep < len(keys)], keep[keep >= len(keys)] - len(keys)
+            keys = all_keys[keep]
+            new_pools = []
+            for i, blk in enumerate(vit.blocks):
+                cand = _candidates(h[:, prefix:], init, num_prompts)[keep_new.to(device)].float().cpu()
+                new_pools.append(cand if pools is None else torch.cat([pools[i][keep_old], cand]))
+                h = blk(h)
+            pools = new_pools
+    finally:
+        vit.train(was_training)
+    if pools is None:
+        raise ValueError("data yielded no images: SPT needs training images to build its prompts")
+    return pools
+
+
+def _kmeans_centres(tokens: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    # k-means++ seeding makes many small BLAS calls; multithreaded BLAS spins on them and was measured 10-25x
+    # slower on a shared 2-core machine. sklearn's Lloyd loop still uses all cores through OpenMP.
+    with threadpool_limits(limits=1, user_api="blas"):
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(tokens.numpy())
+    return torch.from_numpy(km.cluster_centers_).float()
+
+
+def token_prototypes(model, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
+                     seed: int = 0) -> torch.Tensor:
+    """SPT prompts: (depth, K, D), row i built from the tokens entering block i of the frozen backbone."""
+    pools = sample_block_input_tokens(model, data, num_prompts, init, max_tokens, seed)
+    n = len(pools[0])
+    if n < num_prompts:
+        raise ValueError(f"only {n} candidate tokens were collected but num_prompts={num_prompts}: give more "
+                         f"training images, a larger max_tokens, or fewer prompts")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, pool in enumerate(tqdm(pools, desc=f"SPT: {init} prototypes", unit="block", disable=None)):
+        if init == "kmeans":
+            out.append(_kmeans_centres(pool, num_prompts, seed + i))
+        else:
+            out.append(pool[torch.randperm(n, generator=gen)[:num_prompts]])
+    return torch.stack(out)

@@ -1,0 +1,53 @@
+"""SPT (Self-Prompt Tuning; Wang et al., "Revisiting the Power of Prompt for Visual Tuning", ICML 2024,
+arXiv 2402.02382, github.com/WangYZ1608/Self-Prompt-Tuning).
+
+VPT-deep whose prompts for block i start as prototypes of the frozen model's patch tokens entering block i over
+the training set (k-means centres by default; `random` and `mean_pool` are the paper's cheap alternatives).
+How the tokens are gathered and pooled is documented in `_prompt_init.py`.
+
+Defaults: K = 50 like our VPT; `prompt_dropout = 0` because SPT's reference forward applies no prompt dropout
+(set 0.1 to match VPT exactly). Training recipe as for VPT (SHIP's §1: drop path 0.1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from ._prompt_init import PROTOTYPE_INITS, token_prototypes
+from .registry import register_method
+from .vpt import PromptConfig, VPTDeep
+
+
+@dataclass
+class SPTConfig(PromptConfig):
+    prompt_dropout: float = 0.0  # SPT's reference has no prompt dropout
+    init: str = "kmeans"  # "kmeans" | "random" | "mean_pool"
+    max_tokens: int = 20_000  # candidate tokens kept per block (seeded uniform sample) to keep k-means fast
+    seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init not in PROTOTYPE_INITS:
+            raise ValueError(f"init must be one of {', '.join(PROTOTYPE_INITS)}; got {self.init!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < self.num_prompts:
+            raise ValueError(f"max_tokens must be an int >= num_prompts ({self.num_prompts}), got {self.max_tokens!r}")
+
+
+@register_method("spt")
+class SelfPromptTuning(VPTDeep):
+    config_class = SPTConfig
+    needs_data = True
+
+    def __init__(self, vit: VisionTransformer, num_classes: int, config: SPTConfig, data=None):
+        if data is None:
+            raise ValueError("method 'spt' builds its prompts from the training images: pass data=<a DataLoader "
+                             "yielding (x, y) or x> (e.g. build_model('spt', ..., data=train_loader))")
+        super().__init__(vit, num_classes, config)
+        protos = token_prototypes(self, data, config.num_prompts, config.init, config.max_tokens, config.seed)
+        with torch.no_grad():
+            self.prompts.copy_(protos.to(self.prompts))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, init={self.config.init!r}"
