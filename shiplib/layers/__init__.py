@@ -1,0 +1,5 @@
+"""Attention variants run over a timm ViT block's own weights (no forked blocks)."""
+from .decoupled_attention import decoupled_attention, decoupled_block_forward
+from .joint_attention import check_block, joint_block_forward
+
+__all__ = ["check_block", "decoupled_attention", "decoupled_block_forward", "joint_block_forward"]

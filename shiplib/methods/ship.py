@@ -1,0 +1,342 @@
+"""SHIP (Zhu et al., "Semantic Hierarchical Prompt Tuning for Parameter-Efficient Fine-Tuning", arXiv 2412.16956).
+
+Reference implementation of the official code (haoweiz23/SHIP @ d65400f) as restated in ship_spec.md §1-§6, on any
+timm `VisionTransformer` (widths, depths, image sizes and prefix tokens are read from the backbone).
+
+Forward (defaults = official):
+- token layout entering a block: `[image tokens (prefix + patches) | SIP | AP | SSP]`; prompts get no position
+  embedding;
+- semantic levels = list of level-start blocks (begins with 0). At each level start the previous prompt outputs
+  are dropped and the level's SIP (K tokens, its own parameter) is inserted; its outputs are carried through the
+  rest of the level. At the last `num_attribute_prompts` level starts an AP follows the SIP (outputs carried the
+  same way). The SSP (one parameter) is re-inserted at every block, replacing the previous SSP outputs;
+- AP of the level starting at block i: the top-`ap_length` image tokens of block i-1's output by the head-mean
+  PRE-softmax logits of its CLS query (keys = image tokens, CLS included) are matched to the prototype bank:
+  `AP = ap_mix_scale * softmax(cos(tokens, bank)) @ bank + (1 - ap_mix_scale) * attribute_prompt`;
+- decoupled attention (`shiplib.layers.decoupled_attention`) with scale `da_scale` in every block; prompts are
+  queries only in the last block (`prompt_queries="last"`), elsewhere their rows pass LN1(p) through to proj;
+- PML (`shiplib.losses.pml`) on the last block's outputs, top-`top_k` targets, returned raw under "pml"; its
+  weight is `model.loss_weights["pml"]`; only computed in train mode (eval returns 0; the official code computes
+  and discards it);
+- classifier on the final-normed CLS token (timm's `forward_head`).
+
+Choices where the official code has no answer (documented behaviour):
+- APs sit only at level starts > 0 (block 0 has no previous block to select tokens from): the last
+  `num_attribute_prompts` level starts after block 0. With fewer levels there are fewer APs, and
+  `attribute_prompts` has one row per AP actually used (none for a single level). The official code crashes with
+  <= 2 levels. Rows keep the official order (row j <-> the j-th AP start).
+- The AP picks `ap_length` tokens (one per AP token; official 10 = AP length = top-k); `top_k` is the number of
+  PML targets.
+- `da=False` (ablation): plain joint-softmax attention over [image; prompts] with prompts as queries in every block
+  (VPT-style); `prompt_queries` and `da_scale` then do nothing.
+- No prompt tokens at all (sip, ssp, ap off): attention is the backbone's own and PML is 0.
+- AP and PML select tokens by the CLS query, so they need a backbone with a class token (token 0).
+- The prototype bank is a non-persistent buffer: it follows `.to(device)` but is not in `state_dict()` (as in the
+  official code, where it is a plain attribute); pass `prototypes=` again when rebuilding a model.
+
+Hierarchy sources, in priority order: `levels`; `affinity` + `threshold`; `threshold >= 1` (every block its own
+level, as the official code, which then never reads the affinity); `data` + `threshold` (block features of the frozen
+backbone -> affinity -> levels). The bank (needed only when an AP is used): `prototypes`, else k-means on the
+last-block features of `data` (`num_prototypes`, `prototype_seed`, `feature_pool`). `data` is read only when a
+level or bank source is missing (the features are then extracted once, in eval mode, before any prompt exists).
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from ..layers.decoupled_attention import decoupled_block_forward
+from ..layers.joint_attention import check_block, joint_block_forward
+from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
+from .base import MethodConfig, PeftModel
+from .registry import register_method
+
+PROMPT_QUERIES = ("last", "all")
+FEATURE_POOLS = ("cls", "mean")
+ABLATION_SWITCHES = ("sip", "ssp", "ap", "pml", "da")
+
+LEVEL_SOURCES_HELP = (
+    "pass one of: levels=[0, ...] (the first block of each semantic level); affinity=<(L, L) matrix or .npy path> "
+    "with threshold=<float>; data=<loader of training images> with threshold=<float> (levels from the frozen "
+    "backbone's block features); or threshold>=1 (every block its own level). Or switch off both sip and ap."
+)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+@dataclass
+class ShipConfig(MethodConfig):
+    """SHIP options; every default is the official code's (ship_spec.md §4-§6, §10)."""
+
+    prompt_length: int = 50  # K, tokens per SIP (the official code tunes it per task)
+    levels: Any = None  # list[int] of level-start blocks
+    threshold: float | None = None  # share threshold alpha of the greedy level search
+    affinity: Any = None  # (L, L) inter-layer affinity: array/tensor or .npy path
+    prototypes: Any = None  # (k, D) attribute bank: array/tensor or .npy/.pt/.pth/.safetensors path
+    feature_pool: str = "cls"  # block features from `data`: CLS token or patch mean (official: unknown)
+    num_prototypes: int = 200  # k-means clusters when the bank is computed from `data`
+    prototype_seed: int = 42  # official KMeans random_state
+    sip: bool = True  # semantic-independent prompts (one per level)
+    ssp: bool = True  # semantic-shared prompt (every block)
+    ap: bool = True  # attribute prompts
+    pml: bool = True  # prompt matching loss
+    da: bool = True  # decoupled attention (False: joint softmax, prompts attend everywhere)
+    prompt_queries: str = "last"  # DA: prompts are queries in the "last" block only (official) or in "all"
+    num_attribute_prompts: int = 2  # APs at the last N level starts (> 0)
+    ssp_length: int = 10
+    ap_length: int = 10  # tokens per AP = tokens selected to build it
+    da_scale: float = 0.1  # s in (1 - s) * image-image + s * image-prompt
+    top_k: int = 10  # PML targets per image
+    ap_mix_scale: float = 0.1  # AP = scale * prototype mixture + (1 - scale) * parameter
+    pml_weight: float = 0.5
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("prompt_length", "num_prototypes", "num_attribute_prompts", "ssp_length", "ap_length", "top_k"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not _is_int(self.prototype_seed):
+            raise ValueError(f"prototype_seed must be an int, got {self.prototype_seed!r}")
+        for name in ABLATION_SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} is an on/off switch: give True or False, got {getattr(self, name)!r}")
+        if self.prompt_queries not in PROMPT_QUERIES:
+            raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
+        if self.feature_pool not in FEATURE_POOLS:
+            raise ValueError(f"feature_pool must be one of {FEATURE_POOLS}, got {self.feature_pool!r}")
+        for name in ("da_scale", "ap_mix_scale"):
+            v = getattr(self, name)
+            if not _is_real(v) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+        if not _is_real(self.pml_weight) or not self.pml_weight >= 0:
+            raise ValueError(f"pml_weight must be a number >= 0, got {self.pml_weight!r}")
+        if self.threshold is not None and (not _is_real(self.threshold) or not np.isfinite(self.threshold)):
+            raise ValueError(f"threshold must be a finite number (e.g. 0.95) or None, got {self.threshold!r}")
+        if self.levels is not None:
+            if isinstance(self.levels, (str, bytes)) or not hasattr(self.levels, "__iter__"):
+                raise ValueError(f"levels must be a list of level-start blocks such as [0, 2, 4], got {self.levels!r}")
+            if not all(_is_int(v) for v in self.levels):
+                raise ValueError(f"levels must hold ints (block indices), got {list(self.levels)!r}")
+
+
+# ----- hierarchy -----
+def check_levels(levels, depth: int) -> list[int]:
+    """Level starts as a list: begin with 0, strictly increasing, all < depth."""
+    starts = [int(v) for v in levels]
+    if not starts or starts[0] != 0:
+        raise ValueError(f"levels must start with block 0 (the first level starts at the first block), got {starts}")
+    if any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"levels must be strictly increasing level-start blocks, got {starts}")
+    if starts[-1] >= depth:
+        raise ValueError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "
+                         f"(0..{depth - 1})")
+    return starts
+
+
+def attribute_prompt_starts(levels: list[int], count: int) -> list[int]:
+    """The last `count` level starts after block 0: where the APs go (block 0 has no previous block)."""
+    return [s for s in levels if s > 0][-count:] if count > 0 else []
+
+
+class _TrainingFeatures:
+    """Block features of the frozen backbone on `data`, extracted at most once and only when asked for."""
+
+    def __init__(self, vit: VisionTransformer, data, pool: str):
+        self.vit, self.data, self.pool = vit, data, pool
+        self._all: torch.Tensor | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.data is not None
+
+    def all_blocks(self) -> torch.Tensor:
+        if self._all is None:
+            from ..hierarchy import extract_block_features
+
+            self._all = extract_block_features(self.vit, self.data, pool=self.pool)
+        return self._all
+
+    def last_block(self) -> torch.Tensor:
+        if self._all is not None:
+            return self._all[-1]
+        from ..hierarchy import extract_last_layer_features
+
+        return extract_last_layer_features(self.vit, self.data, pool=self.pool)
+
+
+def _affinity_matrix(affinity, depth: int) -> np.ndarray:
+    from ..hierarchy import load_affinity, validate_affinity
+
+    if isinstance(affinity, (str, bytes)) or hasattr(affinity, "__fspath__"):
+        A = load_affinity(affinity)
+    else:
+        A = validate_affinity(affinity.detach().cpu().numpy() if isinstance(affinity, torch.Tensor) else affinity)
+    if A.shape[0] != depth:
+        raise ValueError(f"the affinity is {A.shape[0]}x{A.shape[0]} but the backbone has {depth} blocks; "
+                         "it must come from the same backbone")
+    return A
+
+
+def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> tuple[list[int], str]:
+    """(level starts, where they came from), by the priority in the module docstring."""
+    if cfg.levels is not None:
+        return check_levels(cfg.levels, depth), "levels"
+    if cfg.affinity is not None:
+        if cfg.threshold is None:
+            raise ValueError("affinity was given without threshold: the levels need both (e.g. threshold=0.95)")
+        from ..hierarchy import semantic_levels
+
+        return semantic_levels(_affinity_matrix(cfg.affinity, depth), cfg.threshold), "affinity"
+    if cfg.threshold is not None and cfg.threshold >= 1.0:
+        return list(range(depth)), "threshold"
+    if features.available:
+        if cfg.threshold is None:
+            raise ValueError("levels from data need a threshold (e.g. threshold=0.95), or pass levels=[0, ...]")
+        from ..hierarchy import inter_layer_affinity, semantic_levels
+
+        return semantic_levels(inter_layer_affinity(features.all_blocks()), cfg.threshold), "data"
+    raise ValueError(f"SHIP needs semantic levels (sip/ap are on): {LEVEL_SOURCES_HELP}")
+
+
+def resolve_prototypes(cfg: ShipConfig, width: int, features: _TrainingFeatures) -> torch.Tensor:
+    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data`."""
+    from ..hierarchy import attribute_prototypes, load_prototype_bank
+
+    if cfg.prototypes is not None:
+        return load_prototype_bank(cfg.prototypes, expected_dim=width)
+    if features.available:
+        bank = attribute_prototypes(features.last_block(), k=cfg.num_prototypes, seed=cfg.prototype_seed)
+        return load_prototype_bank(bank, expected_dim=width)
+    raise ValueError("attribute prompts (ap=True) need a prototype bank: pass prototypes=<(k, D) array/tensor or "
+                     ".npy/.pt/.safetensors path>, or data=<loader of training images> to cluster the frozen "
+                     "backbone's last-block features; or switch them off with ap=False")
+
+
+# ----- prompt construction -----
+def mix_attribute_prompt(tokens: torch.Tensor, bank: torch.Tensor, prompt: torch.Tensor,
+                         scale: float) -> torch.Tensor:
+    """scale * softmax_k(cos(token, bank_k)) @ bank + (1 - scale) * prompt: (B, L, D), (k, D), (L, D) -> (B, L, D)."""
+    weights = (F.normalize(tokens, dim=-1) @ F.normalize(bank, dim=-1).T).softmax(dim=-1)
+    return scale * (weights @ bank) + (1.0 - scale) * prompt
+
+
+@register_method("ship")
+class SHIP(PeftModel):
+    """SHIP on a timm ViT; see the module docstring. Trainable: prompts + head."""
+
+    config_class = ShipConfig
+    needs_data = True
+
+    def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig, data=None):
+        super().__init__(vit, num_classes, config)
+        for blk in vit.blocks:
+            check_block(blk)
+        if (config.ap or config.pml) and getattr(vit, "cls_token", None) is None:
+            raise ValueError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
+                             "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
+        D = self.embed_dim
+        features = _TrainingFeatures(vit, data, config.feature_pool)
+        if config.sip or config.ap:
+            self.levels, self.level_source = resolve_levels(config, self.depth, features)
+        else:
+            self.levels, self.level_source = [], "unused"
+        self.ap_starts = attribute_prompt_starts(self.levels, config.num_attribute_prompts) if config.ap else []
+
+        # Official inits (spec §4) on the official shapes: PyTorch's fan rules then give the official bounds.
+        self.sip_prompts = nn.ParameterList(
+            [nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, config.prompt_length, D)))
+             for _ in (self.levels if config.sip else [])])
+        self.ssp_prompt = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(config.ssp_length, D))) \
+            if config.ssp else None
+        self.attribute_prompts = nn.Parameter(nn.init.kaiming_uniform_(
+            torch.empty(len(self.ap_starts), config.ap_length, D))) if self.ap_starts else None
+        bank = resolve_prototypes(config, D, features) if self.ap_starts else None
+        self.register_buffer("prototype_bank", bank, persistent=False)
+
+        self.loss_weights = {"pml": float(config.pml_weight)} if config.pml else {}
+        self._level_of_start = {s: c for c, s in enumerate(self.levels)}
+        self._ap_row = {s: j for j, s in enumerate(self.ap_starts)}
+
+    # ----- prompts entering a block -----
+    def _ssp(self, batch: int, like: torch.Tensor) -> torch.Tensor:
+        if self.ssp_prompt is None:
+            return like.new_zeros(batch, 0, like.shape[-1])
+        return self.ssp_prompt.expand(batch, -1, -1)
+
+    def _attribute_prompt(self, row: int, prev_tokens: torch.Tensor, prev_logits: torch.Tensor,
+                          num_image: int) -> torch.Tensor:
+        """AP from the previous block's output tokens and pre-softmax logits (spec §4, "AG")."""
+        index = top_attended_tokens(prev_logits, num_image, self.config.ap_length)
+        return mix_attribute_prompt(gather_tokens(prev_tokens, index), self.prototype_bank,
+                                    self.attribute_prompts[row], self.config.ap_mix_scale)
+
+    def _level_start_prompts(self, block: int, prev_tokens: torch.Tensor, prev_logits: torch.Tensor | None,
+                             num_image: int) -> torch.Tensor:
+        """[SIP | AP] inserted at a level start (either may be switched off)."""
+        B = prev_tokens.shape[0]
+        parts = []
+        if self.config.sip:
+            parts.append(self.sip_prompts[self._level_of_start[block]].expand(B, -1, -1))
+        if block in self._ap_row:
+            parts.append(self._attribute_prompt(self._ap_row[block], prev_tokens, prev_logits, num_image))
+        return torch.cat(parts, dim=1) if parts else prev_tokens[:, :0]
+
+    # ----- blocks -----
+    def _run_block(self, i: int, x: torch.Tensor, num_image: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blk = self.vit.blocks[i]
+        if not self.config.da:
+            return joint_block_forward(blk, x)
+        prompts_attend = self.config.prompt_queries == "all" or i == self.depth - 1
+        return decoupled_block_forward(blk, x, num_image, self.config.da_scale, prompts_attend)
+
+    def _pml(self, x: torch.Tensor, logits: torch.Tensor, num_image: int) -> torch.Tensor:
+        """Raw PML on the last block's outputs (before the final norm)."""
+        index = top_attended_tokens(logits, num_image, self.config.top_k)
+        return prompt_matching_loss(x[:, num_image:], gather_tokens(x[:, :num_image], index))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self.embed(x)
+        n, B = x.shape[1], x.shape[0]
+        carried = x[:, :0]  # SIP/AP outputs carried within a level
+        logits = None
+        for i in range(self.depth):
+            if i in self._level_of_start:
+                carried = self._level_start_prompts(i, x, logits, n)
+            else:
+                carried = x[:, n:n + carried.shape[1]]
+            x = torch.cat([x[:, :n], carried, self._ssp(B, x)], dim=1)
+            x, logits = self._run_block(i, x, n)
+        losses = {}
+        if self.config.pml:
+            losses["pml"] = self._pml(x, logits, n) if self.training else x.new_zeros(())
+        return self.vit.norm(x[:, :n]), losses
+
+    # ----- accounting -----
+    def extra_parameter_counts(self, counts: dict[str, int]) -> dict[str, int]:
+        """`official_trainable`: the official count, which includes its unused (1, K, D) prompt position embedding.
+
+        Only defined when every part is on (the official code has no switches).
+        """
+        if not all(getattr(self.config, s) for s in ABLATION_SWITCHES):
+            return {}
+        return {"official_trainable": counts["trainable"] + self.config.prompt_length * self.embed_dim}
+
+    def extra_repr(self) -> str:
+        c = self.config
+        on = [s for s in ABLATION_SWITCHES if getattr(c, s)]
+        return (f"{super().extra_repr()}, levels={self.levels} ({self.level_source}), K={c.prompt_length}, "
+                f"ap_starts={self.ap_starts}, parts={'+'.join(on) or 'none'}, prompt_queries={c.prompt_queries!r}")
