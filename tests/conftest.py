@@ -36,3 +36,59 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+# ----- engine/CLI fixtures: a tiny task folder in the shared layout and a tiny ViT backbone file -----
+def write_tiny_task(root: Path, task: str = "svhn", classes: int = 3, sizes: dict | None = None,
+                    size: int = 32, seed: int = 0) -> Path:
+    """A learnable toy task (class = dominant colour channel + noise) as PNGs in the NOAH/SHIP folder layout."""
+    import numpy as np
+    from PIL import Image
+
+    sizes = sizes or dict(train800=48, val200=16, test=24)
+    rng = np.random.default_rng(seed)
+    task_dir = Path(root) / task
+    lists = {}
+    for split, n in sizes.items():
+        (task_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(n):
+            label = i % classes
+            img = np.zeros((size, size, 3), np.float32)
+            img[..., label % 3] = 180
+            img = np.clip(img + rng.normal(0, 40, img.shape), 0, 255).astype(np.uint8)
+            rel = f"images/{split}/{i:06d}.png"
+            Image.fromarray(img).save(task_dir / rel)
+            lines.append(f"{rel} {label}")
+        lists[split] = lines
+    lists["train800val200"] = lists["train800"] + lists["val200"]
+    for split, lines in lists.items():
+        (task_dir / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return task_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_task_root(tmp_path_factory) -> Path:
+    """Data root holding a toy `svhn/` folder (3 of its 10 labels used; 48/16/24 images, 32 px)."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    write_tiny_task(root, "svhn")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_file(tmp_path_factory) -> Path:
+    """A random 4-block, width-32 ViT (32 px, patch 8) saved as .safetensors with its architecture card."""
+    import json
+
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import VisionTransformer
+
+    arch = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0, qkv_bias=True)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    vit = VisionTransformer(num_classes=0, **arch)
+    torch.random.set_rng_state(gen_state)
+    path = tmp_path_factory.mktemp("tiny_vit") / "tiny_vit.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"architecture": arch}))
+    return path

@@ -15,6 +15,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results should be readable like any written file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,101 @@
+"""One training epoch and one evaluation pass.
+
+Total loss = cross-entropy + Σ weight · aux loss, with the weights from `model.loss_weights`
+(e.g. SHIP's {"pml": 0.5}); an aux loss without a listed weight counts with weight 1.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .schedule import LRSchedule, set_lr
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; usually the learning rate is too high."""
+
+
+def _loss_weights(model: nn.Module) -> dict[str, float]:
+    return dict(getattr(model, "loss_weights", None) or {})
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    epoch: int,
+    device: torch.device,
+    progress: bool = True,
+    on_step=None,
+) -> dict:
+    """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds.
+
+    `on_step(epoch, step)` is called after each optimiser step (used by tests to interrupt a run).
+    """
+    model.train()
+    weights = _loss_weights(model)
+    sums: dict[str, float] = defaultdict(float)
+    correct = seen = steps = 0
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError("the training loader yields no batch: the training split is smaller than the batch size "
+                         "(drop_last=True); lower batch_size")
+    lrs = []
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        lr = schedule.lr_at(epoch, step, steps_per_epoch)
+        set_lr(optimizer, lr)
+        lrs.append(lr)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits, aux = model(x, return_losses=True)
+        ce = F.cross_entropy(logits, y)
+        loss = ce
+        for name, value in aux.items():
+            loss = loss + weights.get(name, 1.0) * value
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
+                                     "lower the learning rate (--set lr=...)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = y.shape[0]
+        sums["loss"] += loss.item() * n
+        sums["ce"] += ce.item() * n
+        for name, value in aux.items():
+            sums[name] += float(value.detach()) * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        steps += 1
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{lr:.2e}")
+        if on_step is not None:
+            on_step(epoch, step)
+    record = {k: v / seen for k, v in sums.items()}
+    record.update(lr=lrs[0] if schedule.mode == "epoch" else sum(lrs) / len(lrs), train_acc=100.0 * correct / seen,
+                  steps=steps, train_seconds=time.perf_counter() - start)
+    return record
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = True, desc: str = "eval") -> dict:
+    """Top-1 accuracy (%) and mean cross-entropy over the whole loader."""
+    model.eval()
+    correct = seen = 0
+    ce_sum = 0.0
+    start = time.perf_counter()
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        ce_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("the evaluation split is empty")
+    return dict(acc=100.0 * correct / seen, loss=ce_sum / seen, n=seen, seconds=time.perf_counter() - start)

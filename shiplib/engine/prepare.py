@@ -1,0 +1,105 @@
+"""What a run needs before training: data loaders, the backbone's fingerprint, SHIP's cached hierarchy."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..utils.io import _atomic
+
+log = logging.getLogger(__name__)
+
+
+
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed that depends only on `parts` (e.g. (seed, epoch)), never on Python's hash salt."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
+def train_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """Shuffled, drop_last=True; the order depends only on (seed, epoch), so a resumed run sees the same batches."""
+    order = torch.Generator().manual_seed(derived_seed(seed, epoch, 0))
+    workers = torch.Generator().manual_seed(derived_seed(seed, epoch, 1))
+    return DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=order),
+                      drop_last=True, num_workers=num_workers, generator=workers, pin_memory=pin_memory)
+
+
+def eval_loader(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """In order, every sample (no drop_last)."""
+    generator = torch.Generator().manual_seed(0)  # worker seeds without touching the global RNG
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
+                      generator=generator, pin_memory=pin_memory)
+
+
+def backbone_fingerprint(vit: torch.nn.Module) -> str:
+    """sha256 over the backbone's tensors (names, shapes, dtypes, values), head excluded: identifies its weights."""
+    h = hashlib.sha256()
+    for name, t in vit.state_dict().items():
+        if name.startswith("head."):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def backbone_slug(spec) -> str:
+    """A short file-name-safe name for a backbone spec (a timm name, 'mini' or a file path)."""
+    text = Path(str(spec)).stem if ("/" in str(spec) or "\\" in str(spec)) else str(spec)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "backbone"
+
+
+def hierarchy_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, pool: str,
+                         split: str, k: int, preset: str, img_size: int, kmeans_seed: int = 42) -> Path:
+    """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<pool>-<preset><size>-<split>-k<k>[-s<seed>].npz"""
+    seed = "" if kmeans_seed == 42 else f"-s{kmeans_seed}"
+    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{pool}-{preset}{img_size}-{split}-k{k}{seed}.npz"
+    return Path(runs_dir) / "_cache" / benchmark / task / name
+
+
+def _save_npz(path: Path, **arrays) -> Path:
+    def write(tmp: str) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+
+    return _atomic(path, write)
+
+
+def load_or_compute_hierarchy(vit, dataset, cache_path: Path, threshold: float, pool: str, k: int,
+                              batch_size: int, device, num_workers: int = 0, progress: bool = True,
+                              kmeans_seed: int = 42) -> dict:
+    """Affinity and prototype bank of the frozen backbone on `dataset`, from the cache or computed once.
+
+    Levels are not cached: they follow from the affinity and each run's threshold.
+    """
+    if cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as z:
+            log.info("hierarchy: using the cache %s", cache_path)
+            return dict(affinity=z["affinity"], prototypes=z["prototypes"], num_images=int(z["num_images"]),
+                        cache=str(cache_path), cached=True)
+    from ..hierarchy import compute_task_hierarchy
+
+    log.info("hierarchy: extracting features of %d images (pool=%s, k=%d)", len(dataset), pool, k)
+    loader = eval_loader(dataset, batch_size, num_workers)
+    was_training = vit.training
+    vit.to(device)
+    out = compute_task_hierarchy(vit, loader, threshold, pool=pool, k=k, seed=kmeans_seed, device=device,
+                                 progress=progress)
+    vit.train(was_training)
+    meta = json.dumps(dict(pool=pool, k=k, kmeans_seed=kmeans_seed, images=out["num_images"]))
+    _save_npz(cache_path, affinity=np.asarray(out["affinity"], dtype=np.float32),
+              prototypes=np.asarray(out["prototypes"], dtype=np.float32), num_images=np.int64(out["num_images"]),
+              meta=np.array(meta))
+    log.info("hierarchy: cached in %s", cache_path)
+    return dict(affinity=out["affinity"], prototypes=out["prototypes"], num_images=out["num_images"],
+                cache=str(cache_path), cached=False)

@@ -1,0 +1,1 @@
+"""Package data: per-task settings and published figures (see README.md in this folder)."""
