@@ -2,6 +2,7 @@
 
     run    one (task, method, seed): train, evaluate, write results/<benchmark>/<task>/<method>/seed<k>.json
     sweep  the product tasks × methods × seeds, skipping runs whose result already exists
+    bench  seconds per batch, peak memory and FLOPs of a method against the plain timm ViT
 
 Each subcommand is one entry of `COMMANDS` (name -> (help, add_arguments, handler)); new ones plug in there.
 """
@@ -142,6 +143,20 @@ def _sweep(args) -> int:
             print(f"{label}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     print(f"sweep: {done} run, {skipped} skipped, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    from .bench import add_arguments
+
+    add_arguments(p)
+
+
+@command("bench", "time a method (eval, train step, reference implementation) against the plain timm ViT",
+         _add_bench)
+def _bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
 
 
 # ----- entry point -----

@@ -92,3 +92,40 @@ def tiny_vit_file(tmp_path_factory) -> Path:
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
     path.with_suffix(".json").write_text(json.dumps({"architecture": arch}))
     return path
+
+
+# ----- report fixtures: result files in the engine's format without training -----
+def fake_result(task: str, method: str, seed: int, acc_last: float, acc_max: float | None = None,
+                tag: str | None = None, protocol: str = "final", trainable: int = 1000, epochs: int = 3,
+                losses=None, options: dict | None = None) -> dict:
+    """A result dict with the fields `run_experiment` writes that the readers use (accuracies in %)."""
+    from shiplib.data import get_task
+
+    spec = get_task(task)
+    losses = list(losses) if losses is not None else [2.0 - 0.5 * e for e in range(epochs)]
+    history = [dict(epoch=e, loss=losses[e], ce=losses[e] * 0.9, lr=1e-3, train_acc=50.0 + e, steps=2,
+                    eval_acc=acc_last if e == epochs - 1 else acc_last - 1.0, eval_loss=1.0)
+               for e in range(epochs)]
+    acc_max = acc_last if acc_max is None else acc_max
+    return dict(task=task, benchmark=spec.benchmark, group=spec.group, method=method, tag=tag, seed=seed,
+                protocol=protocol, train_split="train800val200", eval_split="test", acc_last=acc_last,
+                acc_max_over_epochs=acc_max, max_epoch=epochs - 1, last_epoch=epochs - 1, epochs=epochs,
+                config=dict(lr=1e-3, weight_decay=1e-4, backbone="mini", img_size=32, batch_size=64,
+                            options=options or {}),
+                parameters=dict(trainable=trainable, trainable_without_head=trainable - 10, head=10,
+                                frozen=5000, total=5000 + trainable),
+                history=history, wall_time_s=1.0, device="cpu", identity={})
+
+
+@pytest.fixture
+def write_fake_result(tmp_path):
+    """write_fake_result(task, method, seed, acc_last, ...) -> path under tmp_path/results (engine layout)."""
+    from shiplib.engine.results import result_path, write_result
+
+    def write(*args, results_dir=None, **kw):
+        r = fake_result(*args, **kw)
+        root = results_dir or tmp_path / "results"
+        return write_result(result_path(root, r["benchmark"], r["task"], r["method"], r["seed"], r["protocol"],
+                                        tag=r["tag"]), r)
+
+    return write

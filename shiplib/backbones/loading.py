@@ -37,13 +37,24 @@ def set_drop_path(vit: VisionTransformer, rate: float) -> None:
 
 def npz_architecture(path: str | os.PathLike) -> dict:
     """Read depth, width, heads, patch and image size from a Google ViT `.npz` (no hard-coded ViT-B)."""
-    with np.load(path) as w:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise BackboneError(f"{path} is not a readable .npz archive ({e}); expected Google's ViT .npz") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise BackboneError(f"{path} holds a single array, not a Google ViT .npz archive of named weights")
+    with archive as w:
         keys = set(w.files)
         prefix = next((p for p in ("", "opt/target/", "params/") if f"{p}embedding/kernel" in keys), None)
         if prefix is None:
             raise BackboneError(f"{path} is not a Google ViT .npz: no 'embedding/kernel' entry")
+        if f"{prefix}Transformer/encoderblock_0/LayerNorm_0/scale" not in keys:
+            raise BackboneError(f"{path} is not in the original Google ViT layout (no 'Transformer/encoderblock_0'); "
+                                "big_vision checkpoints (stacked 'encoderblock', 'params/' prefix) are not supported. "
+                                "Load it with timm and pass the model, or convert it to .safetensors.")
         kernel = w[f"{prefix}embedding/kernel"]  # (p, p, C, D)
-        depth = len({k.split("/")[1] for k in keys if k.startswith(f"{prefix}Transformer/encoderblock_")})
+        blocks = f"{prefix}Transformer/encoderblock_"
+        depth = len({k[len(blocks):].split("/")[0] for k in keys if k.startswith(blocks)})
         q = w[f"{prefix}Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]  # (D, H, hd)
         pos = w[f"{prefix}Transformer/posembed_input/pos_embedding"]  # (1, N, D)
         mlp = w[f"{prefix}Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"]  # (D, hidden)
@@ -122,10 +133,15 @@ def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
         cfg = arch or _sidecar_architecture(path) or state_dict_architecture(sd)
         vit = VisionTransformer(**{**cfg, "num_classes": 0, **kw})
     sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-    missing, unexpected = vit.load_state_dict(sd, strict=False)
-    if missing or unexpected:
+    own = vit.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected or wrong:
         raise BackboneError(f"{path} does not match the architecture: missing {missing[:5]}, unexpected "
-                            f"{unexpected[:5]}. Pass backbone_arch= (a timm name or a dict of VisionTransformer args).")
+                            f"{unexpected[:5]}, shape (file vs model) {wrong[:3]}. "
+                            "Pass backbone_arch= (a timm name or a dict of VisionTransformer args).")
+    vit.load_state_dict(sd)
     return vit
 
 

@@ -104,7 +104,8 @@ def pretrain_mini(
     start_epoch, elapsed, history = 0, 0.0, []
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if state["config"] != asdict(cfg):
+        # `threads` changes speed, not the result, so a run may resume with another thread count
+        if {**state["config"], "threads": None} != {**asdict(cfg), "threads": None}:
             raise ValueError(f"{state_path} was written with another config {state['config']}; "
                              f"delete {work_dir} to start afresh or pass the same config")
         model.load_state_dict(state["model"])
@@ -147,30 +148,51 @@ def pretrain_mini(
         atomic_torch_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, elapsed=elapsed,
                                history=history, config=asdict(cfg)), state_path)
 
-    final_acc = history[-1]["test_acc"] if history else evaluate_classifier(model, x_test, y_test)
+    return export_checkpoint(model, cfg, history, elapsed, checkpoint_path, card_path, n_train=len(x_train),
+                             n_test=len(x_test))
+
+
+def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: float, checkpoint_path: Path,
+                      card_path: Path, n_train: int = 60000, n_test: int = 10000) -> dict:
+    """Write the safetensors weights and their JSON card (an incomplete run says so in the card)."""
+    if not history:
+        raise ValueError("no finished epoch to export")
     atomic_save_safetensors(model.state_dict(), checkpoint_path, metadata={"name": CHECKPOINT_NAME})
+    done = len(history)
     card = dict(
         name=CHECKPOINT_NAME,
         description="12-block narrow ViT (patch 4, 32 px) pretrained with labels on Fashion-MNIST by shiplib; "
                     "the offline default backbone for mini-VTAB. Not the paper's ViT-B/16 in21k.",
         architecture=dict(timm_class="timm.models.vision_transformer.VisionTransformer", **MINI_ARCH, num_classes=10),
         parameters=int(sum(p.numel() for p in model.parameters())),
-        data=dict(name="Fashion-MNIST", train_images=len(x_train), test_images=len(x_test),
+        data=dict(name="Fashion-MNIST", train_images=n_train, test_images=n_test,
                   source="Debian package dataset-fashion-mnist", licence=LICENCE,
                   preprocessing="28->32 bicubic, grey repeated to RGB, mean=std=0.5; train: +-2 px shift, h-flip"),
         training=dict(asdict(cfg), drop_path_rate=0.1, optimizer="AdamW", schedule="per-step warm-up + cosine"),
         epochs=cfg.epochs,
+        epochs_completed=done,
+        complete=done == cfg.epochs,
         seed=cfg.seed,
-        test_accuracy=round(final_acc, 2),
+        test_accuracy=round(history[-1]["test_acc"], 2),
         history=history,
         wall_time_minutes=round(elapsed / 60, 1),
         machine=dict(cpu_threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version()),
-        file=checkpoint_path.name,
+        file=Path(checkpoint_path).name,
         sha256=sha256_file(checkpoint_path),
         licence="weights: same licence as shiplib; training data: " + LICENCE,
     )
     atomic_write_json(card_path, card)
     return card
+
+
+def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint_path: str | Path | None = None,
+                         card_path: str | Path | None = None) -> dict:
+    """Export the last finished epoch of a (possibly unfinished) pretraining run; `pretrain_mini` resumes it later."""
+    state = torch.load(Path(work_dir) / "last.pt", weights_only=False)
+    model = create_mini_vit(num_classes=10, drop_path_rate=0.1)
+    model.load_state_dict(state["model"])
+    return export_checkpoint(model, PretrainConfig(**state["config"]), state["history"], state["elapsed"],
+                             Path(checkpoint_path or mini_checkpoint_path()), Path(card_path or mini_card_path()))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pretrain_mini`
@@ -180,5 +202,8 @@ if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pr
     ap.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work-dir", default="runs/pretrain_mini")
+    ap.add_argument("--export-only", action="store_true", help="export the last finished epoch and stop")
     a = ap.parse_args()
+    if a.export_only:
+        raise SystemExit(print(export_from_work_dir(a.work_dir)["test_accuracy"]))
     print(pretrain_mini(PretrainConfig(epochs=a.epochs, threads=a.threads), work_dir=a.work_dir)["test_accuracy"])

@@ -62,22 +62,24 @@ def semantic_levels(A, threshold, end_layer: int | None = None) -> list[int]:
     return [s for s in starts if s < end_layer]
 
 
-def _check_starts(indices: Sequence[int], depth: int) -> list[int]:
+def check_level_starts(indices: Sequence[int], depth: int) -> list[int]:
+    """Level starts as a list of ints: beginning with block 0, strictly increasing, all < depth."""
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ValueError(f"depth must be a positive int, got {depth!r}")
     starts = [int(i) for i in indices]
     if not starts or starts[0] != 0:
-        raise ValueError(f"level starts must begin with block 0, got {starts}")
+        raise ValueError(f"levels must start with block 0 (the first level starts at the first block), got {starts}")
     if any(b <= a for a, b in zip(starts, starts[1:])):
-        raise ValueError(f"level starts must be strictly increasing, got {starts}")
+        raise ValueError(f"levels must be strictly increasing level-start blocks, got {starts}")
     if starts[-1] >= depth:
-        raise ValueError(f"level start {starts[-1]} is outside a {depth}-block model")
+        raise ValueError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "
+                         f"(0..{depth - 1})")
     return starts
 
 
 def level_ranges(indices: Sequence[int], depth: int) -> list[range]:
     """Blocks covered by each level: level k spans [indices[k], indices[k+1])."""
-    starts = _check_starts(indices, depth)
+    starts = check_level_starts(indices, depth)
     return [range(a, b) for a, b in zip(starts, starts[1:] + [int(depth)])]
 
 

@@ -20,6 +20,13 @@ Forward (defaults = official):
   and discards it);
 - classifier on the final-normed CLS token (timm's `forward_head`).
 
+Two implementations of this one computation (`implementation=`, switchable at any time through `model.config`):
+- "fast" (default, `shiplib.methods.ship_fast`): SDPA attention, the CLS logit row computed on its own, the
+  input-independent prompt rows computed once per batch (and their keys/values cached across calls at inference),
+  only the rows the head and PML read in the last block;
+- "reference": the straightforward forward below, one token tensor per block with every logit materialised.
+They agree to float32 rounding (tests/test_ship_fast.py); drop path draws differ between them.
+
 Choices where the official code has no answer (documented behaviour):
 - APs sit only at level starts > 0 (block 0 has no previous block to select tokens from): the last
   `num_attribute_prompts` level starts after block 0. With fewer levels there are fewer APs, and
@@ -52,13 +59,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from ..hierarchy.levels import check_level_starts
 from ..layers.decoupled_attention import decoupled_block_forward
 from ..layers.joint_attention import check_block, joint_block_forward
 from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
 from .base import MethodConfig, PeftModel
 from .registry import register_method
+from .ship_fast import PromptKVCache, fast_forward, head_reads_cls_only
 
 PROMPT_QUERIES = ("last", "all")
+IMPLEMENTATIONS = ("fast", "reference")
 FEATURE_POOLS = ("cls", "mean")
 ABLATION_SWITCHES = ("sip", "ssp", "ap", "pml", "da")
 
@@ -102,6 +112,7 @@ class ShipConfig(MethodConfig):
     top_k: int = 10  # PML targets per image
     ap_mix_scale: float = 0.1  # AP = scale * prototype mixture + (1 - scale) * parameter
     pml_weight: float = 0.5
+    implementation: str = "fast"  # "fast" or "reference" (same computation; see the module docstring)
 
     def validate(self) -> None:
         super().validate()
@@ -114,6 +125,8 @@ class ShipConfig(MethodConfig):
         for name in ABLATION_SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is an on/off switch: give True or False, got {getattr(self, name)!r}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
         if self.prompt_queries not in PROMPT_QUERIES:
             raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
         if self.feature_pool not in FEATURE_POOLS:
@@ -134,19 +147,6 @@ class ShipConfig(MethodConfig):
 
 
 # ----- hierarchy -----
-def check_levels(levels, depth: int) -> list[int]:
-    """Level starts as a list: begin with 0, strictly increasing, all < depth."""
-    starts = [int(v) for v in levels]
-    if not starts or starts[0] != 0:
-        raise ValueError(f"levels must start with block 0 (the first level starts at the first block), got {starts}")
-    if any(b <= a for a, b in zip(starts, starts[1:])):
-        raise ValueError(f"levels must be strictly increasing level-start blocks, got {starts}")
-    if starts[-1] >= depth:
-        raise ValueError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "
-                         f"(0..{depth - 1})")
-    return starts
-
-
 def attribute_prompt_starts(levels: list[int], count: int) -> list[int]:
     """The last `count` level starts after block 0: where the APs go (block 0 has no previous block)."""
     return [s for s in levels if s > 0][-count:] if count > 0 else []
@@ -194,7 +194,7 @@ def _affinity_matrix(affinity, depth: int) -> np.ndarray:
 def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> tuple[list[int], str]:
     """(level starts, where they came from), by the priority in the module docstring."""
     if cfg.levels is not None:
-        return check_levels(cfg.levels, depth), "levels"
+        return check_level_starts(cfg.levels, depth), "levels"
     if cfg.affinity is not None:
         if cfg.threshold is None:
             raise ValueError("affinity was given without threshold: the levels need both (e.g. threshold=0.95)")
@@ -234,6 +234,10 @@ def mix_attribute_prompt(tokens: torch.Tensor, bank: torch.Tensor, prompt: torch
     return scale * (weights @ bank) + (1.0 - scale) * prompt
 
 
+def _clear_prompt_cache(module: "SHIP", incompatible_keys) -> None:
+    module.prompt_cache.clear()
+
+
 @register_method("ship")
 class SHIP(PeftModel):
     """SHIP on a timm ViT; see the module docstring. Trainable: prompts + head."""
@@ -270,6 +274,13 @@ class SHIP(PeftModel):
         self.loss_weights = {"pml": float(config.pml_weight)} if config.pml else {}
         self._level_of_start = {s: c for c, s in enumerate(self.levels)}
         self._ap_row = {s: j for j, s in enumerate(self.ap_starts)}
+        self.prompt_cache = PromptKVCache()  # inference-time prompt keys/values of the fast path
+        self.register_load_state_dict_post_hook(_clear_prompt_cache)
+
+    def train(self, mode: bool = True):
+        if mode or mode != self.training:  # entering training: the prompts are about to change
+            self.prompt_cache.clear()
+        return super().train(mode)
 
     # ----- prompts entering a block -----
     def _ssp(self, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -308,7 +319,27 @@ class SHIP(PeftModel):
         index = top_attended_tokens(logits, num_image, self.config.top_k)
         return prompt_matching_loss(x[:, num_image:], gather_tokens(x[:, :num_image], index))
 
+    def _implementation(self) -> str:
+        impl = self.config.implementation
+        if impl not in IMPLEMENTATIONS:
+            raise ValueError(f"config.implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+        return impl
+
+    def forward(self, x: torch.Tensor, return_losses: bool = False):
+        if self._implementation() == "fast" and head_reads_cls_only(self.vit):
+            feats, losses = fast_forward(self, x, head_only=True)  # the last block computes the CLS row only
+            logits = self.forward_head(feats)
+            return (logits, losses) if return_losses else logits
+        return super().forward(x, return_losses)
+
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Final-normed image tokens (B, n, D) and the raw PML, by the configured implementation."""
+        if self._implementation() == "fast":
+            return fast_forward(self, x, head_only=False)
+        return self.reference_forward_features(x)
+
+    def reference_forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The straightforward forward (spec §4 pseudo-code, block by block)."""
         x = self.embed(x)
         n, B = x.shape[1], x.shape[0]
         carried = x[:, :0]  # SIP/AP outputs carried within a level

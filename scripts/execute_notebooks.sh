@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Re-execute notebooks in place with their default parameters, so the committed outputs match the code and
+# the committed results/. Usage: scripts/execute_notebooks.sh [notebooks/x.ipynb ...]  (default: all of them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+if [ $# -eq 0 ]; then
+    set -- notebooks/*.ipynb
+fi
+for nb in "$@"; do
+    start=$(date +%s)
+    echo "== $nb"
+    "$PYTHON" -m papermill "$nb" "$nb" --kernel python3 --cwd notebooks --no-progress-bar
+    echo "   done in $(( $(date +%s) - start )) s"
+done

@@ -1,0 +1,29 @@
+"""Reporting: result tables, training histories, ablations, affinity data, feature maps (data first).
+
+Figures live in `shiplib.report.figures` (imported separately: it loads matplotlib).
+"""
+from .ablations import (ABLATION_VARIANTS, FACTORS, REFERENCE, AblationVariant, ablation_results, ablation_summary,
+                        ablation_table, get_variant, missing_runs, run_ablations, select_variants, sweep_commands,
+                        variant_config, variants_frame)
+from .affinity import (adjacent_frame, adjacent_stats_frame, affinity_range, levels_frame, load_affinity_dir,
+                       task_affinities, task_backbone)
+from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
+from .histories import final_losses, history_frame
+from .notebook import cli_command, describe_config, pick_tasks, setup_notebook, suggest_thresholds
+from .tuning import lr_grid, selected_lr
+from .tables import (METRICS, benchmark_summary, committed_comparison, comparable_published, group_means, mini_table, published_table,
+                     result_summary, run_label, seed_summary, seed_table, task_comparison, task_order, vtab1k_table)
+
+__all__ = [
+    "ABLATION_VARIANTS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_results", "ablation_summary",
+    "ablation_table", "get_variant", "missing_runs", "run_ablations", "select_variants", "sweep_commands",
+    "variant_config", "variants_frame",
+    "adjacent_frame", "adjacent_stats_frame", "affinity_range", "levels_frame", "load_affinity_dir",
+    "task_affinities", "task_backbone",
+    "block_patch_tokens", "layer_feature_maps", "sample_images",
+    "final_losses", "history_frame",
+    "cli_command", "describe_config", "pick_tasks", "setup_notebook", "suggest_thresholds",
+    "lr_grid", "selected_lr",
+    "METRICS", "benchmark_summary", "committed_comparison", "comparable_published", "group_means", "mini_table", "published_table",
+    "result_summary", "run_label", "seed_summary", "seed_table", "task_comparison", "task_order", "vtab1k_table",
+]

@@ -1,0 +1,184 @@
+"""SHIP ablations: the one table of variants (tag -> SHIP options), their results, and running missing ones.
+
+A variant's results live in `results/<benchmark>/<task>/ship+<tag>/seed<k>.json`; the untagged `ship` run is
+the reference ("SHIP, all on", per-task defaults). Running a variant is the CLI's code path:
+`python -m shiplib sweep --tasks mini --methods ship --tag no-sip --set sip=false` (see `sweep_commands`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..engine import RunConfig, load_results, resolve_config, run_experiment
+from ..engine.results import is_finished
+from .tables import check_metric, format_mean_std
+
+METHOD = "ship"
+REFERENCE = "ship (all on, defaults)"
+#: Factors in display order, with what each varies.
+FACTORS = {
+    "components": "switch one part off (SIP, SSP, AP, PML, decoupled attention) or keep SIP only",
+    "threshold": "share threshold α of the semantic-level search (1.0: every block its own level)",
+    "prompt_length": "K, tokens per semantic-independent prompt",
+    "num_prototypes": "attribute prototypes (k-means clusters of last-block features)",
+    "da_scale": "decoupled-attention scale s in (1 - s)·image-image + s·image-prompt",
+}
+
+
+@dataclass(frozen=True)
+class AblationVariant:
+    tag: str
+    factor: str
+    value: object  # what the variant sets (a number for sweeps, a name for components)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def run(self) -> str:
+        return f"{METHOD}+{self.tag}"
+
+
+def _variants() -> tuple[AblationVariant, ...]:
+    out = [AblationVariant(f"no-{part}", "components", f"no {part.upper()}", {part: False})
+           for part in ("sip", "ssp", "ap", "pml", "da")]
+    out.append(AblationVariant("sip-only", "components", "SIP only",
+                               dict(ssp=False, ap=False, pml=False, da=False)))
+    out += [AblationVariant(f"alpha={a:.2f}", "threshold", a, {"threshold": a}) for a in (0.85, 0.9, 0.95, 0.98, 1.0)]
+    out += [AblationVariant(f"K={k}", "prompt_length", k, {"prompt_length": k}) for k in (1, 5, 10, 20, 50)]
+    out += [AblationVariant(f"protos={k}", "num_prototypes", k, {"num_prototypes": k}) for k in (10, 50, 100, 200)]
+    out += [AblationVariant(f"da_scale={s:g}", "da_scale", s, {"da_scale": s}) for s in (0.0, 0.05, 0.1, 0.2, 0.5)]
+    return tuple(out)
+
+
+#: The one list of ablation variants (used by the notebook, `sweep_commands` and `run_ablations`).
+ABLATION_VARIANTS: tuple[AblationVariant, ...] = _variants()
+
+
+def get_variant(tag: str) -> AblationVariant:
+    for v in ABLATION_VARIANTS:
+        if v.tag == tag:
+            return v
+    raise KeyError(f"unknown ablation variant {tag!r}; valid: {', '.join(v.tag for v in ABLATION_VARIANTS)}")
+
+
+def select_variants(tags=None, factors=None) -> list[AblationVariant]:
+    """Variants by tag and/or factor (None: all)."""
+    if factors is not None:
+        unknown = sorted(set(factors) - set(FACTORS))
+        if unknown:
+            raise ValueError(f"unknown ablation factor(s) {unknown}; valid: {', '.join(FACTORS)}")
+    chosen = [get_variant(t) for t in tags] if tags is not None else list(ABLATION_VARIANTS)
+    return [v for v in chosen if factors is None or v.factor in factors]
+
+
+def _cli_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def variants_frame() -> pd.DataFrame:
+    """The variant table: tag, factor, value, options and the CLI `--set` flags."""
+    return pd.DataFrame([dict(tag=v.tag, factor=v.factor, value=v.value, options=v.options,
+                              set_flags=" ".join(f"--set {k}={_cli_value(x)}" for k, x in v.options.items()))
+                         for v in ABLATION_VARIANTS])
+
+
+def sweep_commands(tasks=("mini",), seeds=("1",), tags=None, factors=None, extra: str = "") -> list[str]:
+    """The CLI commands that run the chosen variants (one `sweep` per variant; finished runs are skipped)."""
+    cmds = []
+    for v in select_variants(tags, factors):
+        flags = " ".join(f"--set {k}={_cli_value(x)}" for k, x in v.options.items())
+        cmd = (f"python -m shiplib sweep --tasks {' '.join(map(str, tasks))} --methods {METHOD} "
+               f"--seeds {' '.join(map(str, seeds))} --tag {v.tag} {flags}")
+        cmds.append(f"{cmd} {extra}".strip())
+    return cmds
+
+
+def variant_config(variant: AblationVariant | str, task: str, seed: int = 1, **settings) -> RunConfig:
+    """The RunConfig of one variant, built as the CLI builds it (`RunConfig(...).with_overrides(options)`).
+
+    `settings`: RunConfig fields (results_dir, runs_dir, data_root, device, progress, epochs, …) or SHIP options
+    shared by all variants; an option the variant itself sets keeps the variant's value.
+    """
+    v = get_variant(variant) if isinstance(variant, str) else variant
+    runtime = {k: settings.pop(k) for k in list(settings) if k in RunConfig.RUNTIME_FIELDS}
+    base = RunConfig(task=task, method=METHOD, seed=int(seed), tag=v.tag, **runtime)
+    return base.with_overrides({**settings, **v.options})  # the variant's own options win
+
+
+def missing_runs(tasks, seeds=(1,), tags=None, factors=None, **settings) -> list[RunConfig]:
+    """Configurations of the chosen variants whose result file does not exist yet (same check as `sweep`)."""
+    from ..engine.run import paths_for
+
+    missing = []
+    for v in select_variants(tags, factors):
+        for task in tasks:
+            for seed in seeds:
+                cfg = variant_config(v, task, seed, **dict(settings))
+                resolved = resolve_config(cfg)
+                if not is_finished(paths_for(resolved)["result"], resolved["identity"]):
+                    missing.append(cfg)
+    return missing
+
+
+def run_ablations(tasks, seeds=(1,), tags=None, factors=None, **settings) -> list[dict]:
+    """Run every missing variant run (resumable; finished ones are skipped) and return the new results."""
+    return [run_experiment(cfg) for cfg in missing_runs(tasks, seeds, tags, factors, **settings)]
+
+
+def ablation_results(results_dir="results", benchmark: str = "mini", protocol: str = "final") -> pd.DataFrame:
+    """Result rows of the reference `ship` run and of every known variant, with factor, variant and value columns."""
+    df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
+    cols = ["factor", "variant", "value", "task", "seed", "acc_last", "acc_max_over_epochs"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df = df[df["method"] == METHOD].copy()
+    known = {v.tag: v for v in ABLATION_VARIANTS}
+    untagged = df["tag"].isna() | (df["tag"] == "")
+    df = df[untagged | df["tag"].isin(list(known))]
+    is_ref = df["tag"].isna() | (df["tag"] == "")
+    df["factor"] = [("reference" if r else known[t].factor) for r, t in zip(is_ref, df["tag"])]
+    df["variant"] = [(REFERENCE if r else t) for r, t in zip(is_ref, df["tag"])]
+    df["value"] = [(None if r else known[t].value) for r, t in zip(is_ref, df["tag"])]
+    return df[cols + [c for c in df.columns if c.startswith("opt.") or c.startswith("params.")]].reset_index(drop=True)
+
+
+def ablation_summary(results: pd.DataFrame, metric: str = "acc_last") -> pd.DataFrame:
+    """Per (factor, variant, task): mean, std and number of seeds; plus the difference to the reference's mean."""
+    check_metric(metric)
+    cols = ["factor", "variant", "value", "task", "mean", "std", "n_seeds", "delta"]
+    if results.empty:
+        return pd.DataFrame(columns=cols)
+    g = results.groupby(["factor", "variant", "task"], sort=False, dropna=False)
+    out = g[metric].agg(mean="mean", std="std", n_seeds="count").reset_index()
+    out["value"] = g["value"].first().values
+    ref = out[out["variant"] == REFERENCE].set_index("task")["mean"]
+    out["delta"] = out["mean"] - out["task"].map(ref)
+    return out[cols]
+
+
+def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: int = 1) -> pd.DataFrame:
+    """Rows: the reference and the factor's variants; columns: "mean ± std" per task, mean over tasks, Δ mean.
+
+    The means over tasks are given only for rows with a value on every task the reference has.
+    """
+    if factor not in FACTORS:
+        raise ValueError(f"unknown ablation factor {factor!r}; valid: {', '.join(FACTORS)}")
+    sub = summary[(summary["variant"] == REFERENCE) | (summary["factor"] == factor)]
+    if sub.empty:
+        return pd.DataFrame()
+    order = [REFERENCE] + [v.tag for v in ABLATION_VARIANTS if v.factor == factor]
+    order = [v for v in order if v in set(sub["variant"])]
+    tasks = list(dict.fromkeys(sub["task"]))
+    means = sub.pivot(index="variant", columns="task", values="mean").reindex(index=order, columns=tasks)
+    stds = sub.pivot(index="variant", columns="task", values="std").reindex(index=order, columns=tasks)
+    out = pd.DataFrame(index=order)
+    out["value"] = [None if v == REFERENCE else get_variant(v).value for v in order]
+    for t in tasks:
+        out[t] = [format_mean_std(m, s, decimals) for m, s in zip(means[t], stds[t])]
+    ref_tasks = [t for t in tasks if pd.notna(means.loc[REFERENCE, t])] if REFERENCE in means.index else tasks
+    complete = means[ref_tasks].notna().all(axis=1) if ref_tasks else means.notna().all(axis=1)
+    task_mean = means[ref_tasks or tasks].mean(axis=1).where(complete)
+    out["mean over tasks"] = task_mean.round(decimals)
+    out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals)
+    out.index.name = factor
+    return out

@@ -1,0 +1,63 @@
+"""Per-epoch training histories from result files (the JSONL logs in runs/ are not committed; results are)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..engine.results import find_result_files, read_result
+from .tables import run_label
+
+#: Per-epoch values kept from a result's history (missing ones become NaN, e.g. "pml" for VPT).
+HISTORY_COLUMNS = ("loss", "ce", "pml", "lr", "train_acc", "eval_acc", "eval_loss", "seconds")
+HISTORY_LABELS = {
+    "loss": "training loss (total: CE + weighted auxiliary losses)",
+    "ce": "training cross-entropy",
+    "pml": "prompt matching loss (raw)",
+    "train_acc": "training accuracy (%)",
+    "eval_acc": "evaluation accuracy (%)",
+    "eval_loss": "evaluation cross-entropy",
+    "lr": "learning rate",
+}
+
+
+def history_rows(result: dict) -> list[dict]:
+    """One row per epoch of one result: identity columns + HISTORY_COLUMNS."""
+    ident = dict(benchmark=result["benchmark"], task=result["task"], method=result["method"], tag=result.get("tag"),
+                 run=run_label(result["method"], result.get("tag")), seed=result["seed"],
+                 protocol=result["protocol"], eval_split=result.get("eval_split"))
+    return [{**ident, "epoch": h["epoch"], **{k: h.get(k) for k in HISTORY_COLUMNS}} for h in result["history"]]
+
+
+def history_frame(results_dir="results", task: str | None = None, runs=None, seeds=None,
+                  benchmark: str | None = None, protocol: str | None = "final") -> pd.DataFrame:
+    """Long frame of per-epoch histories of the matching result files (one row per run, seed and epoch).
+
+    `runs`: run names as in the results folder (`method` or `method+tag`); None keeps all.
+    """
+    keep_runs = None if runs is None else set(runs)
+    keep_seeds = None if seeds is None else {int(s) for s in seeds}
+    rows = []
+    for path in find_result_files(results_dir):
+        r = read_result(path)
+        if task is not None and r.get("task") != task:
+            continue
+        if benchmark is not None and r.get("benchmark") != benchmark:
+            continue
+        if protocol is not None and r.get("protocol") != protocol:
+            continue
+        if keep_runs is not None and run_label(r["method"], r.get("tag")) not in keep_runs:
+            continue
+        if keep_seeds is not None and int(r["seed"]) not in keep_seeds:
+            continue
+        rows += history_rows(r)
+    columns = ["benchmark", "task", "method", "tag", "run", "seed", "protocol", "eval_split", "epoch",
+               *HISTORY_COLUMNS]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({c: float for c in HISTORY_COLUMNS})
+
+
+def final_losses(history: pd.DataFrame, column: str = "ce") -> pd.DataFrame:
+    """Per run: mean ± std over seeds of the last epoch's value of `column`, and the number of seeds."""
+    if history.empty:
+        return pd.DataFrame(columns=["mean", "std", "n_seeds"])
+    last = history.loc[history.groupby(["run", "seed"])["epoch"].idxmax()]
+    return last.groupby("run", sort=False)[column].agg(mean="mean", std="std", n_seeds="count")

@@ -1,0 +1,161 @@
+"""Affinity data, feature maps and figures: real tiny backbone and task, shapes, values and axes."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from shiplib.backbones import create_backbone  # noqa: E402
+from shiplib.data import build_dataset  # noqa: E402
+from shiplib.hierarchy import (extract_block_features, inter_layer_affinity, save_affinity,  # noqa: E402
+                               semantic_levels)
+from shiplib.report import (adjacent_frame, adjacent_stats_frame, affinity_range, history_frame,  # noqa: E402
+                            layer_feature_maps, levels_frame, load_affinity_dir, sample_images, task_affinities)
+from shiplib.report import figures  # noqa: E402
+
+
+def toy_affinity(depth: int, dip: int, seed: int) -> np.ndarray:
+    """A valid cosine-affinity matrix: block features on a random walk with a jump at `dip`."""
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(size=(depth, 16)) * 0.3
+    steps[dip] += 3.0
+    f = np.cumsum(steps, axis=0) + 5.0
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    A = f @ f.T
+    np.fill_diagonal(A, 1.0)
+    return ((A + A.T) / 2).astype(np.float32)
+
+
+@pytest.fixture
+def affinities():
+    return {f"task{i}": toy_affinity(6, dip=i + 1, seed=i) for i in range(3)}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_task_affinities_equal_the_hierarchy_pipeline(tiny_task_root, tiny_vit_file):
+    got = task_affinities(["svhn"], backbone=str(tiny_vit_file), img_size=32, data_root=tiny_task_root)
+    vit = create_backbone(str(tiny_vit_file))
+    ds = build_dataset("svhn", "train800val200", root=tiny_task_root, img_size=32)
+    want = inter_layer_affinity(extract_block_features(vit, DataLoader(ds, batch_size=7), progress=False))
+    np.testing.assert_allclose(got["svhn"], want, atol=1e-6)
+    assert got["svhn"].shape == (4, 4)
+
+
+def test_missing_task_data_fails_before_loading_a_backbone(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        task_affinities(["svhn"], backbone="no-such-backbone", data_root=tmp_path)
+
+
+def test_affinity_dir_round_trip_and_errors(tmp_path, affinities):
+    for task, A in affinities.items():
+        save_affinity(tmp_path / f"{task}.npy", A)
+    loaded = load_affinity_dir(tmp_path)
+    assert list(loaded) == sorted(affinities)
+    np.testing.assert_array_equal(loaded["task1"], affinities["task1"])
+    assert list(load_affinity_dir(tmp_path, tasks=["task2"])) == ["task2"]
+    with pytest.raises(FileNotFoundError, match="affinity folder not found"):
+        load_affinity_dir(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no <task>.npy"):
+        load_affinity_dir(tmp_path / "empty")
+
+
+def test_adjacent_and_levels_frames(affinities):
+    adj = adjacent_frame(affinities)
+    assert len(adj) == 3 * 5 and adj.loc[(adj.task == "task0") & (adj.block == 2), "affinity"].item() == \
+        pytest.approx(affinities["task0"][2, 3])
+    stats = adjacent_stats_frame(affinities)
+    per_pair = np.stack([np.diagonal(A, 1) for A in affinities.values()])
+    np.testing.assert_allclose(stats["mean"], per_pair.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["var"], per_pair.var(0), rtol=1e-5, atol=1e-12)
+    lv = levels_frame(affinities, [0.5, 0.99, 1.0])
+    assert len(lv) == 9
+    for _, row in lv.iterrows():
+        assert row["levels"] == semantic_levels(affinities[row["task"]], row["threshold"])
+        assert row["n_levels"] == len(row["levels"]) and len(row["block_level"]) == 6
+    assert lv[lv.threshold == 1.0]["n_levels"].eq(6).all()
+    lo, hi = affinity_range(affinities)
+    assert lo < hi < 1.0
+
+
+def test_feature_maps_shapes_values_and_determinism(tiny_task_root, tiny_vit_file):
+    vit = create_backbone(str(tiny_vit_file))
+    s = sample_images("svhn", n=3, data_root=tiny_task_root, img_size=32, seed=1)
+    assert s["images"].shape == (3, 3, 32, 32) and len(s["raw"]) == 3 and s["raw"][0].shape == (32, 32, 3)
+    again = sample_images("svhn", n=3, data_root=tiny_task_root, img_size=32, seed=1)
+    assert s["indices"] == again["indices"] and torch.equal(s["images"], again["images"])
+    pca = layer_feature_maps(vit, s["images"], kind="pca")
+    assert pca.shape == (3, 4, 4, 4, 3) and pca.min() >= 0 and pca.max() <= 1
+    np.testing.assert_array_equal(pca, layer_feature_maps(vit, s["images"], kind="pca"))
+    norm = layer_feature_maps(vit, s["images"], layers=[1, 3], kind="norm")
+    tokens = vit.forward_intermediates(s["images"], indices=[1, 3], norm=False, intermediates_only=True)
+    np.testing.assert_allclose(norm[:, 1], tokens[1].norm(dim=1).detach().numpy(), rtol=1e-5)
+    cos = layer_feature_maps(vit, s["images"], kind="cos_next")
+    want = torch.nn.functional.cosine_similarity(
+        *vit.forward_intermediates(s["images"], indices=[0, 1], norm=False, intermediates_only=True), dim=1)
+    assert cos.shape == (3, 3, 4, 4)
+    np.testing.assert_allclose(cos[:, 0], want.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="outside the backbone"):
+        layer_feature_maps(vit, s["images"], layers=[4])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        layer_feature_maps(vit, s["images"], kind="tsne")
+    with pytest.raises(ValueError, match="n must be in"):
+        sample_images("svhn", n=0, data_root=tiny_task_root, img_size=32)
+
+
+def test_affinity_figures(affinities):
+    fig = figures.plot_affinity_heatmaps(affinities, ncols=2)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()] == list(affinities)
+    fig = figures.plot_adjacent_affinity(affinities)
+    mean_line = [ln for ln in fig.axes[0].lines if ln.get_label() == "mean over tasks"][0]
+    np.testing.assert_allclose(mean_line.get_ydata(), adjacent_stats_frame(affinities)["mean"], rtol=1e-6)
+    fig = figures.plot_levels(affinities, [0.5, 0.99])
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["α = 0.5", "α = 0.99"]
+
+
+def test_feature_map_figure(tiny_task_root, tiny_vit_file):
+    vit = create_backbone(str(tiny_vit_file))
+    s = sample_images("svhn", n=2, data_root=tiny_task_root, img_size=32)
+    for kind, cols in (("pca", 4), ("norm", 4), ("cos_next", 3)):
+        fig = figures.plot_feature_maps(layer_feature_maps(vit, s["images"], kind=kind), s["raw"], kind=kind,
+                                        labels=s["labels"])
+        assert len(fig.axes) == 2 * (cols + 1)
+
+
+def test_curve_and_ablation_figures(tmp_path, write_fake_result):
+    from shiplib.engine.results import read_result
+    from shiplib.report import ablation_results, ablation_summary, seed_summary
+    from shiplib.engine import load_results
+
+    path = write_fake_result("svhn", "ship", 1, 80.0)
+    write_fake_result("svhn", "ship", 2, 82.0)
+    write_fake_result("svhn", "vpt_deep", 1, 70.0)
+    for tag, acc in (("no-sip", 75.0), ("K=5", 79.0), ("K=50", 81.0)):
+        write_fake_result("svhn", "ship", 1, acc, tag=tag)
+    fig = figures.plot_run_curves(read_result(path))
+    assert len(fig.axes) == 2
+    hist = history_frame(tmp_path / "results", task="svhn", runs=["ship", "vpt_deep"])
+    fig = figures.plot_loss_curves(hist, columns=("ce", "loss", "pml"))  # pml is all-NaN here: dropped
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="no histories"):
+        figures.plot_loss_curves(hist.iloc[:0])
+    fig = figures.plot_task_accuracies(seed_summary(load_results(tmp_path / "results")))
+    assert fig.axes[0].get_ylabel() == "accuracy (%)"
+    summary = ablation_summary(ablation_results(tmp_path / "results", benchmark="vtab1k"))
+    fig = figures.plot_ablation(summary, "components")
+    assert fig.axes[0].patches[0].get_height() == pytest.approx(75.0 - 81.0)
+    fig = figures.plot_ablation(summary, "prompt_length")
+    assert fig.axes[0].get_xlabel() == "prompt_length"
+    with pytest.raises(ValueError, match="no results for ablation factor"):
+        figures.plot_ablation(summary, "da_scale")
+    out = figures.save_figure(fig, tmp_path / "fig" / "k.png")
+    assert out.stat().st_size > 0

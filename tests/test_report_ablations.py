@@ -1,0 +1,87 @@
+"""Ablation variants: valid tags and options, the CLI's code path, summaries/tables, running missing variants."""
+import numpy as np
+import pytest
+
+from shiplib.__main__ import _config, build_parser
+from shiplib.engine import resolve_config
+from shiplib.engine.results import check_tag
+from shiplib.methods import method_options
+from shiplib.report import (ABLATION_VARIANTS, FACTORS, REFERENCE, ablation_results, ablation_summary,
+                            ablation_table, get_variant, missing_runs, run_ablations, select_variants,
+                            sweep_commands, variant_config, variants_frame)
+
+
+def test_variants_are_unique_valid_and_cover_every_factor():
+    tags = [v.tag for v in ABLATION_VARIANTS]
+    assert len(tags) == len(set(tags))
+    options = method_options("ship")
+    for v in ABLATION_VARIANTS:
+        assert check_tag(v.tag) == v.tag and v.factor in FACTORS and v.options
+        assert set(v.options) <= set(options), v
+    assert {v.factor for v in ABLATION_VARIANTS} == set(FACTORS)
+    assert {tuple(v.options) for v in select_variants(factors=["components"])} >= {(p,) for p in
+                                                                                   ("sip", "ssp", "ap", "pml", "da")}
+    assert len(variants_frame()) == len(ABLATION_VARIANTS)
+    with pytest.raises(KeyError, match="unknown ablation variant"):
+        get_variant("no-such")
+    with pytest.raises(ValueError, match="unknown ablation factor"):
+        select_variants(factors=["depth"])
+
+
+@pytest.mark.parametrize("tag", ["no-sip", "sip-only", "alpha=0.90", "K=5", "protos=50", "da_scale=0.05"])
+def test_sweep_command_and_variant_config_are_the_cli_path(tag):
+    (cmd,) = sweep_commands(tasks=["svhn"], seeds=["2"], tags=[tag])
+    argv = cmd.split()[3:]  # drop "python -m shiplib"
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.tag, args.tasks, args.methods) == ("sweep", tag, ["svhn"], ["ship"])
+    cli = resolve_config(_config(args, "svhn", "ship", 2))["identity"]
+    ours = resolve_config(variant_config(tag, "svhn", seed=2))["identity"]
+    assert cli == ours
+    for key, value in get_variant(tag).options.items():
+        assert ours["options"][key] == value
+
+
+def test_variant_options_win_over_shared_settings():
+    cfg = variant_config("K=5", "svhn", prompt_length=2, epochs=3, results_dir="somewhere")
+    assert cfg.options["prompt_length"] == 5 and cfg.epochs == 3 and cfg.results_dir == "somewhere"
+
+
+def test_summary_and_tables_from_tagged_results(tmp_path, write_fake_result):
+    for seed, shift in ((1, 0.0), (2, 2.0)):
+        for task, base in (("dtd", 70.0), ("svhn", 80.0)):
+            write_fake_result(task, "ship", seed, base + shift)
+            write_fake_result(task, "ship", seed, base - 5 + shift, tag="no-sip")
+            write_fake_result(task, "ship", seed, base - 1 + shift, tag="K=5")
+        write_fake_result("dtd", "ship", seed, 60.0 + shift, tag="K=50")  # one task only
+    write_fake_result("dtd", "ship", 1, 1.0, tag="unrelated-tag")  # not an ablation variant: ignored
+    write_fake_result("dtd", "vpt_deep", 1, 1.0)  # other method: ignored
+    res = ablation_results(tmp_path / "results", benchmark="vtab1k")
+    assert set(res["variant"]) == {REFERENCE, "no-sip", "K=5", "K=50"}
+    summary = ablation_summary(res)
+    row = summary[(summary["variant"] == "no-sip") & (summary["task"] == "dtd")].iloc[0]
+    assert (row["mean"], row["delta"], row["n_seeds"]) == (66.0, -5.0, 2)
+    assert row["std"] == pytest.approx(np.std([65, 67], ddof=1))
+    comp = ablation_table(summary, "components")
+    assert list(comp.index) == [REFERENCE, "no-sip"]
+    assert comp.loc["no-sip", "Δ vs reference"] == -5.0 and comp.loc[REFERENCE, "mean over tasks"] == 76.0
+    k = ablation_table(summary, "prompt_length")
+    assert list(k.index) == [REFERENCE, "K=5", "K=50"] and k.loc["K=5", "value"] == 5
+    assert np.isnan(k.loc["K=50", "mean over tasks"])  # svhn missing: no mean over tasks
+    assert ablation_table(summary, "da_scale").index.tolist() == [REFERENCE]
+    assert ablation_summary(ablation_results(tmp_path / "none")).empty
+
+
+def test_run_missing_variants_through_the_engine(tiny_task_root, tiny_vit_file, tmp_path):
+    settings = dict(backbone=str(tiny_vit_file), img_size=32, epochs=1, batch_size=16, lr=1e-2, prompt_length=2,
+                    num_prototypes=4, threshold=0.9, data_root=str(tiny_task_root), progress=False,
+                    results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"))
+    tags = ["no-ap", "protos=10"]
+    todo = missing_runs(["svhn"], seeds=[1], tags=tags, **settings)
+    assert [c.tag for c in todo] == tags
+    results = run_ablations(["svhn"], seeds=[1], tags=tags, **settings)
+    assert [(r["tag"], r["config"]["options"]["ap"], r["config"]["options"]["num_prototypes"]) for r in results] \
+        == [("no-ap", False, 4), ("protos=10", True, 10)]
+    assert missing_runs(["svhn"], seeds=[1], tags=tags, **settings) == []
+    assert run_ablations(["svhn"], seeds=[1], tags=tags, **settings) == []
+    res = ablation_results(tmp_path / "results", benchmark="vtab1k")
+    assert sorted(res["variant"]) == ["no-ap", "protos=10"]

@@ -1,0 +1,145 @@
+"""Result tables: group means in both conventions, protocols kept apart, seeds, params, published rows."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from shiplib.data import get_task, list_tasks
+from shiplib.engine import RunConfig, published_results, run_experiment
+from shiplib.report import (comparable_published, group_means, published_table, result_summary, seed_summary,
+                            seed_table, task_order, vtab1k_table)
+from shiplib.report.tables import MEAN_3G, published_protocol
+
+VTAB = task_order("vtab1k")
+
+
+def test_task_order_is_grouped_and_complete():
+    assert sorted(VTAB) == sorted(list_tasks(benchmark="vtab1k")) and len(VTAB) == 19
+    groups = [get_task(t).group for t in VTAB]
+    assert groups == sorted(groups, key=["natural", "specialized", "structured"].index)
+
+
+def test_published_rows_match_a_hand_computation():
+    pub = published_results()
+    table = published_table()
+    for method, sub in pub.groupby("method"):
+        row = table.loc[f"{method} (published)"]
+        acc = sub.set_index("task")["accuracy"]
+        g = {grp: np.mean([acc[t] for t in VTAB if get_task(t).group == grp])
+             for grp in ("natural", "specialized", "structured")}
+        assert row["natural"] == pytest.approx(g["natural"])
+        assert row[MEAN_3G] == pytest.approx(np.mean(list(g.values())))
+        assert row["mean (19)"] == pytest.approx(acc.mean())
+    # VPT paper, Table 1 (VPT-deep): group means 78.48 / 82.43 / 54.98 (per-task values are rounded, hence 0.05)
+    vpt = table.loc["VPT-deep (published)"]
+    assert [vpt["natural"], vpt["specialized"], vpt["structured"]] == pytest.approx([78.48, 82.43, 54.98], abs=0.05)
+
+
+def test_published_protocols_are_labelled():
+    table = published_table()
+    assert table.loc["VPT-deep (published)", "protocol"] == "last epoch"
+    assert table.loc["VPT-shallow (published)", "protocol"] == "last epoch"
+    assert table.loc["NOAH (published)", "protocol"] == "max over epochs"
+    assert table.loc["SHIP official (published)", "protocol"] == "max over epochs"
+    assert published_protocol("something else") == "see note"
+    assert table.loc["SHIP official (published)", "params (M)"] == pytest.approx(0.5827, abs=1e-3)
+    assert np.isnan(table.loc["NOAH (published)", "params (M)"])
+
+
+def test_vtab_table_without_results_shows_published_only(tmp_path):
+    table = vtab1k_table(tmp_path / "nothing")
+    assert list(table.index) == [f"{m} (published)" for m in dict.fromkeys(published_results()["method"])]
+    assert list(table.columns[:19]) == VTAB
+
+
+def test_vtab_table_ours_two_protocols_seeds_and_params(tmp_path, write_fake_result):
+    for i, task in enumerate(VTAB):
+        for seed, shift in ((1, 0.0), (2, 2.0)):
+            write_fake_result(task, "ship", seed, 50.0 + i + shift, acc_max=60.0 + i + shift, trainable=1000 * (i + 1))
+    write_fake_result("svhn", "vpt_deep", 1, 40.0)  # one task only: no group or overall means
+    write_fake_result("svhn", "ship", 1, 99.0, protocol="tune")  # other protocol: not in the final table
+    table = vtab1k_table(tmp_path / "results")
+    last, best = table.loc["ship (ours, last epoch)"], table.loc["ship (ours, max over epochs)"]
+    expected = {t: 51.0 + i for i, t in enumerate(VTAB)}  # mean of the two seeds
+    assert [last[t] for t in VTAB] == pytest.approx(list(expected.values()))
+    assert [best[t] for t in VTAB] == pytest.approx([v + 10 for v in expected.values()])
+    nat = [expected[t] for t in VTAB if get_task(t).group == "natural"]
+    assert last["natural"] == pytest.approx(np.mean(nat))
+    groups = [np.mean([expected[t] for t in VTAB if get_task(t).group == g]) for g in
+              ("natural", "specialized", "structured")]
+    assert last[MEAN_3G] == pytest.approx(np.mean(groups))
+    assert last["mean (19)"] == pytest.approx(np.mean(list(expected.values())))
+    assert last[MEAN_3G] != pytest.approx(last["mean (19)"])  # the two conventions differ here
+    assert last["params (M)"] == pytest.approx(np.mean([1000 * (i + 1) for i in range(19)]) / 1e6)
+    assert (last["protocol"], best["protocol"], last["seeds"]) == ("last epoch", "max over epochs", "2")
+    vpt = table.loc["vpt_deep (ours, last epoch)"]
+    assert vpt["svhn"] == 40.0 and np.isnan(vpt["natural"]) and np.isnan(vpt[MEAN_3G]) and vpt["seeds"] == "1"
+    assert "SHIP official (published)" in table.index
+
+
+def test_group_means_need_every_task_of_the_group():
+    wide = pd.DataFrame([{t: 10.0 for t in VTAB}, {t: 10.0 for t in VTAB if t != "dtd"}], index=["full", "partial"])
+    out = group_means(wide, "vtab1k")
+    assert out.loc["full", MEAN_3G] == 10.0 and out.loc["partial", "specialized"] == 10.0
+    assert np.isnan(out.loc["partial", "natural"]) and np.isnan(out.loc["partial", "mean (19)"])
+
+
+def test_seed_summary_std_and_tags(tmp_path, write_fake_result):
+    from shiplib.engine import load_results
+
+    for seed, acc in ((1, 70.0), (2, 72.0), (3, 77.0)):
+        write_fake_result("dtd", "ship", seed, acc)
+    write_fake_result("dtd", "ship", 1, 10.0, tag="no-sip")
+    s = seed_summary(load_results(tmp_path / "results"), "acc_last").set_index("run")
+    assert s.loc["ship", "mean"] == pytest.approx(73.0) and s.loc["ship", "std"] == pytest.approx(np.std([70, 72, 77], ddof=1))
+    assert s.loc["ship", "seeds"] == [1, 2, 3] and s.loc["ship", "n_seeds"] == 3
+    assert s.loc["ship+no-sip", "mean"] == 10.0 and np.isnan(s.loc["ship+no-sip", "std"])
+    with pytest.raises(ValueError, match="metric must be one of"):
+        seed_summary(load_results(tmp_path / "results"), "acc")
+
+
+def test_seed_table_formats_mean_std_and_seed_spread(tmp_path, write_fake_result):
+    for i, task in enumerate(VTAB):
+        write_fake_result(task, "ship", 1, 50.0)
+        write_fake_result(task, "ship", 2, 54.0)
+    table = seed_table(tmp_path / "results", benchmark="vtab1k")
+    row = table.loc["ship"]
+    assert row["svhn"] == f"52.0 ± {np.std([50, 54], ddof=1):.1f}"
+    assert row["mean (19)"] == 52.0 and row[MEAN_3G] == 52.0
+    assert row["seed std of mean (19)"] == pytest.approx(round(np.std([50, 54], ddof=1), 1))
+    assert row["protocol"] == "last epoch" and row["seeds"] == "2"
+
+
+def test_mini_table_when_the_mini_benchmark_exists(tmp_path, write_fake_result):
+    from shiplib.report import mini_table
+
+    tasks = list_tasks(benchmark="mini")
+    if not tasks:
+        with pytest.raises(ValueError, match="no tasks registered for benchmark 'mini'"):
+            mini_table(tmp_path / "results")
+        return
+    for seed in (1, 2):
+        for task in tasks:
+            write_fake_result(task, "ship", seed, 60.0 + seed)
+    table = mini_table(tmp_path / "results")
+    assert table.loc["ship", tasks[0]] == f"61.5 ± {np.std([61, 62], ddof=1):.1f}"
+    assert table.loc["ship", f"mean ({len(tasks)})"] == 61.5
+
+
+def test_comparable_published_keeps_the_protocol():
+    last = comparable_published("svhn", "acc_last")
+    assert set(last["method"]) == {"VPT-shallow", "VPT-deep"}
+    best = comparable_published("svhn", "acc_max_over_epochs")
+    assert set(best["method"]) == {"NOAH", "SHIP official"}
+
+
+def test_result_summary_of_a_real_run(tiny_task_root, tiny_vit_file, tmp_path):
+    cfg = RunConfig(task="svhn", method="linear", seed=1, epochs=2, batch_size=16, eval_every=1, lr=1e-2,
+                    backbone=str(tiny_vit_file), img_size=32, data_root=str(tiny_task_root),
+                    results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), progress=False)
+    result = run_experiment(cfg)
+    summary = result_summary(result)
+    assert summary.loc["acc_last (%)", "value"] == round(result["acc_last"], 2)
+    assert summary.loc["trainable parameters", "value"] == 330
+    assert "optimistic" in summary.loc["acc_max_over_epochs (%)", "meaning"]
+    table = vtab1k_table(tmp_path / "results")
+    assert table.loc["linear (ours, last epoch)", "svhn"] == pytest.approx(result["acc_last"])

@@ -1,0 +1,45 @@
+"""The committed mini-VTAB results: complete, made with the current defaults, and reproduced by a re-run."""
+from pathlib import Path
+
+import pytest
+
+from shiplib.data import list_tasks
+from shiplib.engine import RunConfig, resolve_config, run_experiment
+from shiplib.engine.results import read_result, result_path
+from shiplib.methods import list_methods
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SEEDS = (1, 2, 3)
+
+
+def committed(task, method, seed):
+    return result_path(RESULTS, "mini", task, method, seed)
+
+
+def test_every_method_task_and_seed_is_committed():
+    missing = [f"{t}/{m}/seed{s}" for t in list_tasks("mini") for m in list_methods() for s in SEEDS
+               if not committed(t, m, s).is_file()]
+    assert not missing, f"{len(missing)} mini results missing, e.g. {missing[:3]}: python -m shiplib sweep " \
+                        "--tasks mini --methods <all> --seeds 1-3 --threads 1"
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_committed_results_use_the_current_defaults(method):
+    for task in list_tasks("mini"):
+        for seed in SEEDS:
+            r = read_result(committed(task, method, seed))
+            identity = resolve_config(RunConfig(task=task, method=method, seed=seed))["identity"]
+            assert r["identity"] == identity, f"{task}/{method}/seed{seed} was made with other settings"
+            assert r["protocol"] == "final" and r["eval_split"] == "test" and r["last_epoch"] == r["epochs"] - 1
+            assert 0.0 <= r["acc_last"] <= r["acc_max_over_epochs"] <= 100.0
+
+
+def test_a_committed_result_is_reproduced_by_rerunning_it(tmp_path):
+    """The cheapest committed run (linear probe) re-run with its seed and thread count."""
+    path = committed("mini_mnist", "linear", 1)
+    r = read_result(path)
+    again = run_experiment(RunConfig(task="mini_mnist", method="linear", seed=1, threads=1, progress=False,
+                                     results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs")))
+    assert again["identity"] == r["identity"]
+    assert again["acc_last"] == pytest.approx(r["acc_last"], abs=0.21)  # at most one test image of 500 apart
+    assert again["acc_max_over_epochs"] == pytest.approx(r["acc_max_over_epochs"], abs=0.21)
