@@ -14,8 +14,8 @@ def common(root, vit_file, tmp_path):
             "--device", "cpu", "--threads", "1", "--no-progress"]
 
 
-def test_parser_has_run_and_sweep():
-    assert {"run", "sweep"} <= set(COMMANDS)
+def test_parser_has_run_sweep_and_bench():
+    assert {"run", "sweep", "bench"} <= set(COMMANDS)
     args = build_parser().parse_args(["run", "--task", "svhn", "--method", "ship", "--seed", "2", "--set", "lr=1e-3",
                                       "--set", "K=10", "--protocol", "tune"])
     assert (args.task, args.method, args.seed, args.protocol, args.overrides) == ("svhn", "ship", 2, "tune",

@@ -7,6 +7,7 @@ from shiplib.engine import RunConfig, resolve_config
 from shiplib.engine.config import ConfigError, eval_epochs, parse_overrides, parse_value
 from shiplib.engine.defaults import (BENCHMARK_DEFAULTS, VTAB1K_METHOD_DEFAULTS, mini_defaults_table,
                                      official_settings, published_results, resolve_defaults)
+from shiplib.methods import list_methods
 
 SHIP_OPTIONS = ["drop_path_rate", "prompt_length", "threshold", "affinity", "prototypes", "levels"]
 
@@ -53,16 +54,20 @@ def test_other_methods_on_vtab1k_take_documented_default():
     assert values["lr"] == VTAB1K_METHOD_DEFAULTS["full"]["lr"]
 
 
-def test_mini_table_fallback_and_untuned_marking():
-    assert all(r["status"] == "untuned" for r in mini_defaults_table())
+def test_mini_table_rows_are_tuned_and_fall_back():
+    rows = mini_defaults_table()
+    assert {r["status"] for r in rows} <= {"tuned", "untuned"}
+    tuned = {r["method"] for r in rows if r["status"] == "tuned" and r["task"] == "*"}
+    assert tuned == set(list_methods()), "every method has its own row with an lr tuned on val200"
+    assert all("val200" in r["note"] for r in rows if r["status"] == "tuned")
     values, sources = resolve_defaults("mini", "mini_anything", "ship", SHIP_OPTIONS)
     assert values["backbone"] == "mini" and values["img_size"] == 32
-    assert values["threshold"] == 0.9 and values["prompt_length"] == 10
-    assert "untuned" in sources["lr"] and "[ship,*]" in sources["threshold"]
+    assert values["threshold"] == 0.9 and values["prompt_length"] == 10 and values["epochs"] == 10
+    assert "(tuned)" in sources["lr"] and "[ship,*]" in sources["threshold"]
     values, _ = resolve_defaults("mini", "mini_anything", "vpt_deep", ["num_prompts"])
     assert values["num_prompts"] == 10 and "prompt_length" not in values  # (*, *) row, only its own options
     values, _ = resolve_defaults("mini", "mini_anything", "linear", ["drop_path_rate"])
-    assert "num_prompts" not in values and values["lr"] == 1e-3
+    assert "num_prompts" not in values
 
 
 def test_user_overrides_win_and_are_recorded():

@@ -231,7 +231,7 @@ def test_ship_hierarchy_is_cached_and_user_files_override(tiny_task_root, tiny_v
 
 
 def test_mini_benchmark_defaults(tmp_path, monkeypatch):
-    """A mini-VTAB task gets the mini backbone at 32 px and the (untuned) mini table's values."""
+    """A mini-VTAB task gets the mini backbone at 32 px and the mini table's (tuned) values."""
     from conftest import write_tiny_task
 
     from shiplib.data import tasks
@@ -246,7 +246,7 @@ def test_mini_benchmark_defaults(tmp_path, monkeypatch):
                                  results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"),
                                  progress=False))
     assert (r["benchmark"], r["config"]["backbone"], r["config"]["img_size"]) == ("mini", "mini", 32)
-    assert r["config"]["lr"] == 1e-3 and r["config"]["options"]["num_prompts"] == 10
-    assert "mini_defaults.csv" in r["sources"]["lr"] and "untuned" in r["sources"]["lr"]
+    assert r["config"]["lr"] == 0.1 and r["config"]["options"]["num_prompts"] == 10
+    assert "mini_defaults.csv [vpt_deep,*] (tuned)" in r["sources"]["lr"]
     assert r["config"]["cache_images"] is True and r["backbone"]["depth"] == 12
     assert (tmp_path / "results/mini/mini_enginetest/vpt_deep/seed0.json").is_file()

@@ -143,3 +143,17 @@ def test_result_summary_of_a_real_run(tiny_task_root, tiny_vit_file, tmp_path):
     assert "optimistic" in summary.loc["acc_max_over_epochs (%)", "meaning"]
     table = vtab1k_table(tmp_path / "results")
     assert table.loc["linear (ours, last epoch)", "svhn"] == pytest.approx(result["acc_last"])
+
+
+def test_committed_comparison_finds_the_same_run(tmp_path, write_fake_result):
+    from shiplib.engine.results import read_result
+    from shiplib.report import committed_comparison
+
+    committed = read_result(write_fake_result("mini_mnist", "ship", 1, 60.0, acc_max=61.0))
+    rerun = dict(committed, acc_last=60.2)
+    table = committed_comparison(rerun, tmp_path / "results")
+    assert table.loc["acc_last", "committed"] == 60.0 and table.loc["acc_last", "difference"] == pytest.approx(0.2)
+    assert "same settings: True" in table.index.name
+    other = dict(rerun, identity={"lr": 1.0})
+    assert "same settings: False" in committed_comparison(other, tmp_path / "results").index.name
+    assert committed_comparison(dict(rerun, seed=2), tmp_path / "results").empty

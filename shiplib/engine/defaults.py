@@ -3,8 +3,9 @@
 - VTAB-1k, method `ship`: the official per-task lr, weight decay, threshold α and prompt length K
   (`resources/vtab1k_official_settings.csv`, from SHIP's results_summary.txt).
 - VTAB-1k, any other method: `VTAB1K_METHOD_DEFAULTS` below (one setting for all tasks).
-- mini-VTAB: `resources/mini_defaults.csv` (method × task, `*` wildcards; hand-picked, marked untuned).
-- Both: 100 epochs with a 10-epoch warm-up (the official recipe); backbone and image size per benchmark.
+- mini-VTAB: `resources/mini_defaults.csv` (method × task, `*` wildcards; lr tuned on val200, see its `status`/`note` columns).
+- VTAB-1k: 100 epochs with a 10-epoch warm-up (the official recipe); mini-VTAB: the csv (10 epochs, 2 of warm-up).
+  Backbone and image size per benchmark.
 Values the user sets always win; `resolve_defaults` reports the source of every value.
 """
 from __future__ import annotations
