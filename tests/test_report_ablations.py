@@ -85,3 +85,15 @@ def test_run_missing_variants_through_the_engine(tiny_task_root, tiny_vit_file, 
     assert run_ablations(["svhn"], seeds=[1], tags=tags, **settings) == []
     res = ablation_results(tmp_path / "results", benchmark="vtab1k")
     assert sorted(res["variant"]) == ["no-ap", "protos=10"]
+
+
+def test_table_shows_the_variants_tasks_and_the_reference_on_their_seeds(tmp_path, write_fake_result):
+    from shiplib.report import ablation_results, ablation_summary, ablation_table
+
+    for seed, acc in ((1, 60.0), (2, 70.0)):
+        write_fake_result("mini_mnist", "ship", seed, acc)
+        write_fake_result("mini_textures", "ship", seed, acc)
+    write_fake_result("mini_mnist", "ship", 1, 55.0, tag="no-sip")
+    table = ablation_table(ablation_summary(ablation_results(tmp_path / "results", seeds=[1])), "components")
+    assert [c for c in table.columns if c.startswith("mini_")] == ["mini_mnist"]
+    assert table.loc["no-sip", "Δ vs reference"] == -5.0  # against the reference's seed 1 only

@@ -157,3 +157,16 @@ def test_committed_comparison_finds_the_same_run(tmp_path, write_fake_result):
     other = dict(rerun, identity={"lr": 1.0})
     assert "same settings: False" in committed_comparison(other, tmp_path / "results").index.name
     assert committed_comparison(dict(rerun, seed=2), tmp_path / "results").empty
+
+
+def test_write_tables_renders_csv_and_markdown(tmp_path, write_fake_result):
+    from shiplib.report import markdown_table, write_tables
+
+    for seed, acc in ((1, 50.0), (2, 54.0)):
+        write_fake_result("mini_mnist", "ship", seed, acc)
+    paths = write_tables(tmp_path / "results", tmp_path / "tables")
+    names = sorted(p.name for p in paths)
+    assert "mini_final_acc_last.md" in names and "vtab1k_final.csv" in names and len(names) == 6
+    md = (tmp_path / "tables" / "mini_final_acc_last.md").read_text()
+    assert md.splitlines()[0].startswith("| run | mini_mnist") and "52.0 ± 2.8" in md
+    assert markdown_table(pd.DataFrame({"a": ["x|y"], "b": [None]}), index=False) == "| a | b |\n|---|---|\n| x\\|y |  |\n"

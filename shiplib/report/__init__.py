@@ -11,8 +11,9 @@ from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
 from .histories import final_losses, history_frame
 from .notebook import cli_command, describe_config, pick_tasks, setup_notebook, suggest_thresholds
 from .tuning import lr_grid, selected_lr
-from .tables import (METRICS, benchmark_summary, committed_comparison, comparable_published, group_means, mini_table, published_table,
-                     result_summary, run_label, seed_summary, seed_table, task_comparison, task_order, vtab1k_table)
+from .tables import (METRICS, benchmark_summary, committed_comparison, comparable_published, group_means, markdown_table, mini_table, published_table,
+                     result_summary, run_label, seed_summary, seed_table, task_comparison, task_order, vtab1k_table,
+                     write_tables)
 
 __all__ = [
     "ABLATION_VARIANTS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_results", "ablation_summary",
@@ -24,6 +25,7 @@ __all__ = [
     "final_losses", "history_frame",
     "cli_command", "describe_config", "pick_tasks", "setup_notebook", "suggest_thresholds",
     "lr_grid", "selected_lr",
-    "METRICS", "benchmark_summary", "committed_comparison", "comparable_published", "group_means", "mini_table", "published_table",
+    "METRICS", "benchmark_summary", "committed_comparison", "comparable_published", "group_means", "markdown_table", "mini_table", "published_table",
     "result_summary", "run_label", "seed_summary", "seed_table", "task_comparison", "task_order", "vtab1k_table",
+    "write_tables",
 ]

@@ -125,9 +125,13 @@ def run_ablations(tasks, seeds=(1,), tags=None, factors=None, **settings) -> lis
     return [run_experiment(cfg) for cfg in missing_runs(tasks, seeds, tags, factors, **settings)]
 
 
-def ablation_results(results_dir="results", benchmark: str = "mini", protocol: str = "final") -> pd.DataFrame:
-    """Result rows of the reference `ship` run and of every known variant, with factor, variant and value columns."""
+def ablation_results(results_dir="results", benchmark: str = "mini", protocol: str = "final",
+                     seeds=None) -> pd.DataFrame:
+    """Result rows of the reference `ship` run and of every known variant, with factor, variant and value columns
+    (only `seeds` when given, so that the reference is averaged over the seeds the variants ran with)."""
     df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
+    if seeds is not None and not df.empty:
+        df = df[df["seed"].isin([int(s) for s in seeds])]
     cols = ["factor", "variant", "value", "task", "seed", "acc_last", "acc_max_over_epochs"]
     if df.empty:
         return pd.DataFrame(columns=cols)
@@ -159,7 +163,8 @@ def ablation_summary(results: pd.DataFrame, metric: str = "acc_last") -> pd.Data
 def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: int = 1) -> pd.DataFrame:
     """Rows: the reference and the factor's variants; columns: "mean ± std" per task, mean over tasks, Δ mean.
 
-    The means over tasks are given only for rows with a value on every task the reference has.
+    Only tasks on which some variant of the factor has a result are shown; the means over tasks are given only for
+    rows with a value on every task the reference has.
     """
     if factor not in FACTORS:
         raise ValueError(f"unknown ablation factor {factor!r}; valid: {', '.join(FACTORS)}")
@@ -168,7 +173,9 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
         return pd.DataFrame()
     order = [REFERENCE] + [v.tag for v in ABLATION_VARIANTS if v.factor == factor]
     order = [v for v in order if v in set(sub["variant"])]
-    tasks = list(dict.fromkeys(sub["task"]))
+    variant_tasks = set(sub.loc[sub["variant"] != REFERENCE, "task"])
+    tasks = [t for t in dict.fromkeys(sub["task"]) if t in variant_tasks or not variant_tasks]  # tasks with variants
+    sub = sub[sub["task"].isin(tasks)]
     means = sub.pivot(index="variant", columns="task", values="mean").reindex(index=order, columns=tasks)
     stds = sub.pivot(index="variant", columns="task", values="std").reindex(index=order, columns=tasks)
     out = pd.DataFrame(index=order)

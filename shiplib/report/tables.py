@@ -293,3 +293,31 @@ def committed_comparison(result: dict, committed_dir="results") -> pd.DataFrame:
     rows = {m: dict(this_run=result[m], committed=committed[m], difference=result[m] - committed[m]) for m in METRICS}
     frame = pd.DataFrame(rows).T.rename(columns={"this_run": "this run"})
     return frame.rename_axis(f"{path} (same settings: {same})")
+
+
+def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table of `frame` (cells as printed; no extra dependency)."""
+    df = frame.reset_index() if index else frame
+    cells = [[("" if pd.isna(v) else str(v)) if not isinstance(v, str) else v for v in row]
+             for row in df.itertuples(index=False)]
+    head = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results_dir="results", out_dir="results/tables", protocol: str = "final",
+                 metrics=("acc_last", "acc_max_over_epochs"), decimals: int = 1) -> list:
+    """Render the VTAB-1k and mini-VTAB tables as CSV and markdown files (written atomically); returns the paths."""
+    from pathlib import Path
+
+    from ..utils.io import atomic_write_text
+
+    out, paths = Path(out_dir), []
+    frames = {f"vtab1k_{protocol}": vtab1k_table(results_dir, protocol=protocol, metrics=list(metrics))}
+    for m in metrics:
+        frames[f"mini_{protocol}_{m}"] = mini_table(results_dir, metric=m, protocol=protocol, decimals=decimals)
+    for name, frame in frames.items():
+        paths.append(atomic_write_text(out / f"{name}.csv", frame.to_csv()))
+        paths.append(atomic_write_text(out / f"{name}.md", markdown_table(frame)))
+    return paths
