@@ -159,3 +159,15 @@ def test_curve_and_ablation_figures(tmp_path, write_fake_result):
         figures.plot_ablation(summary, "da_scale")
     out = figures.save_figure(fig, tmp_path / "fig" / "k.png")
     assert out.stat().st_size > 0
+
+
+def test_task_accuracies_with_a_run_on_fewer_tasks(tmp_path, write_fake_result):
+    from shiplib.report import benchmark_summary
+    from shiplib.report.figures import plot_task_accuracies
+
+    for seed in (1, 2):
+        write_fake_result("mini_mnist", "ship", seed, 50.0 + seed)
+        write_fake_result("mini_textures", "ship", seed, 40.0 + seed)
+    write_fake_result("mini_mnist", "ship", 1, 55.0, tag="no-sip")
+    fig = plot_task_accuracies(benchmark_summary(tmp_path / "results", "mini"))
+    assert len(fig.axes[0].containers) >= 2

@@ -167,8 +167,11 @@ def plot_task_accuracies(summary: pd.DataFrame, title: str = ""):
     sns.barplot(data=summary, x="task", y="mean", hue="run", ax=ax)
     runs, tasks = list(dict.fromkeys(summary["run"])), list(dict.fromkeys(summary["task"]))
     for container, run in zip(ax.containers, runs):
-        sub = summary[summary["run"] == run].set_index("task").reindex(tasks)
+        # a run without results on some tasks has fewer bars: they follow the task order of the others
+        sub = summary[summary["run"] == run].set_index("task").reindex(tasks).dropna(subset=["mean"])
         xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
+        if len(xs) != len(sub):
+            continue
         ax.errorbar(xs, sub["mean"], yerr=sub["std"].fillna(0), fmt="none", ecolor="black", capsize=2, lw=0.8)
     ax.set(ylabel="accuracy (%)", xlabel="", title=title)
     ax.tick_params(axis="x", labelrotation=30)
