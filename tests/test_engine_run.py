@@ -250,3 +250,32 @@ def test_mini_benchmark_defaults(tmp_path, monkeypatch):
     assert "mini_defaults.csv [vpt_deep,*] (tuned)" in r["sources"]["lr"]
     assert r["config"]["cache_images"] is True and r["backbone"]["depth"] == 12
     assert (tmp_path / "results/mini/mini_enginetest/vpt_deep/seed0.json").is_file()
+
+
+def test_result_made_with_replaced_backbone_weights_is_out_of_date(tiny_task_root, tiny_vit_file, tmp_path):
+    """Same identity, new weights in the backbone file: the old result is neither returned nor skipped by sweeps."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from shiplib.engine import resolve_config
+    from shiplib.engine.results import is_finished
+    from shiplib.engine.run import paths_for
+
+    vit_file = tmp_path / "vit" / tiny_vit_file.name
+    vit_file.parent.mkdir()
+    shutil.copy(tiny_vit_file, vit_file)
+    shutil.copy(tiny_vit_file.with_suffix(".json"), vit_file.with_suffix(".json"))
+    cfg = tiny_cfg(tiny_task_root, vit_file, tmp_path, method="linear", epochs=1)
+    first = run_experiment(cfg)
+    path = paths_for(resolve_config(cfg))["result"]
+    assert is_finished(path, first["identity"]) and run_experiment(cfg) == first
+
+    sd = load_file(str(vit_file))
+    sd["cls_token"] = sd["cls_token"] + 1.0
+    save_file(sd, str(vit_file))
+    assert not is_finished(path, first["identity"])
+    with pytest.raises(ConfigError, match=r"out of date: it was made with other .* backbone weights .*--force"):
+        run_experiment(cfg)
+    again = run_experiment(cfg, force=True)
+    assert again["backbone"]["sha256"] != first["backbone"]["sha256"] and is_finished(path, again["identity"])

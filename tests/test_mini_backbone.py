@@ -181,3 +181,4 @@ def test_mini_backbone_feeds_the_hierarchy():
     x = torch.randn(8, 3, MINI_ARCH["img_size"], MINI_ARCH["img_size"])
     A = inter_layer_affinity(extract_block_features(vit, x, progress=False))
     assert validate_affinity(A).shape == (MINI_ARCH["depth"], MINI_ARCH["depth"])
+

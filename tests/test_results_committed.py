@@ -34,6 +34,15 @@ def test_committed_results_use_the_current_defaults(method):
             assert 0.0 <= r["acc_last"] <= r["acc_max_over_epochs"] <= 100.0
 
 
+def test_committed_results_were_made_with_the_committed_mini_weights():
+    from shiplib.engine.prepare import stale_backbone
+
+    stale = [f"{t}/{m}/seed{s}" for t in list_tasks("mini") for m in list_methods() for s in SEEDS
+             if stale_backbone(read_result(committed(t, m, s)))]
+    assert not stale, f"{len(stale)} results predate data/checkpoints/vit_mini_fmnist.safetensors, e.g. " \
+                      f"{stale[:3]}: re-run them with python -m shiplib sweep ... --force"
+
+
 def test_a_committed_result_is_reproduced_by_rerunning_it(tmp_path):
     """The cheapest committed run (linear probe) re-run with its seed and thread count."""
     path = committed("mini_mnist", "linear", 1)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data.fashion_mnist import LICENCE, load_fashion_mnist
 from ..utils.io import append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json, sha256_file
-from ..utils.seed import seed_everything
+from ..utils.seed import derived_seed, seed_everything
 from .mini import CHECKPOINT_NAME, MINI_ARCH, create_mini_vit, mini_card_path, mini_checkpoint_path
 
 
@@ -31,6 +31,14 @@ class PretrainConfig:
     warmup_epochs: float = 1.0
     min_lr: float = 1e-5
     label_smoothing: float = 0.1
+    # the committed checkpoint's recipe; it underfits (train 87.7 %, test 87.9 %). Measured since: 15 epochs,
+    # lr 2e-3, augment "none", no drop path overfits late (train 94.5 %, test 89.7 %)
+    augment: str = "shift+hflip"
+    drop_path_rate: float = 0.1
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {self.augment!r}")
     seed: int = 0
     threads: int | None = None
 
@@ -44,18 +52,31 @@ def fmnist_tensors(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tens
     return x.sub_(0.5).div_(0.5), torch.from_numpy(labels)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to `pad` pixels and horizontal flip (cheap tensor ops)."""
+#: training augmentations: name -> (max shift in pixels, horizontal flips)
+AUGMENTATIONS = {"none": (0, False), "hflip": (0, True), "shift+hflip": (2, True)}
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
+    """Apply the named augmentation (`AUGMENTATIONS`) to a batch, drawing from `gen` (resumable)."""
+    pad, flip = AUGMENTATIONS[kind]
+    if pad:
+        x = _shift(x, gen, pad)
+    if flip:
+        x = x.clone()
+        mask = torch.rand(len(x), generator=gen) < 0.5
+        x[mask] = x[mask].flip(-1)
+    return x
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """Random translation by up to `pad` pixels, the border filled with black (cheap tensor ops)."""
     b, _, h, w = x.shape
     xp = F.pad(x, (pad, pad, pad, pad), value=-1.0)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     rows = (dy[:, None] + torch.arange(h)[None]).long()
     cols = (dx[:, None] + torch.arange(w)[None]).long()
-    out = xp[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    flip = torch.rand(b, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    return xp[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def _lr_at(step: int, total: int, warmup: int, cfg: PretrainConfig) -> float:
@@ -81,8 +102,15 @@ def pretrain_mini(
     work_dir: str | Path = "runs/pretrain_mini",
     checkpoint_path: str | Path | None = None,
     card_path: str | Path | None = None,
+    stop_after: int | None = None,
+    subset: tuple[int, int] | None = None,
 ) -> dict:
-    """Pretrain (or resume), then write the checkpoint and card; returns the card."""
+    """Pretrain (or resume), then write the checkpoint and card; returns the card.
+
+    `stop_after=n` ends the session after epoch n (of `config.epochs`) and exports an interim card
+    (`complete: false`); calling again resumes. `subset=(n_train, n_test)` uses the first images only
+    (smoke tests; the card records it).
+    """
     cfg = config or PretrainConfig()
     work_dir = Path(work_dir)
     checkpoint_path = Path(checkpoint_path or mini_checkpoint_path())
@@ -93,7 +121,11 @@ def pretrain_mini(
 
     x_train, y_train = fmnist_tensors("train")
     x_test, y_test = fmnist_tensors("test")
-    model = create_mini_vit(num_classes=10, drop_path_rate=0.1)
+    if subset is not None:
+        (x_train, y_train), (x_test, y_test) = (x_train[:subset[0]], y_train[:subset[0]]), (x_test[:subset[1]], y_test[:subset[1]])
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
+    model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
@@ -105,17 +137,19 @@ def pretrain_mini(
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         # `threads` changes speed, not the result, so a run may resume with another thread count
-        if {**state["config"], "threads": None} != {**asdict(cfg), "threads": None}:
-            raise ValueError(f"{state_path} was written with another config {state['config']}; "
-                             f"delete {work_dir} to start afresh or pass the same config")
+        if {**state["config"], "threads": None} != {**asdict(cfg), "threads": None} or state.get("subset") != subset:
+            raise ValueError(f"{state_path} was written with another config {state['config']} "
+                             f"(subset {state.get('subset')}); delete {work_dir} to start afresh or pass the same config")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, elapsed, history = state["epoch"] + 1, state["elapsed"], state["history"]
         print(f"resuming from epoch {start_epoch} ({elapsed / 60:.1f} min already spent)")
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # per-epoch stream: resume gives the same run
+        torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # drop path draws from the global RNG
         perm = torch.randperm(len(x_train), generator=gen)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -125,7 +159,7 @@ def pretrain_mini(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, warmup, cfg)
             idx = perm[it * cfg.batch_size: (it + 1) * cfg.batch_size]
-            xb = _augment(x_train[idx], gen).expand(-1, 3, -1, -1)
+            xb = augment_batch(x_train[idx], gen, cfg.augment).expand(-1, 3, -1, -1)
             logits = model(xb)
             loss = F.cross_entropy(logits, y_train[idx], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -146,7 +180,7 @@ def pretrain_mini(
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f} train {rec['train_acc']:.2f}% "
               f"test {test_acc:.2f}% ({seconds / 60:.1f} min)")
         atomic_torch_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, elapsed=elapsed,
-                               history=history, config=asdict(cfg)), state_path)
+                               history=history, config=asdict(cfg), subset=subset), state_path)
 
     return export_checkpoint(model, cfg, history, elapsed, checkpoint_path, card_path, n_train=len(x_train),
                              n_test=len(x_test))
@@ -167,8 +201,9 @@ def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: 
         parameters=int(sum(p.numel() for p in model.parameters())),
         data=dict(name="Fashion-MNIST", train_images=n_train, test_images=n_test,
                   source="Debian package dataset-fashion-mnist", licence=LICENCE,
-                  preprocessing="28->32 bicubic, grey repeated to RGB, mean=std=0.5; train: +-2 px shift, h-flip"),
-        training=dict(asdict(cfg), drop_path_rate=0.1, optimizer="AdamW", schedule="per-step warm-up + cosine"),
+                  preprocessing="28->32 bicubic, grey repeated to RGB, mean=std=0.5"
+                  + f"; train augmentation: {cfg.augment}"),
+        training=dict(asdict(cfg), optimizer="AdamW", schedule="per-step warm-up + cosine"),
         epochs=cfg.epochs,
         epochs_completed=done,
         complete=done == cfg.epochs,
@@ -189,9 +224,10 @@ def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint
                          card_path: str | Path | None = None) -> dict:
     """Export the last finished epoch of a (possibly unfinished) pretraining run; `pretrain_mini` resumes it later."""
     state = torch.load(Path(work_dir) / "last.pt", weights_only=False)
-    model = create_mini_vit(num_classes=10, drop_path_rate=0.1)
+    cfg = PretrainConfig(**state["config"])
+    model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     model.load_state_dict(state["model"])
-    return export_checkpoint(model, PretrainConfig(**state["config"]), state["history"], state["elapsed"],
+    return export_checkpoint(model, cfg, state["history"], state["elapsed"],
                              Path(checkpoint_path or mini_checkpoint_path()), Path(card_path or mini_card_path()))
 
 
@@ -202,8 +238,10 @@ if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pr
     ap.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work-dir", default="runs/pretrain_mini")
+    ap.add_argument("--stop-after", type=int, default=None, help="end this session after epoch N (resume later)")
     ap.add_argument("--export-only", action="store_true", help="export the last finished epoch and stop")
     a = ap.parse_args()
     if a.export_only:
         raise SystemExit(print(export_from_work_dir(a.work_dir)["test_accuracy"]))
-    print(pretrain_mini(PretrainConfig(epochs=a.epochs, threads=a.threads), work_dir=a.work_dir)["test_accuracy"])
+    card = pretrain_mini(PretrainConfig(epochs=a.epochs, threads=a.threads), work_dir=a.work_dir, stop_after=a.stop_after)
+    print(card["test_accuracy"])

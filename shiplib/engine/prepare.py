@@ -13,14 +13,10 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..utils.io import _atomic
+from ..utils.seed import derived_seed
 
 log = logging.getLogger(__name__)
 
-
-
-def derived_seed(*parts: int) -> int:
-    """A 31-bit seed that depends only on `parts` (e.g. (seed, epoch)), never on Python's hash salt."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
 def train_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int = 0,
@@ -49,6 +45,47 @@ def backbone_fingerprint(vit: torch.nn.Module) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+_FINGERPRINTS: dict = {}
+
+
+def _file_state(spec) -> tuple | None:
+    """(path, mtime, size) of the weights file a backbone spec reads, so a replaced checkpoint is noticed."""
+    from ..backbones.mini import mini_checkpoint_path
+
+    path = mini_checkpoint_path() if str(spec) == "mini" else Path(str(spec))
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+def current_fingerprint(spec, pretrained: bool = True) -> str | None:
+    """`backbone_fingerprint` of the pretrained backbone a config names (memoised per weights file state).
+
+    None for random-init backbones, whose weights depend on the run's seed, not on a file.
+    """
+    if not pretrained:
+        return None
+    key = (str(spec), _file_state(spec))
+    if key not in _FINGERPRINTS:
+        from ..backbones import create_backbone
+
+        _FINGERPRINTS[key] = backbone_fingerprint(create_backbone(spec, pretrained=True))
+    return _FINGERPRINTS[key]
+
+
+def stale_backbone(result: dict) -> str | None:
+    """Why a finished result no longer matches its backbone's current weights, or None if it does."""
+    ident = result.get("identity", {})
+    made_with = (result.get("backbone") or {}).get("sha256")
+    now = current_fingerprint(ident.get("backbone"), ident.get("pretrained", True))
+    if made_with and now and made_with != now:
+        return f"it was made with other {ident.get('backbone')!r} backbone weights (sha256 {made_with[:12]}…, " \
+               f"now {now[:12]}…)"
+    return None
 
 
 def backbone_slug(spec) -> str:

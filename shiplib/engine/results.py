@@ -100,6 +100,11 @@ def load_results(results_dir="results", protocol: str | None = None, benchmark: 
 
 
 def is_finished(path: os.PathLike, identity: dict) -> bool:
-    """True if a result exists at `path` for exactly this run identity."""
+    """True if a result exists at `path` for exactly this run identity and the backbone's current weights."""
+    from .prepare import stale_backbone
+
     path = Path(path)
-    return path.is_file() and read_result(path).get("identity") == identity
+    if not path.is_file():
+        return False
+    result = read_result(path)
+    return result.get("identity") == identity and stale_backbone(result) is None

@@ -24,7 +24,7 @@ from .config import ConfigError, RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
 from .prepare import (backbone_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
-                      load_or_compute_hierarchy, train_loader)
+                      load_or_compute_hierarchy, stale_backbone, train_loader)
 from .results import read_result, result_path, work_dir, write_result
 from .schedule import LRSchedule
 
@@ -151,8 +151,12 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
     if paths["result"].is_file() and not force:
         previous = read_result(paths["result"])
         if previous.get("identity") == ident:
-            log.info("already finished: %s", paths["result"])
-            return previous
+            stale = stale_backbone(previous)
+            if stale is None:
+                log.info("already finished: %s", paths["result"])
+                return previous
+            raise ConfigError(f"{paths['result']} is out of date: {stale}. Re-run it with --force "
+                              "(force=True) or delete the file.")
         raise ConfigError(f"{paths['result']} holds a run with another configuration "
                           f"({_identity_diff(previous.get('identity', {}), ident)}). Name this variant with a tag "
                           "(--tag / tag=...), or overwrite with --force.")

@@ -13,6 +13,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed that depends only on `parts` (e.g. (seed, epoch)), never on Python's hash salt."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+
 def auto_device(device: str | None = None) -> torch.device:
     """`None`/"auto" picks CUDA when present, else CPU."""
     if device in (None, "auto"):
