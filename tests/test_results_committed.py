@@ -52,3 +52,16 @@ def test_a_committed_result_is_reproduced_by_rerunning_it(tmp_path):
     assert again["identity"] == r["identity"]
     assert again["acc_last"] == pytest.approx(r["acc_last"], abs=0.21)  # at most one test image of 500 apart
     assert again["acc_max_over_epochs"] == pytest.approx(r["acc_max_over_epochs"], abs=0.21)
+
+
+def test_tuned_learning_rates_are_the_validation_choices_of_the_committed_tune_runs():
+    """Every `tuned` lr in mini_defaults.csv is the one the committed val200 runs (results/tune) select."""
+    from shiplib.engine.defaults import mini_defaults_table
+    from shiplib.report import lr_grid, selected_lr
+
+    chosen = selected_lr(lr_grid(RESULTS))
+    tuned = [r for r in mini_defaults_table() if r["status"] == "tuned"]
+    assert tuned and set(chosen.index) >= {r["method"] for r in tuned}
+    wrong = {r["method"]: (float(r["lr"]), chosen.loc[r["method"], "lr"]) for r in tuned
+             if float(r["lr"]) != chosen.loc[r["method"], "lr"]}
+    assert not wrong, f"mini_defaults.csv lr vs the val200 choice: {wrong}"
