@@ -65,3 +65,12 @@ def test_tuned_learning_rates_are_the_validation_choices_of_the_committed_tune_r
     wrong = {r["method"]: (float(r["lr"]), chosen.loc[r["method"], "lr"]) for r in tuned
              if float(r["lr"]) != chosen.loc[r["method"], "lr"]}
     assert not wrong, f"mini_defaults.csv lr vs the val200 choice: {wrong}"
+
+
+def test_committed_tune_runs_were_made_with_the_committed_mini_weights():
+    from shiplib.engine.prepare import stale_backbone
+
+    tune_files = sorted((RESULTS / "tune" / "mini").glob("*/*/seed*.json"))
+    stale = [str(f.relative_to(RESULTS)) for f in tune_files if stale_backbone(read_result(f))]
+    assert tune_files and not stale, f"{len(stale)} of {len(tune_files)} tune runs predate the committed mini weights, " \
+                                     f"e.g. {stale[:2]}: re-run them (python -m shiplib sweep --protocol tune ... --force)"
