@@ -34,11 +34,15 @@ def test_committed_results_use_the_current_defaults(method):
             assert 0.0 <= r["acc_last"] <= r["acc_max_over_epochs"] <= 100.0
 
 
-def test_committed_results_were_made_with_the_committed_mini_weights():
+def _made_with_other_weights(paths) -> list[str]:
     from shiplib.engine.prepare import stale_backbone
 
-    stale = [f"{t}/{m}/seed{s}" for t in list_tasks("mini") for m in list_methods() for s in SEEDS
-             if stale_backbone(read_result(committed(t, m, s)))]
+    return [str(p.relative_to(RESULTS)) for p in paths if stale_backbone(read_result(p))]
+
+
+def test_committed_results_were_made_with_the_committed_mini_weights():
+    stale = _made_with_other_weights(committed(t, m, s) for t in list_tasks("mini") for m in list_methods()
+                                     for s in SEEDS)
     assert not stale, f"{len(stale)} results predate data/checkpoints/vit_mini_fmnist.safetensors, e.g. " \
                       f"{stale[:3]}: re-run them with python -m shiplib sweep ... --force"
 
@@ -68,9 +72,7 @@ def test_tuned_learning_rates_are_the_validation_choices_of_the_committed_tune_r
 
 
 def test_committed_tune_runs_were_made_with_the_committed_mini_weights():
-    from shiplib.engine.prepare import stale_backbone
-
     tune_files = sorted((RESULTS / "tune" / "mini").glob("*/*/seed*.json"))
-    stale = [str(f.relative_to(RESULTS)) for f in tune_files if stale_backbone(read_result(f))]
+    stale = _made_with_other_weights(tune_files)
     assert tune_files and not stale, f"{len(stale)} of {len(tune_files)} tune runs predate the committed mini weights, " \
                                      f"e.g. {stale[:2]}: re-run them (python -m shiplib sweep --protocol tune ... --force)"
