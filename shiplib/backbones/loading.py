@@ -161,6 +161,24 @@ def _cached_weights(name: str) -> str | None:
     return None
 
 
+def weights_file(backbone: Any) -> Path | None:
+    """The local file a backbone spec's pretrained weights are read from ('mini', a path, a cached timm name)."""
+    if isinstance(backbone, nn.Module):
+        return None
+    text = str(backbone)
+    if text == "mini":
+        from .mini import mini_checkpoint_path
+
+        return mini_checkpoint_path()
+    if isinstance(backbone, os.PathLike) or os.sep in text or text.endswith((".npz", *STATE_DICT_SUFFIXES)):
+        return Path(text)
+    try:
+        cached = _cached_weights(text)
+    except Exception:  # an unknown name: create_backbone reports it properly
+        return None
+    return Path(cached) if cached else None
+
+
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     import socket
 

@@ -52,9 +52,11 @@ _FINGERPRINTS: dict = {}
 
 def _file_state(spec) -> tuple | None:
     """(path, mtime, size) of the weights file a backbone spec reads, so a replaced checkpoint is noticed."""
-    from ..backbones.mini import mini_checkpoint_path
+    from ..backbones.loading import weights_file
 
-    path = mini_checkpoint_path() if str(spec) == "mini" else Path(str(spec))
+    path = weights_file(spec)
+    if path is None:
+        return None
     try:
         st = path.stat()
     except OSError:
