@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-execute notebooks in place with their default parameters, so the committed outputs match the code and
-# the committed results/. Usage: scripts/execute_notebooks.sh [notebooks/x.ipynb ...]  (default: all of them)
+# the committed results/, and write them in the exact form JupyterLab saves (shiplib.report.notebook_format).
+# Usage: scripts/execute_notebooks.sh [notebooks/x.ipynb ...]  (default: all of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -10,6 +11,6 @@ fi
 for nb in "$@"; do
     start=$(date +%s)
     echo "== $nb"
-    "$PYTHON" -m papermill "$nb" "$nb" --kernel python3 --cwd notebooks --no-progress-bar
+    "$PYTHON" -c "import sys; from shiplib.report.notebook_format import execute_notebook; execute_notebook(sys.argv[1])" "$nb"
     echo "   done in $(( $(date +%s) - start )) s"
 done

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Create .venv from the repo's own files (requirements.txt + this package), idempotently.
-# Optional system data: the Debian package dataset-fashion-mnist (mini backbone pretraining; tests skip without it).
+# Create .venv from the repo's own files (requirements.txt + this package), idempotently, and register its
+# Jupyter kernel "shiplib". Re-running it when nothing changed takes seconds: pip runs only when
+# requirements.txt or pyproject.toml differ from what .venv was built from (a stamp of their hash).
+# Optional system parts (Debian/Ubuntu, as root): dataset-fashion-mnist (the mini backbone's pretraining data;
+# its checks skip without it) and, with SHIPLIB_BROWSER=1, chromium + chromium-driver for the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-. .venv/bin/activate
-pip install --quiet --disable-pip-version-check -r requirements.txt
-pip install --quiet --disable-pip-version-check --no-deps -e .
+STAMP=.venv/.shiplib-setup-stamp
+WANT=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "$WANT" > "$STAMP"
+else
+  echo "setup: .venv matches requirements.txt and pyproject.toml; nothing to install"
+fi
+if ! .venv/bin/jupyter kernelspec list 2>/dev/null | grep -q "^ *shiplib "; then
+  .venv/bin/python -m ipykernel install --user --name shiplib --display-name "Python 3 (shiplib)" >/dev/null
+fi
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \
@@ -18,4 +30,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: Fashion-MNIST not found; 'sudo apt-get install dataset-fashion-mnist' enables the pretraining notebook's checks"
   fi
 fi
-python -c "import shiplib, torch, timm; print(f'shiplib {shiplib.__version__} ready (torch {torch.__version__}, timm {timm.__version__})')"
+if [ "${SHIPLIB_BROWSER:-0}" = 1 ]; then
+  bash scripts/install_browser.sh
+fi
+.venv/bin/python -c "import shiplib, torch, timm; print(f'shiplib {shiplib.__version__} ready (torch {torch.__version__}, timm {timm.__version__})')"

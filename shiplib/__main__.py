@@ -1,7 +1,9 @@
 """Command line: `python -m shiplib <command> …` (also installed as `shiplib`).
 
     run    one (task, method, seed): train, evaluate, write results/<benchmark>/<task>/<method>/seed<k>.json
-    sweep  the product tasks × methods × seeds, skipping runs whose result already exists
+    sweep  the product tasks × methods × seeds, skipping runs whose result already exists; --launcher inline
+           (default), local (--jobs N processes) or slurm (a submitit job array); --dry-run, --status
+    status per cell of a sweep grid: done / running / queued / failed / pending
     bench  seconds per batch, peak memory and FLOPs of a method against the plain timm ViT
 
 Each subcommand is one entry of `COMMANDS` (name -> (help, add_arguments, handler)); new ones plug in there.
@@ -81,16 +83,6 @@ def _run(args) -> int:
 
 
 # ----- sweep -----
-def _expand_tasks(names: list[str]) -> list[str]:
-    from .data.tasks import get_task, list_tasks
-
-    out = []
-    for name in names:
-        expanded = list_tasks(benchmark=name) if name in ("vtab1k", "mini") else [get_task(name).name]
-        out += [t for t in expanded if t not in out]
-    return out
-
-
 def _expand_seeds(items: list[str]) -> list[int]:
     seeds = []
     for item in items:
@@ -102,47 +94,111 @@ def _expand_seeds(items: list[str]) -> list[int]:
     return seeds
 
 
-def _add_sweep(p: argparse.ArgumentParser) -> None:
+def _add_grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", required=True,
                    help="task names; 'vtab1k' or 'mini' stands for all tasks of that benchmark")
     p.add_argument("--methods", nargs="+", required=True, help="method names")
     p.add_argument("--seeds", nargs="+", default=["1"], help="seeds or ranges (e.g. 1 2 3 or 1-5; default 1)")
-    p.add_argument("--keep-going", action="store_true", help="continue after a failed run (report at the end)")
-    p.add_argument("--dry-run", action="store_true", help="list what would run or be skipped, and stop")
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    _add_grid(p)
+    p.add_argument("--keep-going", action="store_true",
+                   help="inline: continue after a failed run (local/slurm always do)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="per cell: to run / finished / stale / running elsewhere; submits nothing")
+    p.add_argument("--status", action="store_true", help="show the grid's status (as `status`) and stop")
+    g = p.add_argument_group("launcher")
+    g.add_argument("--launcher", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: this process, one run after another (default); local: --jobs processes on this "
+                        "machine; slurm: one job array, one task per cell")
+    g.add_argument("--jobs", type=int, help="local: runs at once (default: one per GPU, else 1 … cores)")
+    g.add_argument("--gpus-per-run", type=int, help="local/slurm: GPUs per run (local default: 1 when GPUs exist)")
+    g.add_argument("--partition", help="slurm: partition (checked with sinfo)")
+    g.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit per run in minutes (default 1440)")
+    g.add_argument("--cpus-per-run", type=int, help="slurm: CPUs per run (default: --threads, else 1)")
+    g.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
+    g.add_argument("--array-parallelism", type=int, help="slurm: most array tasks running at once")
+    g.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="slurm: shell line run before the job, e.g. 'module load cuda' (repeatable)")
+    g.add_argument("--slurm", dest="slurm_params", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: extra sbatch option, e.g. --slurm account=abc --slurm qos=high (repeatable)")
+    g.add_argument("--wait", action="store_true", help="slurm: wait until the submitted cells end, then show status")
     _add_run_options(p)
 
 
-@command("sweep", "run tasks × methods × seeds, skipping finished runs", _add_sweep)
-def _sweep(args) -> int:
-    from .engine import resolve_config, run_experiment
-    from .engine.results import is_finished
-    from .engine.run import paths_for
+def _grid_cells(args) -> list:
+    from .launch.cells import cell_of, expand_tasks
 
-    jobs = list(itertools.product(_expand_tasks(args.tasks), args.methods, _expand_seeds(args.seeds)))
-    configs = [_config(args, *job) for job in jobs]  # bad names / --set keys fail here, before any training
-    failed, done, skipped = [], 0, 0
-    for i, cfg in enumerate(configs, 1):
-        resolved = resolve_config(cfg)
-        path = paths_for(resolved)["result"]
-        label = f"[{i}/{len(configs)}] {cfg.task} {cfg.method} seed {cfg.seed}"
-        if not args.force and is_finished(path, resolved["identity"]):
-            print(f"{label}: skip (finished: {path})")
-            skipped += 1
-            continue
-        if args.dry_run:
-            print(f"{label}: would run -> {path}")
-            continue
-        print(f"{label}: run", flush=True)
-        try:
-            print(f"{label}: {_report(run_experiment(cfg, force=args.force))}", flush=True)
-            done += 1
-        except Exception as e:  # noqa: BLE001 (reported and counted; re-raised unless --keep-going)
-            if not args.keep_going:
-                raise
-            failed.append((label, e))
-            print(f"{label}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-    print(f"sweep: {done} run, {skipped} skipped, {len(failed)} failed")
-    return 1 if failed else 0
+    jobs = list(itertools.product(expand_tasks(args.tasks), args.methods, _expand_seeds(args.seeds)))
+    return [cell_of(_config(args, *job)) for job in jobs]  # bad names / --set keys fail here, before any training
+
+
+def _check_launcher_options(args) -> None:
+    from .launch.launchers import LaunchError
+
+    if args.launcher != "local" and args.jobs is not None:
+        raise LaunchError(f"--jobs needs --launcher local (got --launcher {args.launcher}); with slurm use "
+                          "--array-parallelism")
+    if args.jobs is not None and args.jobs < 1:
+        raise LaunchError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise LaunchError(f"--threads must be at least 1, got {args.threads}")
+    slurm_only = dict(partition=args.partition, cpus_per_run=args.cpus_per_run, mem=args.mem,
+                      array_parallelism=args.array_parallelism, setup=args.setup, slurm=args.slurm_params,
+                      wait=args.wait)
+    given = [k for k, v in slurm_only.items() if v]
+    if args.launcher != "slurm" and given:
+        raise LaunchError(f"--{given[0].replace('_', '-')} needs --launcher slurm")
+    if args.launcher == "inline" and args.gpus_per_run is not None:
+        raise LaunchError("--gpus-per-run needs --launcher local or slurm (inline uses --device)")
+    if args.launcher == "slurm":
+        from .launch.launchers import check_slurm_options
+
+        check_slurm_options(args.partition, args.time, args.cpus_per_run, args.gpus_per_run,
+                            args.array_parallelism)
+
+
+@command("sweep", "run tasks × methods × seeds (inline, on local processes or SLURM), skipping finished runs",
+         _add_sweep)
+def _sweep(args) -> int:
+    from .launch import launchers
+
+    if args.status:
+        return _print_status(args)
+    _check_launcher_options(args)
+    cells = _grid_cells(args)
+    if args.dry_run:
+        return launchers.dry_run(cells, force=args.force)
+    if args.launcher == "inline":
+        return launchers.launch_inline(cells, force=args.force, keep_going=args.keep_going)
+    if args.launcher == "local":
+        return launchers.launch_local(cells, jobs=args.jobs, threads=args.threads, gpus_per_run=args.gpus_per_run,
+                                      force=args.force)
+    return launchers.launch_slurm(cells, force=args.force, threads=args.threads, wait=args.wait,
+                                  partition=args.partition, time_min=args.time, cpus_per_run=args.cpus_per_run,
+                                  gpus_per_run=args.gpus_per_run, mem=args.mem,
+                                  array_parallelism=args.array_parallelism, setup=args.setup,
+                                  extra=launchers.parse_slurm_params(args.slurm_params))
+
+
+# ----- status -----
+def _add_status(p: argparse.ArgumentParser) -> None:
+    _add_grid(p)
+    _add_run_options(p)
+
+
+def _print_status(args) -> int:
+    from .launch.status import format_status, status_frame
+
+    frame = status_frame(_grid_cells(args))
+    print(format_status(frame))
+    return 0
+
+
+@command("status", "per cell of a sweep grid: done / running / queued / failed / pending, and counts", _add_status)
+def _status(args) -> int:
+    return _print_status(args)
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -176,7 +232,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .engine import ConfigError
     from .engine.loop import NonFiniteLossError
 
-    return ConfigError, BackboneError, NonFiniteLossError, FileNotFoundError, NotADirectoryError
+    from .launch.launchers import LaunchError
+    from .launch.slurm import SlurmError
+
+    return (ConfigError, BackboneError, NonFiniteLossError, FileNotFoundError, NotADirectoryError, LaunchError,
+            SlurmError)
 
 
 def main(argv: list[str] | None = None) -> int:

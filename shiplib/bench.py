@@ -10,20 +10,32 @@ What is measured, per batch of random images at the backbone's input size:
 - `reference_*`: the same for the straightforward implementation, for methods that have one (SHIP:
   `implementation="reference"`), on the same weights;
 - `timm_train_floor_s` (optional): forward + backward of the plain timm blocks with the gradient taken w.r.t. the
-  block-0 input. Exact prompt gradients need the backward through every image row of every block, so this is a
-  practical lower bound of a prompt method's training step.
+  block-0 input only (no weight gradients, whatever the method trains). Exact prompt gradients need the backward
+  through every image row of every block, so this is a practical lower bound of a prompt method's training step.
 Timing: all variants run once per round, in a rotating order (interleaved), for `warmup + repeats` rounds; the
-warm-up rounds are dropped and the median is reported. Ratios are medians of the per-round ratios (robust to a
-drifting machine load); `load_average` gives os.getloadavg() before and after.
+warm-up rounds are dropped and the median is reported. Ratios (`*_vs_timm`, `*_vs_timm_train_floor`,
+`reference_*_speedup`) are medians of the per-round ratios of two variants timed in the same rounds: they hold
+across machines and loads far better than absolute seconds, which are this machine's under its load.
+
+Load: `load_average` holds os.getloadavg() before and after the timed rounds. `other_cpu` is the average number
+of cores that other processes kept busy during the timed rounds, on the CPUs this process may use (Linux:
+busy time in /proc/stat minus this process's CPU time; None elsewhere). A measurement is `under_load` when that
+exceeds the cores the benchmark leaves free (`cpu_cores - threads`) by more than `LOAD_TOLERANCE` cores: then
+other work competed with the benchmark's threads (without /proc/stat: the 1-min load average before the rounds
+instead of `other_cpu`). See `UNDER_LOAD_RULE`.
 
 Peak memory: on CPU, the peak of live tensor bytes of the CPU allocator during one call, above what was
 allocated when the call started (model weights and the input excluded), from torch.profiler's memory events
 (allocations/frees at operator granularity; temporaries freed inside one operator are not seen). It counts
 tensors, not the process RSS (no allocator caching or fragmentation). On CUDA: torch.cuda.max_memory_allocated
-minus the memory allocated before the call.
+minus the memory allocated before the call. Each figure is taken on a second profiled call with the random
+generator seeded (the first profiled call misses frees of tensors allocated before profiling started; SHIP's
+training step has data-dependent shapes): it does not depend on the number of timed rounds, the thread count or
+what ran before in the process.
 
 FLOPs (`count_flops`): torch.utils.flop_counter.FlopCounterMode, plus formulas for the CPU flash-attention kernels
-it does not know (forward 4*B*H*Lq*Lk*d, backward as torch's SDPA backward formula).
+it does not know (forward 4*B*H*Lq*Lk*d, backward as torch's SDPA backward formula); counted with the random
+generator seeded, like the memory.
 """
 from __future__ import annotations
 
@@ -136,7 +148,8 @@ def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable
         with torch.no_grad():
             h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
         h.requires_grad_(True)
-        F.cross_entropy(vit.forward_head(vit.norm(vit.blocks(h))), y).backward()
+        loss = F.cross_entropy(vit.forward_head(vit.norm(vit.blocks(h))), y)
+        torch.autograd.grad(loss, h)  # the input gradient only: no weight gradients even where weights train
 
     return run
 
@@ -157,11 +170,11 @@ def _sync(device: torch.device) -> None:
 def time_interleaved(variants: dict[str, Callable[[], None]], repeats: int, warmup: int,
                      device: torch.device = torch.device("cpu"), progress: bool = True) -> dict[str, list[float]]:
     """Seconds per call of each variant over `warmup + repeats` rounds (rotating order); warm-up rounds dropped."""
-    from tqdm.auto import tqdm
+    from .utils.progress import progress_bar
 
     names = list(variants)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in tqdm(range(warmup + repeats), desc="bench rounds", disable=not progress, leave=False):
+    for r in progress_bar(range(warmup + repeats), desc="bench rounds", disable=not progress, leave=False):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             _sync(device)
@@ -171,6 +184,81 @@ def time_interleaved(variants: dict[str, Callable[[], None]], repeats: int, warm
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+#: Cores of other work tolerated beyond the cores a benchmark leaves free before it counts as under load.
+LOAD_TOLERANCE = 0.2
+UNDER_LOAD_RULE = (f"under load: other processes kept more than (CPU cores - threads) + {LOAD_TOLERANCE} cores busy "
+                   "on average during the timed rounds (Linux /proc/stat minus this process's CPU time; elsewhere "
+                   "the 1-min load average before the rounds)")
+
+
+def usable_cores() -> int:
+    """The number of CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def busy_cpu_seconds() -> float | None:
+    """Seconds the CPUs this process may use have been busy since boot (Linux /proc/stat; None elsewhere)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, ValueError):
+        return None
+    busy, seen = 0, 0
+    for line in lines:
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            v = [int(x) for x in values[:8]] + [0] * (8 - len(values[:8]))
+            user, nice, system, _idle, _iowait, irq, softirq, steal = v
+            busy += user + nice + system + irq + softirq + steal
+            seen += 1
+    return busy / ticks if seen else None
+
+
+class OtherLoadMeter:
+    """Average number of cores other processes kept busy between `start()` and `stop()` (None where unknown)."""
+
+    def start(self) -> "OtherLoadMeter":
+        self.wall, self.own, self.busy = time.perf_counter(), time.process_time(), busy_cpu_seconds()
+        return self
+
+    def stop(self) -> float | None:
+        wall, own, busy = time.perf_counter() - self.wall, time.process_time() - self.own, busy_cpu_seconds()
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        return max(0.0, (busy - self.busy - own) / wall)
+
+
+def is_under_load(other_cpu: float | None, cores: int, threads: int, load_before: float | None = None) -> bool:
+    """The `UNDER_LOAD_RULE`: other work beyond the cores the benchmark leaves free (+ `LOAD_TOLERANCE`)."""
+    free = max(cores - threads, 0)
+    other = other_cpu if other_cpu is not None else load_before
+    return bool(other is not None and other > free + LOAD_TOLERANCE)
+
+
+@contextlib.contextmanager
+def _progress_bars(show: bool):
+    """With `show=False`, no shiplib progress output (e.g. SPT's prompt initialisation) while the block runs."""
+    from .utils.progress import ENV
+
+    if show:
+        yield
+        return
+    saved = os.environ.get(ENV)
+    os.environ[ENV] = "off"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = saved
 
 
 @contextlib.contextmanager
@@ -187,8 +275,33 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def peak_memory_bytes(fn: Callable[[], None], device: torch.device = torch.device("cpu")) -> int:
-    """Peak tensor bytes allocated during fn() above those allocated when it started (see the module docstring)."""
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device = torch.device("cpu")):
+    """Run with the random generator(s) seeded, restoring their state afterwards (nothing when seed is None)."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def peak_memory_bytes(fn: Callable[[], None], device: torch.device = torch.device("cpu"), seed: int | None = None,
+                      warmup: int = 0) -> int:
+    """Peak tensor bytes allocated during fn() above those allocated when it started (see the module docstring).
+
+    `warmup`: profiled calls made and discarded first; `seed`: seed the random generator before every call.
+    """
+    for _ in range(warmup):
+        with _seeded(seed, device):
+            _peak_memory_once(fn, device)
+    with _seeded(seed, device):
+        return _peak_memory_once(fn, device)
+
+
+def _peak_memory_once(fn: Callable[[], None], device: torch.device) -> int:
     if device.type == "cuda":
         _sync(device)
         base = torch.cuda.memory_allocated(device)
@@ -259,9 +372,9 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     try:
-        load_before = os.getloadavg()
         if model is None:
-            model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
+            with _progress_bars(progress):
+                model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
         model = model.to(dev)
         vit = model.vit
         g = torch.Generator().manual_seed(seed)
@@ -289,13 +402,18 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         memory_fns.update(variants)
         if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
             variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y)
+        load_before = os.getloadavg()
+        meter = OtherLoadMeter().start()
         times = time_interleaved(variants, repeats, warmup, dev, progress)
+        other_cpu = meter.stop()
+        load_after = os.getloadavg()
 
         counts = count_parameters(model)
+        cores, used = usable_cores(), torch.get_num_threads()
         out: dict[str, Any] = dict(
             method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
             else type(backbone).__name__, image_size=list(vit.patch_embed.img_size), batch=batch,
-            threads=torch.get_num_threads(), device=str(dev), repeats=repeats, warmup=warmup,
+            threads=used, device=str(dev), repeats=repeats, warmup=warmup,
             trainable_params=counts["trainable"], total_params=counts["total"])
         for name, ts in times.items():
             out[f"{name}_s"] = statistics.median(ts)
@@ -306,9 +424,12 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
             out["reference_train_speedup"] = _median_ratio(times["reference_train"], times["train"])
         if floor:
             out["train_vs_timm_train_floor"] = _median_ratio(times["train"], times["timm_train_floor"])
+            if with_reference:
+                out["reference_train_vs_timm_train_floor"] = _median_ratio(times["reference_train"],
+                                                                          times["timm_train_floor"])
         if memory:
             for name, fn in memory_fns.items():
-                out[f"{name}_mem_mb"] = peak_memory_bytes(fn, dev) / 2 ** 20
+                out[f"{name}_mem_mb"] = peak_memory_bytes(fn, dev, seed=seed, warmup=1) / 2 ** 20
             if with_reference:
                 model.config.implementation = train_model.config.implementation = "fast"
                 out["train_mem_vs_reference"] = out["train_mem_mb"] / out["reference_train_mem_mb"]
@@ -320,11 +441,16 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
                 flop_fns[name] = _with_implementation(model, impl, _eval_fn(model, x, inference_mode=False)) \
                     if with_reference else _eval_fn(model, x, inference_mode=False)
             for name, fn in flop_fns.items():
-                out[f"{name}_gflops"] = count_flops(fn) / 1e9
+                with _seeded(seed, dev):
+                    out[f"{name}_gflops"] = count_flops(fn) / 1e9
             if with_reference:
                 model.config.implementation = train_model.config.implementation = "fast"
         out["samples_s"] = {k: [round(t, 4) for t in v] for k, v in times.items()}
-        out["load_average"] = dict(before=list(load_before), after=list(os.getloadavg()))
+        out["load_average"] = dict(before=list(load_before), after=list(load_after))
+        out["cpu_cores"] = cores
+        out["other_cpu"] = None if other_cpu is None else round(other_cpu, 3)
+        out["under_load"] = is_under_load(other_cpu, cores, used, load_before[0])
+        out["under_load_rule"] = UNDER_LOAD_RULE
         out["memory_method"] = ("torch.cuda.max_memory_allocated" if dev.type == "cuda" else
                                 "torch.profiler CPU allocator events: peak live tensor bytes above the start")
         return out
@@ -335,56 +461,188 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
 # ----- tables for notebooks -----
 def efficiency_table(methods: list[str] | None = None, backbone: Any = "mini", batch: int = 8, threads: int = 2,
                      repeats: int = 2, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
-                     options: dict[str, dict] | None = None, progress: bool = True):
-    """One row per method (plus `<method> (reference)` rows where a reference implementation exists):
-    trainable parameters, GFLOPs per image (eval forward, train step), images/s, seconds per batch, eval time
-    relative to the plain timm forward, and peak memory. Returns (table, raw `run_bench` results per method).
+                     options: dict[str, dict] | None = None, progress: bool = True, floor: bool = True):
+    """One row per method (plus `<method> (reference)` rows where a reference implementation exists), each
+    measured by `run_bench` against the plain timm ViT timed in the same rounds. Returns (table, raw `run_bench`
+    results per method).
+
+    Columns (numbers; `format_efficiency` renders them for reading):
+    - deterministic: trainable_params, total_params, trainable_%, eval/train_gflops_per_image, eval/train_mem_mb
+      (peak tensor memory, MB);
+    - ratios to plain timm from the same rounds (medians of per-round ratios; the figures to compare):
+      eval_vs_timm (eval forward / timm forward), train_vs_timm_floor (training step / timm forward+backward to
+      the input; NaN without `floor`);
+    - absolute, this machine under its load: eval_s, train_s, timm_eval_s, timm_train_floor_s (median seconds
+      per batch), eval/train_images_per_s;
+    - load: load_before, load_after (1-min load average), other_cpu (cores busy with other work during the
+      timed rounds), under_load (see `UNDER_LOAD_RULE`).
     """
     import pandas as pd
 
     from .methods import list_methods
 
+    nan = float("nan")
     rows, raw = [], {}
     for method in (methods or list_methods()):
         r = run_bench(method, backbone, batch, threads, repeats, warmup, num_classes, pretrained,
-                      (options or {}).get(method), memory=True, flops=True, progress=progress)
+                      (options or {}).get(method), memory=True, floor=floor, flops=True, progress=progress)
         raw[method] = r
         impls = [("", method)] + ([("reference_", f"{method} (reference)")] if "reference_eval_s" in r else [])
         for prefix, label in impls:
             rows.append({
                 "method": label,
                 "trainable_params": r["trainable_params"],
+                "total_params": r["total_params"],
                 "trainable_%": 100.0 * r["trainable_params"] / r["total_params"],
                 "eval_gflops_per_image": r[f"{prefix}eval_gflops"] / batch,
                 "train_gflops_per_image": r[f"{prefix}train_gflops"] / batch,
-                "eval_images_per_s": batch / r[f"{prefix}eval_s"],
-                "train_images_per_s": batch / r[f"{prefix}train_s"],
+                "eval_vs_timm": r[f"{prefix}eval_vs_timm"],
+                "train_vs_timm_floor": r.get(f"{prefix}train_vs_timm_train_floor", nan),
                 "eval_s": r[f"{prefix}eval_s"],
                 "train_s": r[f"{prefix}train_s"],
-                "eval_vs_timm": r[f"{prefix}eval_s"] / r["timm_eval_s"],
+                "timm_eval_s": r["timm_eval_s"],
+                "timm_train_floor_s": r.get("timm_train_floor_s", nan),
+                "eval_images_per_s": batch / r[f"{prefix}eval_s"],
+                "train_images_per_s": batch / r[f"{prefix}train_s"],
                 "eval_mem_mb": r[f"{prefix}eval_mem_mb"],
                 "train_mem_mb": r[f"{prefix}train_mem_mb"],
+                "load_before": r["load_average"]["before"][0],
+                "load_after": r["load_average"]["after"][0],
+                "other_cpu": nan if r["other_cpu"] is None else r["other_cpu"],
+                "under_load": r["under_load"],
             })
     return pd.DataFrame(rows), raw
 
 
-#: Targets of the efficient-SHIP issue (ViT-B/16, 224 px, batch 8, 2 threads, K=50, cifar100 levels).
-TARGETS = {"eval_vs_timm": ("<=", 1.0), "reference_train_speedup": (">=", 2.0), "train_mem_vs_reference": ("<=", 0.6)}
+def _significant(x: float, digits: int = 3) -> str:
+    """`digits` significant digits in fixed notation (never an exponent): 0.0384, 0.799, 12.3, 159, 1590."""
+    import math
+
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
 
 
-def bench_summary(result: dict) -> "pd.DataFrame":
-    """The headline figures of one `run_bench` result (e.g. a saved `--json` output) beside the targets."""
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def format_seconds(v) -> str:
+    return "–" if _missing(v) else f"{_significant(v)} s"
+
+
+def format_ratio(v) -> str:
+    return "–" if _missing(v) else f"{v:.2f}\u00d7"
+
+
+def format_throughput(v) -> str:
+    return "–" if _missing(v) else f"{_significant(v)} img/s"
+
+
+def format_flops(gflops) -> str:
+    """FLOPs given in GFLOPs, with a unit that keeps 3 significant digits readable: 267 GFLOPs, 193 MFLOPs."""
+    if _missing(gflops):
+        return "–"
+    flops = gflops * 1e9
+    for unit, scale in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if abs(flops) >= scale:
+            return f"{_significant(flops / scale)} {unit}"
+    return f"{flops:.0f} FLOPs"
+
+
+def format_megabytes(v) -> str:
+    return "–" if _missing(v) else f"{_significant(v)} MB"
+
+
+#: (column of `efficiency_table`, label, formatter) in display order. Labels are wider than any value of their
+#: column, so the plain-text rendering keeps its layout whatever the measured numbers are.
+EFFICIENCY_DISPLAY = (
+    ("trainable_params", "trainable params", lambda v: f"{int(v):,}"),
+    ("trainable_%", "trainable share", lambda v: f"{_significant(v)} %"),
+    ("eval_gflops_per_image", "eval FLOPs / image", format_flops),
+    ("train_gflops_per_image", "train FLOPs / image", format_flops),
+    ("eval_mem_mb", "eval peak memory", format_megabytes),
+    ("train_mem_mb", "train peak memory", format_megabytes),
+    ("eval_vs_timm", "eval time vs timm", format_ratio),
+    ("train_vs_timm_floor", "train time vs timm floor", format_ratio),
+    ("eval_s", "eval time / batch", format_seconds),
+    ("train_s", "train time / batch", format_seconds),
+    ("timm_eval_s", "timm eval / batch", format_seconds),
+    ("timm_train_floor_s", "timm floor / batch", format_seconds),
+    ("eval_images_per_s", "eval throughput", format_throughput),
+    ("train_images_per_s", "train throughput", format_throughput),
+    ("under_load", "under load", lambda v: "–" if _missing(v) else ("yes" if v else "no")),
+    ("other_cpu", "other processes", lambda v: "–" if _missing(v) else f"{v:.2f} cores"),
+)
+
+
+def format_efficiency(table, load: bool = True):
+    """`efficiency_table` for reading: a DataFrame of text indexed by method (not a Styler, whose HTML carries a
+    random id). Seconds as `0.799 s`, ratios as `1.02×`, throughput as `159 img/s`, parameters with thousands
+    separators, FLOPs per image as `267 GFLOPs` / `193 MFLOPs`, peak memory as `29.0 MB` (deterministic, see the
+    module docstring), load as `yes`/`no` and `0.05 cores` (`load=False`: without the two load columns)."""
     import pandas as pd
 
-    rows = []
-    for key in ("timm_eval_s", "eval_s", "train_s", "reference_eval_s", "reference_train_s", "timm_train_floor_s",
-                "timm_eval_mem_mb", "eval_mem_mb", "train_mem_mb", "reference_train_mem_mb",
-                "eval_vs_timm", "reference_eval_speedup", "reference_train_speedup", "train_mem_vs_reference"):
-        if key in result:
-            op, bound = TARGETS.get(key, ("", None))
-            met = None if bound is None else (result[key] <= bound if op == "<=" else result[key] >= bound)
-            rows.append(dict(figure=key, value=result[key], target=f"{op} {bound}" if bound else "", met=met))
-    return pd.DataFrame(rows).set_index("figure")
+    out = pd.DataFrame(index=pd.Index(list(table["method"]), name="method"))
+    for column, label, fmt in EFFICIENCY_DISPLAY:
+        if column not in table or (not load and column in ("under_load", "other_cpu")):
+            continue
+        out[label] = [fmt(v) for v in table[column]]
+    return out
+
+
+def efficiency_note() -> str:
+    """How to read `efficiency_table` / `format_efficiency` (the same text on every machine)."""
+    return ("Ratios to plain timm are medians of per-round ratios, each method timed in the same interleaved rounds "
+            "as the plain timm forward (eval) and the timm forward+backward to the input (train floor): compare "
+            "these. Seconds per batch and images/s are this machine's under its current load. Parameters, FLOPs "
+            "and peak tensor memory do not depend on the machine's load. " + UNDER_LOAD_RULE[0].upper()
+            + UNDER_LOAD_RULE[1:] + "; its measurements may be slow and noisy.")
+
+
+#: The figures of a saved `run_bench` result shown by `bench_summary`, with what each is.
+BENCH_FIGURES = (
+    ("timm_eval_s", "Seconds per batch: plain timm forward (inference mode)"),
+    ("eval_s", "Seconds per batch: eval forward (inference mode)"),
+    ("train_s", "Seconds per batch: training step (forward, losses, backward, AdamW)"),
+    ("reference_eval_s", "Seconds per batch: eval forward, reference implementation"),
+    ("reference_train_s", "Seconds per batch: training step, reference implementation"),
+    ("timm_train_floor_s", "Seconds per batch: timm forward + backward to the input (train floor)"),
+    ("eval_vs_timm", "Ratio: eval forward / timm forward (same rounds)"),
+    ("reference_eval_vs_timm", "Ratio: reference eval forward / timm forward (same rounds)"),
+    ("train_vs_timm_train_floor", "Ratio: training step / timm train floor (same rounds)"),
+    ("reference_train_vs_timm_train_floor", "Ratio: reference training step / timm train floor (same rounds)"),
+    ("reference_eval_speedup", "Ratio: reference eval forward / eval forward (same rounds)"),
+    ("reference_train_speedup", "Ratio: reference training step / training step (same rounds)"),
+    ("timm_eval_mem_mb", "Peak tensor memory, MB: timm forward"),
+    ("eval_mem_mb", "Peak tensor memory, MB: eval forward"),
+    ("train_mem_mb", "Peak tensor memory, MB: training step"),
+    ("reference_eval_mem_mb", "Peak tensor memory, MB: eval forward, reference implementation"),
+    ("reference_train_mem_mb", "Peak tensor memory, MB: training step, reference implementation"),
+    ("eval_mem_vs_reference", "Ratio: eval peak memory / reference's"),
+    ("train_mem_vs_reference", "Ratio: training-step peak memory / reference's"),
+    ("timm_eval_gflops", "GFLOPs per batch: timm forward"),
+    ("eval_gflops", "GFLOPs per batch: eval forward"),
+    ("train_gflops", "GFLOPs per batch: training step"),
+    ("reference_eval_gflops", "GFLOPs per batch: eval forward, reference implementation"),
+    ("reference_train_gflops", "GFLOPs per batch: training step, reference implementation"),
+    ("other_cpu", "Cores busy with other work during the timed rounds"),
+)
+
+
+def bench_summary(result: dict, decimals: int = 3) -> "pd.DataFrame":
+    """The measured figures of one `run_bench` result (e.g. a saved `--json` file) as a table of text: index
+    `figure` (the result's key), columns `meaning` and `value` (`decimals` decimals, as stored in the file: the
+    same text wherever it is shown). Figures the result does not hold are left out; `under_load` is shown when
+    the result records it."""
+    import pandas as pd
+
+    rows = [dict(figure=key, meaning=meaning, value=f"{float(result[key]):.{decimals}f}")
+            for key, meaning in BENCH_FIGURES if key in result and result[key] is not None]
+    if "under_load" in result:
+        rows.append(dict(figure="under_load", meaning=result.get("under_load_rule", UNDER_LOAD_RULE),
+                         value="yes" if result["under_load"] else "no"))
+    return pd.DataFrame(rows, columns=["figure", "meaning", "value"]).set_index("figure")
 
 
 def load_bench(path) -> dict:

@@ -112,23 +112,91 @@ def test_feature_maps_shapes_values_and_determinism(tiny_task_root, tiny_vit_fil
         sample_images("svhn", n=0, data_root=tiny_task_root, img_size=32)
 
 
+def colorbars(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def image_axes(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def fits_page(fig) -> bool:
+    return fig.get_figwidth() <= figures.PAGE_WIDTH + 1e-9 and fig.get_layout_engine() is not None
+
+
+def test_block_ticks_stay_sparse():
+    assert figures.block_ticks(4) == [0, 1, 2, 3]
+    assert figures.block_ticks(12) == [0, 2, 4, 6, 8, 10]
+    assert figures.block_ticks(12, max_labels=4) == [0, 3, 6, 9]
+    assert len(figures.block_ticks(24)) <= 7
+
+
 def test_affinity_figures(affinities):
     fig = figures.plot_affinity_heatmaps(affinities, ncols=2)
-    assert [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()] == list(affinities)
+    assert [ax.get_title() for ax in image_axes(fig) if ax.get_title()] == list(affinities)
+    (cbar,) = colorbars(fig)  # one shared colour bar, labelled
+    assert cbar.get_ylabel() == "affinity A[i, j]"
+    assert fits_page(fig)
+    big = {f"t{i}": toy_affinity(12, dip=3 + i, seed=i) for i in range(3)}
+    fig = figures.plot_affinity_heatmaps(big)
+    for ax in image_axes(fig):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2", "4", "6", "8", "10"]
+    assert fits_page(fig)
     fig = figures.plot_adjacent_affinity(affinities)
     mean_line = [ln for ln in fig.axes[0].lines if ln.get_label() == "mean over tasks"][0]
     np.testing.assert_allclose(mean_line.get_ydata(), adjacent_stats_frame(affinities)["mean"], rtol=1e-6)
+    assert fits_page(fig) and fig.axes[0].get_legend() is None and fig.legends  # legend below, off the data
     fig = figures.plot_levels(affinities, [0.5, 0.99])
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["α = 0.5", "α = 0.99"]
+    fig = figures.plot_levels(big, [0.5, 0.9, 0.95, 0.99, 1.0])
+    assert fits_page(fig)
+    for ax in image_axes(fig):
+        assert len(ax.get_xticklabels()) <= 4
+    # the number of levels is written at the end of each row
+    first = image_axes(fig)[0]
+    lv = levels_frame(big, [0.5])
+    assert [t.get_text() for t in first.texts if t.get_text() != "n"][-3:] == [str(n) for n in lv["n_levels"]]
 
 
 def test_feature_map_figure(tiny_task_root, tiny_vit_file):
     vit = create_backbone(str(tiny_vit_file))
     s = sample_images("svhn", n=2, data_root=tiny_task_root, img_size=32)
     for kind, cols in (("pca", 4), ("norm", 4), ("cos_next", 3)):
-        fig = figures.plot_feature_maps(layer_feature_maps(vit, s["images"], kind=kind), s["raw"], kind=kind,
-                                        labels=s["labels"])
-        assert len(fig.axes) == 2 * (cols + 1)
+        maps = layer_feature_maps(vit, s["images"], kind=kind)
+        fig = figures.plot_feature_maps(maps, s["raw"], kind=kind, labels=s["labels"])
+        assert len(image_axes(fig)) == 2 * (cols + 1)
+        bars = colorbars(fig)
+        if kind == "pca":
+            assert bars == []  # RGB: no scale
+        else:
+            (cbar,) = bars  # one per figure, labelled, spanning the maps' common range
+            assert cbar.get_ylabel() == figures.FEATURE_MAP_UNITS[kind]
+            lo, hi = cbar._colorbar.mappable.get_clim()
+            assert (lo, hi) == pytest.approx((maps.min(), maps.max()))
+        assert fits_page(fig)
+    wide = np.random.default_rng(0).random((3, 12, 4, 4)).astype(np.float32)  # 12 blocks + input
+    fig = figures.plot_feature_maps(wide, [np.zeros((32, 32, 3))] * 3, kind="norm")
+    assert fits_page(fig) and len(colorbars(fig)) == 1
+
+
+def test_one_colour_per_method_everywhere():
+    from shiplib.methods import list_methods
+
+    colors = figures.METHOD_COLORS
+    assert set(list_methods()) <= set(figures.METHODS) <= set(colors)
+    rgb = np.array([matplotlib.colors.to_rgb(colors[m]) for m in figures.METHODS])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(len(rgb)) * 9
+    assert dist.min() > 0.25, "two methods have near-identical colours"
+    pal = figures.method_palette(["ship+no-sip", "ship", "ship (reference)", "vpt_deep", "ship+K=5"])
+    assert pal["ship"] == colors["ship"] and pal["vpt_deep"] == colors["vpt_deep"]
+    assert pal["ship (reference)"] != colors["ship"]  # the method's colour, lighter
+    assert pal["ship+no-sip"] != pal["ship+K=5"] and not {pal["ship+no-sip"], pal["ship+K=5"]} & set(colors.values())
+    assert figures.method_order(["ship", "full", "ship+no-sip", "linear", "other"]) == \
+        ["linear", "full", "ship", "ship+no-sip", "other"]
+
+
+def line_colors(ax) -> dict:
+    return {ln.get_label(): matplotlib.colors.to_hex(ln.get_color()) for ln in ax.lines}
 
 
 def test_curve_and_ablation_figures(tmp_path, write_fake_result):
@@ -143,13 +211,24 @@ def test_curve_and_ablation_figures(tmp_path, write_fake_result):
         write_fake_result("svhn", "ship", 1, acc, tag=tag)
     fig = figures.plot_run_curves(read_result(path))
     assert len(fig.axes) == 2
+    assert fits_page(fig) and all(ax.get_legend() is not None for ax in fig.axes)
     hist = history_frame(tmp_path / "results", task="svhn", runs=["ship", "vpt_deep"])
     fig = figures.plot_loss_curves(hist, columns=("ce", "loss", "pml"))  # pml is all-NaN here: dropped
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 and fits_page(fig)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["cross-entropy", "loss"]  # short labels
+    handles, labels = fig.axes[0].get_legend_handles_labels()  # one legend, method colours
+    assert fig.axes[1].get_legend() is None
+    assert {lab: matplotlib.colors.to_hex(h.get_color()) for h, lab in zip(handles, labels)} == \
+        {"ship (2 seeds)": figures.METHOD_COLORS["ship"], "vpt_deep (1 seed)": figures.METHOD_COLORS["vpt_deep"]}
     with pytest.raises(ValueError, match="no histories"):
         figures.plot_loss_curves(hist.iloc[:0])
-    fig = figures.plot_task_accuracies(seed_summary(load_results(tmp_path / "results")))
-    assert fig.axes[0].get_ylabel() == "accuracy (%)"
+    summary = seed_summary(load_results(tmp_path / "results"))
+    fig = figures.plot_task_accuracies(summary)  # untagged runs only: ship, vpt_deep (METHODS order)
+    assert fig.axes[0].get_xlabel() == "accuracy (%)" and fits_page(fig)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["vpt_deep", "ship"]
+    points = {c.get_label(): c for c in fig.axes[0].containers}
+    assert matplotlib.colors.to_hex(points["ship"].lines[0].get_color()) == figures.METHOD_COLORS["ship"]
+    assert points["ship"].lines[0].get_xdata()[0] == pytest.approx(81.0)
     summary = ablation_summary(ablation_results(tmp_path / "results", benchmark="vtab1k"))
     fig = figures.plot_ablation(summary, "components")
     assert fig.axes[0].patches[0].get_height() == pytest.approx(75.0 - 81.0)
@@ -169,5 +248,36 @@ def test_task_accuracies_with_a_run_on_fewer_tasks(tmp_path, write_fake_result):
         write_fake_result("mini_mnist", "ship", seed, 50.0 + seed)
         write_fake_result("mini_textures", "ship", seed, 40.0 + seed)
     write_fake_result("mini_mnist", "ship", 1, 55.0, tag="no-sip")
-    fig = plot_task_accuracies(benchmark_summary(tmp_path / "results", "mini"))
-    assert len(fig.axes[0].containers) >= 2
+    summary = benchmark_summary(tmp_path / "results", "mini")
+    fig = plot_task_accuracies(summary)  # default: no ablation variants
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["mini_mnist", "mini_textures"]
+    assert [[c.get_label() for c in ax.containers] for ax in fig.axes[:2]] == [["ship"], ["ship"]]
+    fig = plot_task_accuracies(summary, runs=["ship", "ship+no-sip"])
+    mnist, textures = fig.axes[:2]
+    assert [c.get_label() for c in mnist.containers] == ["ship", "ship+no-sip"]
+    assert [c.get_label() for c in textures.containers] == ["ship"]  # the variant has no result there
+    assert mnist.containers[0].lines[0].get_xdata()[0] == pytest.approx(51.5)
+    with pytest.raises(ValueError, match="no results of the runs"):
+        plot_task_accuracies(summary, runs=["spt"])
+
+
+def test_efficiency_figures():
+    import pandas as pd
+
+    methods = ["ship", "linear", "vpt_deep", "ship (reference)"]
+    table = pd.DataFrame(dict(method=methods, trainable_params=[1e4, 4e3, 1.2e4, 1e4],
+                              train_gflops_per_image=[0.2, 0.1, 0.18, 0.25], eval_images_per_s=[900, 1000, 950, 600],
+                              train_images_per_s=[300, 500, 280, 200], train_mem_mb=[30, 10, 25, 50]))
+    fig = figures.plot_efficiency(table, title="t")
+    assert fits_page(fig)
+    bars = fig.axes[0]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["linear", "vpt_deep", "ship", "ship (reference)"]
+    assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in bars.patches] == \
+        [figures.method_color(m) for m in ["linear", "vpt_deep", "ship", "ship (reference)"]]
+    times = pd.DataFrame(dict(mode=["eval", "eval", "train", "train"], variant=["timm", "ship"] * 2,
+                              median_s=[1.0, 1.1, 2.0, 2.5], min_s=[0.9, 1.0, 1.9, 2.4], max_s=[1.1, 1.2, 2.1, 2.6]))
+    fig = figures.plot_bench_times(times)
+    assert fits_page(fig) and len(fig.axes) == 2
+    assert [p.get_width() for p in fig.axes[1].patches] == [2.0, 2.5]
+    assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in fig.axes[0].patches] == \
+        [figures.METHOD_COLORS["timm"], figures.METHOD_COLORS["ship"]]

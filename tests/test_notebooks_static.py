@@ -1,12 +1,16 @@
-"""Static checks of every notebook: a `parameters` cell, kernel python3, thin code cells, committed outputs.
+"""Static checks of every notebook: a `parameters` cell, the project kernel, thin code cells, committed outputs
+in the exact form JupyterLab saves, no machine-specific or control text in them.
 
-The notebooks are executed by `pytest --nbval-lax notebooks/` (CI) and `scripts/execute_notebooks.sh`.
+The notebooks are executed by strict `pytest --nbval` (CI) and written by `scripts/execute_notebooks.sh`.
 """
 import ast
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
+
+from shiplib.report.notebook_format import KERNELSPEC, canonical_notebook, notebook_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -61,7 +65,7 @@ def test_the_report_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_kernel_and_parameters_cell(path):
     nb = load(path)
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["metadata"]["kernelspec"] == KERNELSPEC
     tagged = [c for c in code_cells(nb) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one code cell tagged `parameters` (papermill)"
     assert tagged[0] is code_cells(nb)[0], "the parameters cell comes before any other code"
@@ -95,3 +99,27 @@ def test_vtab_defaults_do_not_reuse_committed_results():
     assert values["task"].startswith("mini_") and values["method"] == "ship"
     assert Path(values["results_dir"]).parts[0] == "runs", "default results must go to the gitignored runs/"
     assert Path(values["runs_dir"]).parts[0] == "runs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_in_the_form_jupyterlab_saves(path):
+    """Opening a notebook in JupyterLab must not change it: nbformat's JSON with a trailing newline, the project
+    kernel spec, merged streams and no execution timestamps (scripts/execute_notebooks.sh writes this form)."""
+    text = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    assert text == notebook_text(canonical_notebook(nb)), \
+        f"{path.name} is not in saved form: re-run scripts/execute_notebooks.sh {path.relative_to(NOTEBOOK_DIR.parent)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_hold_no_control_characters_absolute_paths_or_test_markers(path):
+    nb = load(path)
+    for i, cell in enumerate(nb["cells"]):
+        assert "NBVAL_" not in source(cell), f"cell {i}: test markers do not belong in what users read"
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+            for text in texts:
+                text = "".join(text) if isinstance(text, list) else text
+                assert "\r" not in text and "\x1b" not in text, f"cell {i}: carriage return or escape code in an output"
+                for root in ("/work/", "/root/", "/home/", "/tmp/", "/Users/"):
+                    assert root not in text, f"cell {i}: an absolute path ({root}...) in an output"

@@ -52,6 +52,8 @@ def test_task_comparison_labels_protocols():
     assert table.loc["VPT-deep (published)", "protocol"] == "last epoch"
     assert table.loc["SHIP official (published)", "protocol"] == "max over epochs"
     assert table["protocol"].tolist() == sorted(table["protocol"], key=["last epoch", "max over epochs"].index)
+    mini = task_comparison(fake_result("mini_mnist", "ship", 1, 60.0))
+    assert mini.empty and mini.index.name == "no published numbers for mini_mnist (mini)"
 
 
 def test_find_repo_root(tmp_path):

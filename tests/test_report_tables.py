@@ -1,4 +1,6 @@
 """Result tables: group means in both conventions, protocols kept apart, seeds, params, published rows."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ from shiplib.data import get_task, list_tasks
 from shiplib.engine import RunConfig, published_results, run_experiment
 from shiplib.report import (comparable_published, group_means, published_table, result_summary, seed_summary,
                             seed_table, task_order, vtab1k_table)
-from shiplib.report.tables import MEAN_3G, published_protocol
+from shiplib.report.tables import MEAN_3G, footnotes, format_numbers, published_protocol, published_seeds
 
 VTAB = task_order("vtab1k")
 
@@ -141,6 +143,11 @@ def test_result_summary_of_a_real_run(tiny_task_root, tiny_vit_file, tmp_path):
     assert summary.loc["acc_last (%)", "value"] == round(result["acc_last"], 2)
     assert summary.loc["trainable parameters", "value"] == 330
     assert "optimistic" in summary.loc["acc_max_over_epochs (%)", "meaning"]
+    assert re.fullmatch(r"\d+(\.\d+)? s", summary.loc["wall time", "value"])  # a duration, sanitizable by unit
+    assert "wall time (s)" not in summary.index
+    rendered = summary.to_string() + summary.to_html()
+    assert str(tmp_path) not in rendered and "/" not in rendered.replace("</", "")  # no path of any kind
+    assert result["started_at"][:4] not in summary.to_string()  # no date
     table = vtab1k_table(tmp_path / "results")
     assert table.loc["linear (ours, last epoch)", "svhn"] == pytest.approx(result["acc_last"])
 
@@ -152,11 +159,32 @@ def test_committed_comparison_finds_the_same_run(tmp_path, write_fake_result):
     committed = read_result(write_fake_result("mini_mnist", "ship", 1, 60.0, acc_max=61.0))
     rerun = dict(committed, acc_last=60.2)
     table = committed_comparison(rerun, tmp_path / "results")
-    assert table.loc["acc_last", "committed"] == 60.0 and table.loc["acc_last", "difference"] == pytest.approx(0.2)
-    assert "same settings: True" in table.index.name
+    assert table.loc["acc_last", "reference"] == 60.0 and table["reproduced"].all()
+    assert table.loc["acc_last", "tolerance"] == "±1 points"
+    # the committed folder is given as an absolute path here: the label still holds only results/<...>
+    assert table.index.name == "results/mini/mini_mnist/ship/seed1.json: reproduced True"
+    assert str(tmp_path) not in table.index.name
+    # the same table, word for word, for another re-run within the tolerance
+    assert committed_comparison(dict(committed, acc_last=59.4), tmp_path / "results").equals(table)
+    off = committed_comparison(dict(committed, acc_last=58.0), tmp_path / "results")
+    assert not off.loc["acc_last", "reproduced"] and off.index.name.endswith("reproduced False")
+    missing = committed_comparison(dict(rerun, seed=7), tmp_path / "results")
+    assert missing.empty and missing.index.name == \
+        "no committed run with the same settings at results/mini/mini_mnist/ship/seed7.json"
     other = dict(rerun, identity={"lr": 1.0})
-    assert "same settings: False" in committed_comparison(other, tmp_path / "results").index.name
-    assert committed_comparison(dict(rerun, seed=2), tmp_path / "results").empty
+    assert committed_comparison(other, tmp_path / "results").empty
+
+
+def test_result_summary_against_the_committed_run(tmp_path, write_fake_result):
+    from shiplib.engine.results import read_result
+
+    committed = read_result(write_fake_result("mini_mnist", "ship", 1, 60.0, acc_max=61.0))
+    near = result_summary(dict(committed, acc_last=60.4), tmp_path / "results")
+    assert near.loc["acc_last (%)", "value"] == "reproduces 60.00 (±1 points)"
+    assert near.equals(result_summary(dict(committed, acc_last=59.8), tmp_path / "results"))
+    far = result_summary(dict(committed, acc_last=57.0), tmp_path / "results")
+    assert far.loc["acc_last (%)", "value"] == "57.00 (committed run: 60.00, beyond ±1 points)"
+    assert result_summary(dict(committed, seed=5), tmp_path / "results").loc["acc_last (%)", "value"] == 60.0
 
 
 def test_write_tables_renders_csv_and_markdown(tmp_path, write_fake_result):
@@ -170,3 +198,64 @@ def test_write_tables_renders_csv_and_markdown(tmp_path, write_fake_result):
     md = (tmp_path / "tables" / "mini_final_acc_last.md").read_text()
     assert md.splitlines()[0].startswith("| run | mini_mnist") and "52.0 ± 2.8" in md
     assert markdown_table(pd.DataFrame({"a": ["x|y"], "b": [None]}), index=False) == "| a | b |\n|---|---|\n| x\\|y |  |\n"
+
+
+def test_main_tables_show_the_methods_own_runs_and_tagged_runs_only_on_request(tmp_path, write_fake_result):
+    from shiplib.report import benchmark_summary, mini_table
+
+    tasks = task_order("mini")
+    for seed in (1, 2):
+        for task in tasks:
+            write_fake_result(task, "ship", seed, 60.0 + seed)
+            write_fake_result(task, "vpt_deep", seed, 50.0 + seed)
+    write_fake_result(tasks[0], "ship", 1, 10.0, tag="no-sip")  # an ablation variant: one seed, one task
+    table = mini_table(tmp_path / "results")
+    assert list(table.index) == ["ship", "vpt_deep"]
+    assert table[f"mean ({len(tasks)})"].notna().all() and table[MEAN_3G].notna().all()
+    assert (table["seeds"] == "2").all()
+    tagged = mini_table(tmp_path / "results", include_tagged=True)
+    assert list(tagged.index) == ["ship", "vpt_deep", "ship+no-sip"] and tagged.loc["ship+no-sip", "seeds"] == "1"
+    assert set(benchmark_summary(tmp_path / "results", "mini", include_tagged=False)["run"]) == {"ship", "vpt_deep"}
+    assert "ship+no-sip" in set(benchmark_summary(tmp_path / "results", "mini")["run"])  # figures pick their runs
+
+
+def test_vtab_table_leaves_tagged_runs_out_by_default(tmp_path, write_fake_result):
+    for task in VTAB:
+        write_fake_result(task, "ship", 1, 50.0)
+    write_fake_result("svhn", "ship", 1, 10.0, tag="no-sip")
+    rows = vtab1k_table(tmp_path / "results", published=False).index
+    assert list(rows) == ["ship (ours, last epoch)", "ship (ours, max over epochs)"]
+    rows = vtab1k_table(tmp_path / "results", published=False, include_tagged=True).index
+    assert "ship+no-sip (ours, last epoch)" in rows
+
+
+def test_every_row_has_its_seeds(tmp_path, write_fake_result):
+    table = vtab1k_table(tmp_path / "nothing")  # published rows only
+    assert table["seeds"].tolist() == ["5", "5", "1", "1"]  # VPT: mean of 5 seeds; NOAH: single run; SHIP: seed 1
+    assert (table["seeds"] != "").all() and table["seeds"].notna().all()
+    assert published_seeds("mean of 3 runs") == "3" and published_seeds("no word on it") == "?"
+    write_fake_result("svhn", "ship", 1, 50.0)
+    ours = vtab1k_table(tmp_path / "results")
+    assert ours["seeds"].notna().all() and (ours["seeds"] != "").all()
+
+
+def test_footnotes_take_the_long_texts_out_of_the_table():
+    table = vtab1k_table("no-such-results-folder")
+    main, notes = footnotes(table)
+    assert "source" not in main and "note" not in main and main["ref"].tolist() == ["[1]", "[2]", "[3]", "[4]"]
+    texts = [v for v in main.select_dtypes(exclude="number").to_numpy().ravel() if isinstance(v, str)]
+    assert max(map(len, texts)) <= 20  # nothing to cut ("selec…")
+    with pd.option_context("display.max_colwidth", 50):
+        assert "..." not in main.to_string()
+    assert notes.loc["[4]", "note"] == table.loc["SHIP official (published)", "note"]  # in full
+    assert list(notes.columns) == ["source", "note"] and notes.index.name == "ref"
+    same, _ = footnotes(pd.DataFrame({"x": [1, 2], "note": ["a", "a"]}))
+    assert same["ref"].tolist() == ["[1]", "[1]"]
+
+
+def test_format_numbers_is_plain_text_with_fixed_decimals():
+    frame = pd.DataFrame({"acc": [52.345, np.nan], "protocol": ["last epoch", "x"], "runs": [2, 3]}, index=["a", "b"])
+    out = format_numbers(frame, decimals=1)
+    assert out["acc"].tolist() == ["52.3", "–"] and out["protocol"].tolist() == ["last epoch", "x"]
+    assert out["runs"].tolist() == [2, 3]
+    assert isinstance(out, pd.DataFrame) and "0x" not in repr(out) and 'id="T_' not in out.to_html()

@@ -2,6 +2,15 @@
 import pandas as pd
 
 from shiplib.report import lr_grid, selected_lr
+from shiplib.report.tuning import format_lr
+
+
+def write_tune_run(write_fake_result, task, method, lr, acc):
+    path = write_fake_result(task, method, 0, acc, protocol="tune", tag=f"lr{lr}")
+    r = pd.read_json(path, typ="series")
+    r["config"]["lr"] = lr
+    path.write_text(r.to_json())
+    return path
 
 
 def test_the_best_mean_validation_accuracy_picks_the_lr(write_fake_result, tmp_path):
@@ -15,10 +24,11 @@ def test_the_best_mean_validation_accuracy_picks_the_lr(write_fake_result, tmp_p
         path.write_text(r.to_json())
     write_fake_result("mini_mnist", "ship", 1, 99.0)  # a final (test) result must never influence the choice
     grid = lr_grid(tmp_path / "results")
-    assert list(grid.index.get_level_values("lr")) == [0.01, 0.1, 1.0]
-    assert pd.isna(grid.loc[("ship", 1.0), "mean"])
+    assert list(grid.index.get_level_values("lr")) == ["1e-02", "1e-01", "1e+00"]  # exact labels, numeric order
+    assert pd.isna(grid.loc[("ship", "1e+00"), "mean"])
     chosen = selected_lr(grid).loc["ship"]
     assert chosen["lr"] == 0.1 and chosen["val_acc_mean"] == 50.0 and chosen["at_grid_edge"]
+    assert chosen["lr_label"] == "1e-01" and chosen["grid"] == "1e-02, 1e-01"
 
 
 def test_ties_go_to_the_smaller_lr(write_fake_result, tmp_path):
@@ -32,3 +42,21 @@ def test_ties_go_to_the_smaller_lr(write_fake_result, tmp_path):
 
 def test_no_tune_results_give_an_empty_grid(tmp_path):
     assert lr_grid(tmp_path).empty
+
+
+def test_small_lrs_are_shown_exactly(write_fake_result, tmp_path):
+    lrs = [1e-3, 3e-5, 3e-4, 1e-4]  # written out of order
+    for lr in lrs:
+        for task, acc in (("mini_mnist", 50.0 + 1e4 * lr), ("mini_textures", 40.0)):
+            write_tune_run(write_fake_result, task, "full", lr, acc)
+    grid = lr_grid(tmp_path / "results")
+    assert list(grid.index.get_level_values("lr")) == ["3e-05", "1e-04", "3e-04", "1e-03"]
+    assert grid["mean"].dtype.kind == "f" and grid["runs"].tolist() == [2, 2, 2, 2]  # the data stays numeric
+    chosen = selected_lr(grid)
+    assert chosen.loc["full", "lr"] == 1e-3 and isinstance(chosen.loc["full", "lr"], float)
+    assert chosen.loc["full", "grid"] == "3e-05, 1e-04, 3e-04, 1e-03"
+    with pd.option_context("display.precision", 2):  # setup_notebook's display precision
+        shown = repr(grid) + repr(chosen) + grid.to_html() + chosen.to_html()
+    assert "3e-05" in shown and "0.0," not in shown and "[0.0" not in shown and "0.000030" not in shown
+    for lr in (3e-5, 2.5e-4, 1 / 3, 0.1):
+        assert float(format_lr(lr)) == lr

@@ -16,9 +16,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from tqdm.auto import tqdm
 
 from ..utils.io import atomic_write_json, sha256_file
+from ..utils.progress import progress_bar
 
 #: Inverse regularisation strengths tried on val200 (features are standardised, so one grid fits all tasks).
 PROBE_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -35,7 +35,7 @@ def split_tensors(task: str, split: str, img_size: int, root: str | os.PathLike 
     from ..data.folder import build_dataset
 
     ds = build_dataset(task, split, root=root, preset=preset, img_size=img_size)
-    xs = [ds[i][0] for i in tqdm(range(len(ds)), desc=f"{task}/{split}", unit="img", leave=False)]
+    xs = [ds[i][0] for i in progress_bar(range(len(ds)), desc=f"{task}/{split}", unit="img", leave=False)]
     return torch.stack(xs), np.asarray(ds.targets, dtype=np.int64)
 
 
@@ -108,7 +108,7 @@ def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransform
                          "and none were given")
     affinity_task = affinity_task or tasks[0]
     backbones = {"pretrained": pretrained, "random_init": random_init}
-    rows = {t: probe_task(backbones, t, root, seed) for t in tqdm(tasks, desc="linear probes", unit="task")}
+    rows = {t: probe_task(backbones, t, root, seed) for t in progress_bar(tasks, desc="linear probes", unit="task")}
     mean = {k: round(float(np.mean([rows[t][k]["test_acc"] for t in tasks])), 2) for k in backbones}
     # float64 before rounding, so the JSON holds 0.7835 rather than float32's 0.7835000157
     affinity = {k: layer_affinity(v, affinity_task, root=root).astype(np.float64) for k, v in backbones.items()}
@@ -129,18 +129,6 @@ def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransform
         computed_with=dict(torch=torch.__version__, sklearn=sklearn.__version__, python=platform.python_version(),
                            date=_dt.date.today().isoformat()),
     )
-
-
-def same_evidence(a: dict, b: dict, atol: float = 0.01) -> bool:
-    """True when two evidence dicts hold the same probe accuracies (exactly, as rounded) and affinity matrices
-    (within `atol`): the check that a re-run reproduces the card."""
-    pa, pb = a["linear_probe"]["tasks"], b["linear_probe"]["tasks"]
-    if set(pa) != set(pb) or any(pa[t][k]["test_acc"] != pb[t][k]["test_acc"] for t in pa for k in pa[t]
-                                 if isinstance(pa[t][k], dict)):
-        return False
-    ma, mb = a["affinity"]["matrices"], b["affinity"]["matrices"]
-    return a["affinity"]["task"] == b["affinity"]["task"] and set(ma) == set(mb) and all(
-        np.allclose(ma[k], mb[k], atol=atol) for k in ma)
 
 
 def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = None,

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.fashion_mnist import LICENCE, load_fashion_mnist
 from ..utils.io import append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json, sha256_file
+from ..utils.progress import progress_bar
 from ..utils.seed import derived_seed, seed_everything
 from .mini import CHECKPOINT_NAME, MINI_ARCH, create_mini_vit, mini_card_path, mini_checkpoint_path
 
@@ -155,7 +155,7 @@ def pretrain_mini(
         perm = torch.randperm(len(x_train), generator=gen)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for it in bar:
             step = epoch * steps_per_epoch + it
             for g in opt.param_groups:

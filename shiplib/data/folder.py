@@ -219,7 +219,7 @@ def check_task_dir(task: str, root: str | os.PathLike | None = None, max_images:
     """Validate a prepared task folder: list files, labels, counts, train800val200 = train800 + val200 labels,
     and that images decode (all of them, or the first `max_images` per split). Returns a report dict whose
     `problems` list is empty when the folder is fine."""
-    from tqdm.auto import tqdm
+    from ..utils.progress import progress_bar
 
     spec = get_task(task)
     task_dir = resolve_task_dir(spec.name, root)
@@ -243,7 +243,7 @@ def check_task_dir(task: str, root: str | os.PathLike | None = None, max_images:
             accepted = " or ".join(map(str, expected[split]))
             report["problems"].append(f"{split}: {len(samples)} examples, expected {accepted}")
         to_open = samples if max_images is None else samples[:max_images]
-        for path, _ in tqdm(to_open, desc=f"{spec.name}/{split}", disable=not progress, leave=False):
+        for path, _ in progress_bar(to_open, desc=f"{spec.name}/{split}", disable=not progress, leave=False):
             try:
                 open_rgb(path)
             except OSError as e:

@@ -273,9 +273,8 @@ def build_mini_vtab(out_dir: str | os.PathLike = DEFAULT_OUT, tasks: list[str] |
     A task whose images live in another task's folder (see `image_set_owner`) also rebuilds that task.
     `probe=False` skips the raw-pixel linear probe (then the READMEs say so); the data files are the same.
     """
-    from tqdm.auto import tqdm
-
     from ..utils.io import atomic_write_json, atomic_write_text
+    from ..utils.progress import progress_bar
     from .mini.probe import linear_probe
 
     names = resolve_mini_tasks(tasks)
@@ -294,7 +293,7 @@ def build_mini_vtab(out_dir: str | os.PathLike = DEFAULT_OUT, tasks: list[str] |
                                 "Pillow": package_version("Pillow"), "scikit-learn": package_version("scikit-learn")},
                 "tasks": dict(old_tasks)}
     sets = list(dict.fromkeys(_BY_NAME[n].image_set for n in names))
-    bar = tqdm(total=len(names), desc="mini-VTAB", unit="task", disable=not progress)
+    bar = progress_bar(total=len(names), desc="mini-VTAB", unit="task", disable=not progress)
     for image_set in sets:
         bar.set_postfix_str(f"rendering {image_set}")
         data = IMAGE_SETS[image_set](TEST_SIZE)

@@ -254,14 +254,14 @@ def _save(img: np.ndarray, path: Path, fmt: str) -> None:
 
 
 def _write_split(spec, split, segments, sources, task_tmp: Path, fmt: str, progress: bool) -> tuple[list[str], Counter]:
-    from tqdm.auto import tqdm
+    from ..utils.progress import progress_bar
 
     img_dir = task_tmp / "images" / split
     img_dir.mkdir(parents=True)
     ext = FORMATS[fmt][1]
     lines, labels = [], Counter()
     total = sum(b - a for _, a, b in segments)
-    with tqdm(total=total, desc=f"{spec.name}/{split}", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, desc=f"{spec.name}/{split}", disable=not progress, leave=False) as bar:
         for src_split, start, stop in segments:
             n_read = 0
             for example in sources[src_split].read(start, stop):

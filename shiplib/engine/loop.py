@@ -12,8 +12,8 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..utils.progress import progress_bar
 from .schedule import LRSchedule, set_lr
 
 
@@ -49,7 +49,7 @@ def train_one_epoch(
                          "(drop_last=True); lower batch_size")
     lrs = []
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         lr = schedule.lr_at(epoch, step, steps_per_epoch)
         set_lr(optimizer, lr)
@@ -90,7 +90,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = Tr
     correct = seen = 0
     ce_sum = 0.0
     start = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+    for x, y in progress_bar(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         ce_sum += F.cross_entropy(logits, y, reduction="sum").item()

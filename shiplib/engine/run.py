@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..params import count_parameters
 from ..utils.io import append_jsonl, atomic_torch_save, atomic_write_text
+from ..utils.paths import portable_path
+from ..utils.progress import progress_bar
 from ..utils.seed import auto_device, seed_everything
 from .config import ConfigError, RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
 CHECKPOINT_FORMAT = 1
+#: Runtime settings that are paths: results record them relative to the repository (see portable_path).
+PATH_FIELDS = ("data_root", "results_dir", "runs_dir")
 
 
 def package_versions() -> dict:
@@ -51,6 +54,10 @@ def paths_for(resolved: dict) -> dict:
     wd = work_dir(rt["runs_dir"], *key, tag=ident["tag"])
     return dict(result=result_path(rt["results_dir"], *key, tag=ident["tag"]), work_dir=wd,
                 checkpoint=wd / CHECKPOINT_NAME, log=wd / LOG_NAME)
+
+
+def _portable_runtime(rt: dict) -> dict:
+    return {k: portable_path(v) if k in PATH_FIELDS and v is not None else v for k, v in rt.items()}
 
 
 def _identity_diff(a: dict, b: dict) -> str:
@@ -108,7 +115,7 @@ def _method_options(ident, rt, vit, fingerprint, train_set, device) -> tuple[dic
                                   rt["num_workers"], rt["progress"], kmeans_seed=seed)
     for key in needs:
         options[key] = h[key]
-    return options, dict(computed=needs, cache=str(Path(h["cache"]).resolve()), from_cache=h["cached"],
+    return options, dict(computed=needs, cache=portable_path(h["cache"]), from_cache=h["cached"],
                          images=h["num_images"], split=ident["train_split"], pool=pool, k=k, kmeans_seed=seed)
 
 
@@ -210,7 +217,7 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
     pin = device.type == "cuda"
     epochs = ident["epochs"]
     eval_at = set(ident["eval_epochs"])
-    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, disable=not rt["progress"],
+    bar = progress_bar(range(start_epoch, epochs), initial=start_epoch, total=epochs, disable=not rt["progress"],
                desc=f"{ident['task']}/{ident['method']}/seed{ident['seed']}", dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -241,7 +248,8 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
                   f"the evaluated epochs {ident['eval_epochs']}, selected on {ident['eval_split']} "
                   "(SHIP's reporting protocol; optimistic when that split is the test set)."),
         epochs=epochs, eval_epochs=ident["eval_epochs"],
-        identity=ident, config={**ident, **rt}, overrides=resolved["overrides"], sources=resolved["sources"],
+        identity=ident, config={**ident, **_portable_runtime(rt)}, overrides=resolved["overrides"],
+        sources=resolved["sources"],
         train_size=len(train_set), eval_size=len(eval_set),
         preprocessing=getattr(train_set, "preprocessing", None),
         parameters=count_parameters(model), optimizer=optimizer_summary(optimizer),
@@ -251,9 +259,8 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
         hierarchy=hierarchy, versions=package_versions(), device=str(device), threads=torch.get_num_threads(),
         wall_time_s=elapsed_before + time.time() - started, resumed_from_epoch=resumed_from,
         started_at=started_at, finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        checkpoint=str(ckpt_path.resolve()), log=str(log_path.resolve()), history=history,
+        checkpoint=portable_path(ckpt_path), log=portable_path(log_path), history=history,
     )
     write_result(paths["result"], result)
-    log.info("result: %s (acc_last %.2f, max %.2f @ epoch %d)", paths["result"], result["acc_last"],
-             result["acc_max_over_epochs"], result["max_epoch"])
+    log.info("result: %s", paths["result"])
     return read_result(paths["result"])

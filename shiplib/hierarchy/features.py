@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from tqdm.auto import tqdm
+
+from ..utils.progress import progress_bar
 
 POOLS = ("cls", "mean")
 
@@ -115,7 +116,7 @@ def _extract(
     vit.eval()
     chunks: list[torch.Tensor] = []
     seen = 0
-    bar = tqdm(total=_expected_images(images_or_loader, max_images), unit="img",
+    bar = progress_bar(total=_expected_images(images_or_loader, max_images), unit="img",
                desc=f"block features ({pool})", disable=not progress)
     try:
         for x in _image_batches(images_or_loader, batch_size):

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from tqdm.auto import tqdm
+
+from ..utils.progress import progress_bar
 
 PROTOTYPE_INITS = ("kmeans", "random", "mean_pool")
 
@@ -88,7 +89,7 @@ def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_toke
     vit.eval()
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, torch.Tensor) else None
     try:
-        for x in tqdm(iter_image_batches(data), total=total, desc="SPT: block-input tokens", unit="batch",
+        for x in progress_bar(iter_image_batches(data), total=total, desc="SPT: block-input tokens", unit="batch",
                       disable=None):
             h = model.embed(x.to(device))
             n_new = h.shape[0] * (num_prompts if init == "mean_pool" else h.shape[1] - prefix)
@@ -132,7 +133,7 @@ def token_prototypes(model, data, num_prompts: int, init: str = "kmeans", max_to
                          f"training images, a larger max_tokens, or fewer prompts")
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for i, pool in enumerate(tqdm(pools, desc=f"SPT: {init} prototypes", unit="block", disable=None)):
+    for i, pool in enumerate(progress_bar(pools, desc=f"SPT: {init} prototypes", unit="block", leave=False)):
         if init == "kmeans":
             out.append(_kmeans_centres(pool, num_prompts, seed + i))
         else:

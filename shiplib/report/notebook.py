@@ -5,26 +5,20 @@ import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..data.tasks import GROUPS, get_task, list_tasks
+from ..utils.paths import find_repo_root
 
 
-def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
-    """The nearest folder at or above `start` (default: cwd) holding pyproject.toml and shiplib/."""
-    here = Path(start or os.getcwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "pyproject.toml").is_file() and (d / "shiplib").is_dir():
-            return d
-    return None
-
-
-def setup_notebook(chdir: bool = True) -> Path:
+def setup_notebook(chdir: bool = True) -> None:
     """Work from the repository root (relative paths such as results/ then mean the same from the CLI and from
-    notebooks/), set the seaborn theme and table display, and log INFO lines to the cell output."""
+    notebooks/), set the seaborn theme and table display, and log INFO lines to the cell output.
+
+    Returns nothing, so that a notebook cell ending with it shows no output (the working folder is
+    `os.getcwd()`)."""
     import seaborn as sns
 
     root = find_repo_root()
@@ -34,8 +28,8 @@ def setup_notebook(chdir: bool = True) -> Path:
     pd.set_option("display.max_columns", 60)
     pd.set_option("display.width", 200)
     pd.set_option("display.precision", 2)
+    pd.set_option("display.max_colwidth", None)  # notes and protocols are read in full, not cut to "selec…"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    return Path.cwd()
 
 
 def describe_config(resolved: dict) -> pd.DataFrame:

@@ -7,8 +7,15 @@ Two reporting protocols are never mixed in one row:
   evaluation split (SHIP's and NOAH's protocol; optimistic when that split is the test set).
 Group means are given only when every task of the group has a value; the overall mean in both conventions:
 "mean (3g)" = mean of the three group means (the papers' convention) and "mean (N)" = mean over all N tasks.
+The benchmark tables show the methods' own (untagged) runs; tagged runs (ablation variants such as `ship+no-sip`,
+tune runs such as `ship+lr1e-3`) are included only on request (`include_tagged=True`).
+For reading, `footnotes` moves long text columns (source, note) into a separate footnote table and
+`format_numbers` renders numbers with fixed decimals (a plain DataFrame: the same text on every machine).
 """
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,6 +60,20 @@ def task_order(benchmark: str) -> list[str]:
 
 def mean_all_label(benchmark: str) -> str:
     return f"mean ({len(task_order(benchmark))})"
+
+
+def is_untagged(df: pd.DataFrame) -> pd.Series:
+    """Rows of a results frame that are a method's own run (no tag), as opposed to ablation/tune variants."""
+    if "tag" not in df:
+        return pd.Series(True, index=df.index)
+    return df["tag"].isna() | (df["tag"].astype(str) == "")
+
+
+def select_runs(df: pd.DataFrame, include_tagged: bool = False) -> pd.DataFrame:
+    """`df` without tagged runs unless `include_tagged` (see the module docstring)."""
+    if include_tagged or df.empty:
+        return df
+    return df[is_untagged(df)]
 
 
 def with_run_column(df: pd.DataFrame) -> pd.DataFrame:
@@ -110,8 +131,21 @@ def published_protocol(note: str) -> str:
     return "see note"
 
 
+def published_seeds(note: str) -> str:
+    """The number of seeds behind a published row, as its note states it ("mean of 5 seeds" -> "5"; "single run",
+    "seed 1" -> "1"); "?" when the note does not say."""
+    text = str(note).lower()
+    m = re.search(r"mean of (\d+) (?:seeds|runs)", text)
+    if m:
+        return m.group(1)
+    if "single run" in text or re.search(r"\bseed \d+\b", text):
+        return "1"
+    return "?"
+
+
 def published_table() -> pd.DataFrame:
-    """Published VTAB-1k accuracies, one row per method: tasks, group means, protocol, source, note."""
+    """Published VTAB-1k accuracies, one row per method: tasks, group means, protocol, seeds (as the note states
+    them), source, note."""
     pub = published_results()
     tasks = task_order("vtab1k")
     wide = pub.pivot(index="method", columns="task", values="accuracy")
@@ -123,7 +157,7 @@ def published_table() -> pd.DataFrame:
     official_params = np.mean([s["official_trainable_parameters"] for s in settings.values()]) / 1e6
     out["params (M)"] = [official_params if m == OFFICIAL_SHIP_ROW else np.nan for m in order]
     out["protocol"] = [published_protocol(n) for n in meta["note"]]
-    out["seeds"] = ""
+    out["seeds"] = [published_seeds(n) for n in meta["note"]]
     out["source"] = "published: " + meta["source"]
     out["note"] = meta["note"]
     out.index = [f"{m} (published)" for m in order]
@@ -148,9 +182,11 @@ def _seeds_text(summary: pd.DataFrame) -> pd.Series:
     return summary.groupby("run", sort=False)[["n_seeds"]].apply(text)
 
 
-def ours_table(df: pd.DataFrame, benchmark: str, metric: str) -> pd.DataFrame:
-    """Our runs (mean over seeds) for one metric: tasks, group means, params, protocol, seeds."""
+def ours_table(df: pd.DataFrame, benchmark: str, metric: str, include_tagged: bool = False) -> pd.DataFrame:
+    """Our runs (mean over seeds) for one metric: tasks, group means, params, protocol, seeds (seeds per task),
+    source, note. Untagged runs only unless `include_tagged`."""
     tasks = task_order(benchmark)
+    df = select_runs(df, include_tagged)
     summary = seed_summary(df[df["benchmark"] == benchmark] if not df.empty else df, metric)
     wide = _accuracy_wide(summary, tasks)
     out = pd.concat([wide, group_means(wide, benchmark)], axis=1)
@@ -164,14 +200,17 @@ def ours_table(df: pd.DataFrame, benchmark: str, metric: str) -> pd.DataFrame:
 
 
 def vtab1k_table(results_dir="results", protocol: str = "final",
-                 metrics=("acc_last", "acc_max_over_epochs"), published: bool = True) -> pd.DataFrame:
+                 metrics=("acc_last", "acc_max_over_epochs"), published: bool = True,
+                 include_tagged: bool = False) -> pd.DataFrame:
     """VTAB-1k: our runs (one row per run and metric) followed by the published rows.
 
     Columns: the 19 tasks, natural/specialized/structured, "mean (3g)", "mean (19)", "params (M)" (mean trainable
-    parameters over tasks, head included), protocol, seeds (seeds per task), source, note. Works with no results.
+    parameters over tasks, head included), protocol, seeds (seeds per task; for published rows as their note states
+    it), source, note (long texts: show them with `footnotes`). Works with no results. Our rows are the methods'
+    untagged runs; `include_tagged=True` adds ablation variants (`ship+no-sip`, ...).
     """
-    df = load_results(results_dir, protocol=protocol, benchmark="vtab1k")
-    parts = [ours_table(df, "vtab1k", check_metric(m)) for m in metrics] if not df.empty else []
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark="vtab1k"), include_tagged)
+    parts = [ours_table(df, "vtab1k", check_metric(m), include_tagged) for m in metrics] if not df.empty else []
     if published:
         parts.append(published_table())
     if not parts:
@@ -180,9 +219,13 @@ def vtab1k_table(results_dir="results", protocol: str = "final",
 
 
 def benchmark_summary(results_dir="results", benchmark: str = "mini", metric: str = "acc_last",
-                      protocol: str = "final") -> pd.DataFrame:
-    """A benchmark's runs as a long frame: benchmark, run, task, group, mean, std, n_seeds, seeds."""
-    df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
+                      protocol: str = "final", include_tagged: bool = True) -> pd.DataFrame:
+    """A benchmark's runs as a long frame: benchmark, run, task, group, mean, std, n_seeds, seeds.
+
+    Every run by default, tagged ones (ablation variants) included: it feeds figures, which choose their runs
+    (`plot_task_accuracies` shows the untagged ones unless asked). `include_tagged=False`: the methods' own runs.
+    """
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged)
     return seed_summary(df, metric)
 
 
@@ -204,20 +247,23 @@ def format_mean_std(mean, std, decimals: int = 1) -> str:
 
 
 def mini_table(results_dir="results", metric: str = "acc_last", protocol: str = "final",
-               decimals: int = 1) -> pd.DataFrame:
-    """mini-VTAB: one row per run, "mean ± std" over seeds per task, then group means and both overall means."""
-    return seed_table(results_dir, "mini", metric, protocol, decimals)
+               decimals: int = 1, include_tagged: bool = False) -> pd.DataFrame:
+    """mini-VTAB: one row per run, "mean ± std" over seeds per task, then group means and both overall means
+    (the methods' untagged runs; `include_tagged=True` adds ablation variants)."""
+    return seed_table(results_dir, "mini", metric, protocol, decimals, include_tagged)
 
 
 def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "acc_last", protocol: str = "final",
-               decimals: int = 1) -> pd.DataFrame:
+               decimals: int = 1, include_tagged: bool = False) -> pd.DataFrame:
     """One row per run, "mean ± std" over seeds per task, then group means and both overall means.
 
     The overall means are means of the per-task means; "seed std of mean (N)" is the std over seeds of each
-    seed's mean over all N tasks (seeds that cover every task).
+    seed's mean over all N tasks (seeds that cover every task); "seeds" the number of seeds per task ("2/3" when
+    tasks differ). Rows: the methods' untagged runs; `include_tagged=True` adds tagged runs (ablation variants,
+    usually one seed on a few tasks, so without group means).
     """
     check_metric(metric)
-    df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged)
     tasks = task_order(benchmark)
     summary = seed_summary(df, metric)
     means, stds = _accuracy_wide(summary, tasks, "mean"), _accuracy_wide(summary, tasks, "std")
@@ -234,20 +280,50 @@ def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "ac
     return out
 
 
-def result_summary(result: dict) -> pd.DataFrame:
-    """One run's headline numbers as a two-column table (value, meaning)."""
+def format_seconds(seconds) -> str:
+    """A duration as `<number> s` (3 significant digits, never in exponent notation; "" when unknown)."""
+    if seconds is None or pd.isna(seconds):
+        return ""
+    x = float(seconds)
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g} s"
+    decimals = max(0, 2 - int(np.floor(np.log10(abs(x)))))
+    return f"{x:.{decimals}f} s"
+
+
+def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
+    """One run's headline numbers as a two-column table (value, meaning).
+
+    With `committed_dir`, an accuracy that reproduces the committed run with the same settings (within
+    `shiplib.repro`'s tolerance) reads "reproduces <committed value> (±tolerance)": the same text on every machine
+    that reproduces it (the exact value is in the result file). The wall time is rendered as `<number> s`. No
+    paths, dates or host names.
+    """
+    from .. import repro
+
+    committed = committed_twin(result, committed_dir)[1] if committed_dir is not None else None
+
+    def accuracy(metric: str):
+        if committed is None:
+            return round(result[metric], 2)
+        check = repro.compare(metric, "accuracy", result[metric], committed[metric], result["method"])
+        tol = repro.tolerance("accuracy", result["method"]).describe()
+        return (f"reproduces {committed[metric]:.2f} ({tol})" if check.ok
+                else f"{result[metric]:.2f} (committed run: {committed[metric]:.2f}, beyond {tol})")
+
+    best = "" if committed is not None else f"; best at epoch {result['max_epoch']}"
     params = result.get("parameters") or {}
     rows = [
         ("task", result["task"], f"benchmark {result['benchmark']}, group {result.get('group')}"),
         ("run", run_label(result["method"], result.get("tag")), f"seed {result['seed']}, protocol {result['protocol']}"),
         ("epochs", result["epochs"], f"train {result['train_split']} ({result.get('train_size')} images), "
                                      f"evaluate {result['eval_split']} ({result.get('eval_size')} images)"),
-        ("acc_last (%)", round(result["acc_last"], 2), METRIC_NOTES["acc_last"]),
-        ("acc_max_over_epochs (%)", round(result["acc_max_over_epochs"], 2),
-         METRIC_NOTES["acc_max_over_epochs"] + f"; best at epoch {result['max_epoch']}"),
+        ("acc_last (%)", accuracy("acc_last"), METRIC_NOTES["acc_last"]),
+        ("acc_max_over_epochs (%)", accuracy("acc_max_over_epochs"), METRIC_NOTES["acc_max_over_epochs"] + best),
         ("trainable parameters", params.get("trainable"), f"{params.get('head')} of them in the head; "
                                                           f"{params.get('total')} in total"),
-        ("wall time (s)", round(float(result.get("wall_time_s", float("nan"))), 1), f"device {result.get('device')}"),
+        ("wall time", format_seconds(result.get("wall_time_s")),
+         f"device {result.get('device')}, threads {result.get('threads')}"),
     ]
     return pd.DataFrame(rows, columns=["item", "value", "meaning"]).set_index("item")
 
@@ -266,11 +342,15 @@ def task_comparison(result: dict) -> pd.DataFrame:
 
     Compare only rows with the same protocol; published rows exist for VTAB-1k tasks only.
     """
+    pub = published_results()
+    pub = pub[pub["task"] == result["task"]]
+    if pub.empty:
+        return pd.DataFrame(columns=["accuracy", "protocol", "note"]).rename_axis(
+            f"no published numbers for {result['task']} ({result['benchmark']})")
     label = run_label(result["method"], result.get("tag"))
     rows = [dict(method=f"{label} (this run, seed {result['seed']})", accuracy=result[m], protocol=METRICS[m],
                  note=METRIC_NOTES[m]) for m in METRICS]
-    pub = published_results()
-    for _, r in pub[pub["task"] == result["task"]].iterrows():
+    for _, r in pub.iterrows():
         rows.append(dict(method=f"{r['method']} (published)", accuracy=r["accuracy"],
                          protocol=published_protocol(r["note"]), note=r["note"]))
     frame = pd.DataFrame(rows)
@@ -279,20 +359,73 @@ def task_comparison(result: dict) -> pd.DataFrame:
         .set_index("method")
 
 
-def committed_comparison(result: dict, committed_dir="results") -> pd.DataFrame:
-    """This run beside the committed result of the same (task, run, seed, protocol), if there is one: both
-    accuracies, their difference, and whether the two runs had the same identity (every setting that matters)."""
+def committed_twin(result: dict, committed_dir="results") -> tuple[str, dict | None]:
+    """The committed result of the same (task, run, seed, protocol) as `result` and made with the same settings,
+    as (its path as shown, the result or None)."""
     from ..engine.results import read_result, result_path
 
     path = result_path(committed_dir, result["benchmark"], result["task"], result["method"], result["seed"],
                        result["protocol"], tag=result.get("tag"))
+    shown = display_path(path, committed_dir)
     if not path.is_file():
-        return pd.DataFrame(columns=["this run", "committed", "difference"]).rename_axis(f"no committed {path}")
+        return shown, None
     committed = read_result(path)
-    same = committed.get("identity") == result.get("identity")
-    rows = {m: dict(this_run=result[m], committed=committed[m], difference=result[m] - committed[m]) for m in METRICS}
-    frame = pd.DataFrame(rows).T.rename(columns={"this_run": "this run"})
-    return frame.rename_axis(f"{path} (same settings: {same})")
+    return shown, committed if committed.get("identity") == result.get("identity") else None
+
+
+def committed_comparison(result: dict, committed_dir="results") -> pd.DataFrame:
+    """This run against the committed run with the same settings, within `shiplib.repro`'s cross-machine
+    tolerances: reference value, tolerance and verdict per quantity (the same table on every machine that
+    reproduces the run; this run's own numbers are in its result file and `result_summary`)."""
+    from .. import repro
+
+    shown, committed = committed_twin(result, committed_dir)
+    if committed is None:
+        return repro.comparison_table([]).rename_axis(f"no committed run with the same settings at {shown}")
+    table = repro.comparison_table(repro.result_comparisons(result, committed))
+    return table.rename_axis(f"{shown}: reproduced {repro.all_reproduced(repro.result_comparisons(result, committed))}")
+
+
+def display_path(path, root) -> str:
+    """`path` as `<name of root>/<path inside root>` (e.g. results/mini/…/seed1.json): never an absolute path."""
+    path, root = Path(path), Path(root)
+    try:
+        inside = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return path.name
+    return (Path(root.resolve().name) / inside).as_posix()
+
+
+def footnotes(table: pd.DataFrame, columns=("source", "note"), label: str = "ref") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Move long text columns out of a table for reading: returns (table, notes).
+
+    `table` loses `columns` and gains a short `label` column ("[1]", "[2]", … numbered by first appearance; rows
+    with the same texts share a number); `notes` holds the texts in full, one row per number (show it with
+    `pd.set_option("display.max_colwidth", None)`). Columns not in the table are skipped.
+    """
+    cols = [c for c in columns if c in table.columns]
+    if not cols:
+        return table.copy(), pd.DataFrame(columns=list(columns)).rename_axis(label)
+    keys = [tuple("" if pd.isna(v) else str(v) for v in row) for row in table[cols].itertuples(index=False)]
+    numbers = {k: f"[{i}]" for i, k in enumerate(dict.fromkeys(keys), 1)}
+    out = table.drop(columns=cols)
+    out[label] = [numbers[k] for k in keys]
+    notes = pd.DataFrame(list(numbers), columns=cols, index=pd.Index(list(numbers.values()), name=label))
+    return out, notes
+
+
+def format_numbers(frame: pd.DataFrame, decimals: int = 1, na_rep: str = "–") -> pd.DataFrame:
+    """A copy of `frame` for reading: every float cell as text with `decimals` decimals, missing values as
+    `na_rep`, other cells unchanged. A plain DataFrame (a Styler's HTML carries a random id), so the output is the
+    same text on every machine."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return na_rep if np.isnan(v) else f"{v:.{decimals}f}"
+        if v is None or (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)):
+            return na_rep
+        return v
+
+    return frame.apply(lambda col: col.map(cell)).astype(object)
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
@@ -307,16 +440,16 @@ def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
 
 
 def write_tables(results_dir="results", out_dir="results/tables", protocol: str = "final",
-                 metrics=("acc_last", "acc_max_over_epochs"), decimals: int = 1) -> list:
+                 metrics=("acc_last", "acc_max_over_epochs"), decimals: int = 1, include_tagged: bool = False) -> list:
     """Render the VTAB-1k and mini-VTAB tables as CSV and markdown files (written atomically); returns the paths."""
-    from pathlib import Path
-
     from ..utils.io import atomic_write_text
 
     out, paths = Path(out_dir), []
-    frames = {f"vtab1k_{protocol}": vtab1k_table(results_dir, protocol=protocol, metrics=list(metrics))}
+    frames = {f"vtab1k_{protocol}": vtab1k_table(results_dir, protocol=protocol, metrics=list(metrics),
+                                                 include_tagged=include_tagged)}
     for m in metrics:
-        frames[f"mini_{protocol}_{m}"] = mini_table(results_dir, metric=m, protocol=protocol, decimals=decimals)
+        frames[f"mini_{protocol}_{m}"] = mini_table(results_dir, metric=m, protocol=protocol, decimals=decimals,
+                                                    include_tagged=include_tagged)
     for name, frame in frames.items():
         paths.append(atomic_write_text(out / f"{name}.csv", frame.to_csv()))
         paths.append(atomic_write_text(out / f"{name}.md", markdown_table(frame)))

@@ -2,34 +2,54 @@
 
 Tune runs train on train800 and evaluate on val200 (`results/tune/...`); the test split is never read. A method's
 lr is the one with the best mean `acc_last` over the tuned tasks (ties: the smaller lr).
+
+Learning rates are labelled in an exact, readable form (`format_lr`: 3e-05, 1e-04, 2.5e-04, …): pandas' display
+precision would show small floats as 0.00.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..engine.results import load_results
 
 
+def format_lr(lr) -> str:
+    """A learning rate as the shortest scientific text that reads back as the same float ('3e-05', '2.5e-04')."""
+    return np.format_float_scientific(float(lr), trim="-", exp_digits=2)
+
+
 def lr_grid(results_dir="results", benchmark: str = "mini") -> pd.DataFrame:
-    """Validation accuracy (acc_last, %) of every tune run: one row per (method, lr), one column per task, + mean."""
+    """Validation accuracy (acc_last, %) of every tune run: one row per (method, lr), one column per task, + mean
+    and the number of runs.
+
+    The `lr` index level holds exact labels (`format_lr`), in increasing numeric order within each method; the
+    accuracies are numbers.
+    """
     df = load_results(results_dir, protocol="tune", benchmark=benchmark)
     if df.empty:
         return pd.DataFrame()
     grid = df.pivot_table(index=["method", "lr"], columns="task", values="acc_last", aggfunc="mean")
     grid["mean"] = grid.mean(axis=1, skipna=False)  # NaN unless every tuned task has a run
     grid["runs"] = df.groupby(["method", "lr"]).size()
+    grid = grid.sort_index()  # numeric lr order
+    grid.index = pd.MultiIndex.from_tuples([(m, format_lr(lr)) for m, lr in grid.index], names=["method", "lr"])
+    grid.columns.name = "task"
     return grid
 
 
 def selected_lr(grid: pd.DataFrame) -> pd.DataFrame:
-    """Per method: the chosen lr, its mean validation accuracy, and the grid it was chosen from."""
+    """Per method: the chosen lr (a number), its label, its mean validation accuracy, the lrs it was chosen from
+    (those tuned on every task, as text) and whether it lies at an end of that range."""
     rows = []
-    for method, part in grid.groupby(level="method"):
-        part = part.droplevel("method").sort_index()
+    for method, part in grid.groupby(level="method", sort=True):
+        part = part.droplevel("method")
+        part = part.set_axis([float(lr) for lr in part.index]).sort_index()  # labels read back exactly
         if part["mean"].isna().all():
             continue
         best = part["mean"].idxmax()  # first maximum = the smallest lr among ties; incomplete rows are NaN
         lrs = list(part.index[part["mean"].notna()])  # the lrs tuned on every task
-        rows.append(dict(method=method, lr=best, val_acc_mean=part.loc[best, "mean"], grid=lrs,
+        rows.append(dict(method=method, lr=best, lr_label=format_lr(best), val_acc_mean=part.loc[best, "mean"],
+                         grid=", ".join(format_lr(x) for x in lrs),
                          at_grid_edge=best in (lrs[0], lrs[-1]) and len(lrs) > 1))
     return pd.DataFrame(rows).set_index("method")

@@ -1,0 +1,50 @@
+"""The state of every cell of a grid, as a DataFrame (notebooks) or as text (`python -m shiplib status`)."""
+from __future__ import annotations
+
+from collections import Counter
+
+from .cells import STATES, Cell, cell_state, make_cells
+
+
+def status_frame(cells: list[Cell]):
+    import pandas as pd
+
+    rows = []
+    for cell in cells:
+        st = cell_state(cell)
+        rows.append(dict(**cell.key(), state=st["state"], job=st["job"], acc_last=st["acc_last"],
+                         acc_max_over_epochs=st["acc_max_over_epochs"], detail=st["detail"],
+                         result=str(cell.result), work_dir=str(cell.work_dir)))
+    return pd.DataFrame(rows, columns=["task", "method", "tag", "seed", "protocol", "state", "job", "acc_last",
+                                       "acc_max_over_epochs", "detail", "result", "work_dir"])
+
+
+def grid_status(tasks, methods, seeds=(1,), **settings):
+    """One row per cell of tasks × methods × seeds: state (done/running/queued/failed/pending/stale/conflict),
+    job (SLURM job id or pid@host), accuracies of a finished result, and details (e.g. a failure's last lines).
+    `settings` as `make_cells` (epochs, overrides, tag, protocol, results, runs, …)."""
+    return status_frame(make_cells(tasks, methods, seeds, **settings))
+
+
+def summary_line(states) -> str:
+    states = list(states)
+    counts = Counter(states)
+    parts = [f"{counts[s]} {s}" for s in STATES if counts.get(s)]
+    return f"{len(states)} cells: " + (", ".join(parts) or "none")
+
+
+def format_status(frame) -> str:
+    lines = []
+    for i, row in enumerate(frame.itertuples(index=False), 1):
+        name = f"{row.task} {row.method}{'+' + row.tag if row.tag else ''} seed {row.seed}"
+        text = f"[{i}/{len(frame)}] {name}: {row.state}"
+        if row.state == "done" and row.acc_last is not None:
+            text += f" (acc_last {row.acc_last:.2f}%, acc_max_over_epochs {row.acc_max_over_epochs:.2f}%)"
+        elif row.state in ("running", "queued"):
+            text += f" ({row.detail})"
+        elif row.detail and row.state in ("failed", "stale", "conflict"):
+            first, *rest = str(row.detail).splitlines()
+            text += f": {first}" + "".join(f"\n      {line}" for line in rest)
+        lines.append(text)
+    lines.append(summary_line(list(frame["state"])))
+    return "\n".join(lines)

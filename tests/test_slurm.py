@@ -1,0 +1,101 @@
+"""`sweep --launcher slurm` on a real one-node SLURM started by scripts/slurm_local.sh: the same numbers as inline,
+and a preempted job is requeued and resumes from its epoch checkpoint to the uninterrupted result."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _launch_grid import epochs_logged, grid_args, inline_reference, metrics
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    state = os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm")
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:  # apt-get could not install slurm-wlm/munge (no root, no repository)
+        pytest.skip(f"SLURM cannot be installed here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = f"{state}/slurm.conf"
+    try:
+        yield os.environ["SLURM_CONF"]
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+def _shiplib(*argv, timeout=400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shiplib", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_slurm_grid_matches_inline(slurm_cluster, tmp_path):
+    ref = inline_reference()
+    proc = _shiplib("sweep", *grid_args(tmp_path), "--launcher", "slurm", "--cpus-per-run", "1",
+                    "--array-parallelism", "2", "--time", "30", "--wait")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "as job array" in proc.stdout and "4 cells: 4 done" in proc.stdout
+    assert metrics(tmp_path) == ref
+    logs = list((tmp_path / "runs" / "slurm").glob("*_*/*_0_log.out"))
+    assert len(logs) == 4  # runs/slurm/<array>_<i>/
+    # nothing left to submit
+    again = _shiplib("sweep", *grid_args(tmp_path), "--launcher", "slurm", "--cpus-per-run", "1")
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+
+
+def _squeue(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def test_preempted_job_resumes_from_checkpoint(slurm_cluster, tmp_path):
+    roots = dict(preempted=tmp_path / "a", reference=tmp_path / "b")
+    args = dict((k, grid_args(r, tasks=["mini_dsprites_loc"], methods=["linear"], epochs=3)) for k, r in roots.items())
+    jobs = {}
+    for name, a in args.items():
+        proc = _shiplib("sweep", *a, "--launcher", "slurm", "--cpus-per-run", "1", "--time", "30")
+        assert proc.returncode == 0, proc.stderr
+        jobs[name] = proc.stdout.split("submitted as SLURM job ")[1].split()[0]
+    wd = roots["preempted"] / "runs/mini/mini_dsprites_loc/linear/seed1"
+    deadline = time.time() + 240
+    while not (wd / "checkpoint.pt").is_file():
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(1)
+    job = jobs["preempted"]
+    # the signal SLURM sends before a preemption/time limit (submitit: USR2, --signal=USR2@90)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    deadline = time.time() + 60
+    while _squeue(job) != "PENDING":  # submitit checkpoints and requeues the job
+        assert time.time() < deadline, f"job {job} was not requeued: {_squeue(job)!r}"
+        time.sleep(0.5)
+    # SLURM holds a requeued job for ~2 minutes (BeginTime); release it now to keep the test short
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    done = _shiplib("sweep", *args["preempted"], "--status")
+    for name, a in args.items():
+        deadline = time.time() + 300
+        result = roots[name] / "results/mini/mini_dsprites_loc/linear/seed1.json"
+        while not result.is_file():
+            assert time.time() < deadline, f"{name}: no result after 300 s"
+            time.sleep(2)
+    a = json.loads((roots["preempted"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
+    b = json.loads((roots["reference"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
+    assert a["resumed_from_epoch"] is not None and b["resumed_from_epoch"] is None
+    assert (a["acc_last"], a["acc_max_over_epochs"]) == (b["acc_last"], b["acc_max_over_epochs"])
+    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k} for e in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert epochs_logged(wd / "log.jsonl") == [0, 1, 2]
+    err = next((roots["preempted"] / "runs/slurm").glob("*/*_0_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in err and "resuming" in err
+    assert done.returncode == 0
