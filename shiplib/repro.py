@@ -70,10 +70,10 @@ TOLERANCES: dict[str, Tolerance] = {t.kind: t for t in (
 METHOD_TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("accuracy", "sep"): Tolerance("accuracy", atol=6.0, unit="points",
                                    basis="SEP picks its top-k image tokens by energy, a discrete choice that "
-                                         "float noise flips and training amplifies. Measured: 2.8 to 4.4 points "
+                                         "float noise flips and training amplifies. Measured: 2.6 to 4.4 points "
                                          "apart with other kernels or thread counts"),
-    ("loss", "sep"): Tolerance("loss", rtol=0.06, basis="as SEP's accuracy (discrete top-k token choices). "
-                                                         "Measured: at most 3.6 % apart"),
+    ("loss", "sep"): Tolerance("loss", rtol=0.15, basis="as SEP's accuracy (discrete top-k token choices). "
+                                                         "Measured: at most 9.3 % apart (2 threads)"),
 }
 
 
