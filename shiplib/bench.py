@@ -53,6 +53,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
+                          missing, significant)
+
 DEFAULT_BENCH_BACKBONE = "vit_base_patch16_224"
 CIFAR100_LEVELS = (0, 2, 4, 6, 8, 11)  # official cifar100 prompt_indices (ship_spec.md §7), for 12 blocks
 
@@ -514,51 +517,11 @@ def efficiency_table(methods: list[str] | None = None, backbone: Any = "mini", b
     return pd.DataFrame(rows), raw
 
 
-def _significant(x: float, digits: int = 3) -> str:
-    """`digits` significant digits in fixed notation (never an exponent): 0.0384, 0.799, 12.3, 159, 1590."""
-    import math
-
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def format_seconds(v) -> str:
-    return "–" if _missing(v) else f"{_significant(v)} s"
-
-
-def format_ratio(v) -> str:
-    return "–" if _missing(v) else f"{v:.2f}\u00d7"
-
-
-def format_throughput(v) -> str:
-    return "–" if _missing(v) else f"{_significant(v)} img/s"
-
-
-def format_flops(gflops) -> str:
-    """FLOPs given in GFLOPs, with a unit that keeps 3 significant digits readable: 267 GFLOPs, 193 MFLOPs."""
-    if _missing(gflops):
-        return "–"
-    flops = gflops * 1e9
-    for unit, scale in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
-        if abs(flops) >= scale:
-            return f"{_significant(flops / scale)} {unit}"
-    return f"{flops:.0f} FLOPs"
-
-
-def format_megabytes(v) -> str:
-    return "–" if _missing(v) else f"{_significant(v)} MB"
-
-
 #: (column of `efficiency_table`, label, formatter) in display order. Labels are wider than any value of their
 #: column, so the plain-text rendering keeps its layout whatever the measured numbers are.
 EFFICIENCY_DISPLAY = (
     ("trainable_params", "trainable params", lambda v: f"{int(v):,}"),
-    ("trainable_%", "trainable share", lambda v: f"{_significant(v)} %"),
+    ("trainable_%", "trainable share", lambda v: f"{significant(v)} %"),
     ("eval_gflops_per_image", "eval FLOPs / image", format_flops),
     ("train_gflops_per_image", "train FLOPs / image", format_flops),
     ("eval_mem_mb", "eval peak memory", format_megabytes),
@@ -571,8 +534,8 @@ EFFICIENCY_DISPLAY = (
     ("timm_train_floor_s", "timm floor / batch", format_seconds),
     ("eval_images_per_s", "eval throughput", format_throughput),
     ("train_images_per_s", "train throughput", format_throughput),
-    ("under_load", "under load", lambda v: "–" if _missing(v) else ("yes" if v else "no")),
-    ("other_cpu", "other processes", lambda v: "–" if _missing(v) else f"{v:.2f} cores"),
+    ("under_load", "under load", lambda v: "–" if missing(v) else ("yes" if v else "no")),
+    ("other_cpu", "other processes", lambda v: "–" if missing(v) else f"{v:.2f} cores"),
 )
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ..data.tasks import GROUPS, get_task, list_tasks
 from ..engine.defaults import official_settings, published_results
 from ..engine.results import load_results
+from ..utils.units import format_seconds
 
 METRICS = {
     "acc_last": "last epoch",
@@ -280,17 +281,6 @@ def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "ac
     return out
 
 
-def format_seconds(seconds) -> str:
-    """A duration as `<number> s` (3 significant digits, never in exponent notation; "" when unknown)."""
-    if seconds is None or pd.isna(seconds):
-        return ""
-    x = float(seconds)
-    if x == 0 or not np.isfinite(x):
-        return f"{x:g} s"
-    decimals = max(0, 2 - int(np.floor(np.log10(abs(x)))))
-    return f"{x:.{decimals}f} s"
-
-
 def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
     """One run's headline numbers as a two-column table (value, meaning).
 
@@ -382,8 +372,8 @@ def committed_comparison(result: dict, committed_dir="results") -> pd.DataFrame:
     shown, committed = committed_twin(result, committed_dir)
     if committed is None:
         return repro.comparison_table([]).rename_axis(f"no committed run with the same settings at {shown}")
-    table = repro.comparison_table(repro.result_comparisons(result, committed))
-    return table.rename_axis(f"{shown}: reproduced {repro.all_reproduced(repro.result_comparisons(result, committed))}")
+    checks = repro.result_comparisons(result, committed)
+    return repro.comparison_table(checks).rename_axis(f"{shown}: reproduced {repro.all_reproduced(checks)}")
 
 
 def display_path(path, root) -> str:
