@@ -60,7 +60,7 @@ def _portable_runtime(rt: dict) -> dict:
     return {k: portable_path(v) if k in PATH_FIELDS and v is not None else v for k, v in rt.items()}
 
 
-def _identity_diff(a: dict, b: dict) -> str:
+def identity_diff(a: dict, b: dict) -> str:
     keys = sorted(set(a) | set(b))
     diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
     return "; ".join(diffs[:8]) + (" …" if len(diffs) > 8 else "")
@@ -165,7 +165,7 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
             raise ConfigError(f"{paths['result']} is out of date: {stale}. Re-run it with --force "
                               "(force=True) or delete the file.")
         raise ConfigError(f"{paths['result']} holds a run with another configuration "
-                          f"({_identity_diff(previous.get('identity', {}), ident)}). Name this variant with a tag "
+                          f"({identity_diff(previous.get('identity', {}), ident)}). Name this variant with a tag "
                           "(--tag / tag=...), or overwrite with --force.")
 
     if rt["threads"]:
@@ -203,7 +203,7 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
     if ckpt_path.is_file() and rt["resume"] and not force:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt.get("identity") != ident or ckpt.get("backbone_fingerprint") != fingerprint:
-            diff = _identity_diff(ckpt.get("identity", {}), ident) or "the backbone weights changed"
+            diff = identity_diff(ckpt.get("identity", {}), ident) or "the backbone weights changed"
             raise ConfigError(f"checkpoint {ckpt_path} belongs to another configuration ({diff}). "
                               "Delete its folder, or start over with resume=False (--fresh).")
         _load_trainable(model, ckpt["trainable"], ckpt_path)

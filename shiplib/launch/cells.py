@@ -104,7 +104,7 @@ def cell_state(cell: Cell) -> dict:
     """{"state", "detail", "acc_last", "acc_max_over_epochs", "job"} of one cell (no training, no locking)."""
     from ..engine.prepare import stale_backbone
     from ..engine.results import read_result
-    from ..engine.run import _identity_diff
+    from ..engine.run import identity_diff
 
     out = dict(state="pending", detail="", job=None, acc_last=None, acc_max_over_epochs=None)
     if cell.result.is_file():
@@ -121,7 +121,7 @@ def cell_state(cell: Cell) -> dict:
             out.update(state="stale", detail=reason)
         else:
             out.update(state="conflict", detail="a result of other settings: "
-                       f"{_identity_diff(prev.get('identity', {}), cell.identity)} (use --tag, or --force)")
+                       f"{identity_diff(prev.get('identity', {}), cell.identity)} (use --tag, or --force)")
     owner = locks.live_owner(cell.work_dir)
     if owner is not None:
         out.update(state="running", job=owner.get("job_id") if owner.get("job_id") != "local"
