@@ -7,6 +7,9 @@
     bench  seconds per batch, peak memory and FLOPs of a method against the plain timm ViT
 
 Each subcommand is one entry of `COMMANDS` (name -> (help, add_arguments, handler)); new ones plug in there.
+A problem the user can fix (`shiplib.errors.ShiplibError`, a missing file, …) is printed as one `error: …` line:
+exit code 2 when the command cannot work as given (settings, options, paths, data), 1 when it failed while
+working. `--debug` (or SHIPLIB_DEBUG=1) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import argparse
 import itertools
 import logging
 import sys
+
+from .errors import ConfigError, debug_enabled, exit_code, message, reported_errors
 
 COMMANDS: dict = {}
 
@@ -75,9 +80,9 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 @command("run", "train and evaluate one task/method/seed", _add_run)
 def _run(args) -> int:
-    from .engine import run_experiment
+    from .launch.job import run_locked
 
-    result = run_experiment(_config(args, args.task, args.method, args.seed), force=args.force)
+    result = run_locked(_config(args, args.task, args.method, args.seed), force=args.force)
     print(_report(result))
     return 0
 
@@ -90,7 +95,7 @@ def _expand_seeds(items: list[str]) -> list[int]:
         try:
             seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(item)]
         except ValueError:
-            raise SystemExit(f"error: --seeds takes integers or ranges like 1-5, got {item!r}") from None
+            raise ConfigError(f"--seeds takes integers or ranges like 1-5, got {item!r}") from None
     return seeds
 
 
@@ -104,7 +109,8 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     _add_grid(p)
     p.add_argument("--keep-going", action="store_true",
-                   help="inline: continue after a failed run (local/slurm always do)")
+                   help="inline: continue after an unexpected exception too (a run that fails with a clear error "
+                        "never stops the other cells; local/slurm always continue)")
     p.add_argument("--dry-run", action="store_true",
                    help="per cell: to run / finished / stale / running elsewhere; submits nothing")
     p.add_argument("--status", action="store_true", help="show the grid's status (as `status`) and stop")
@@ -219,36 +225,34 @@ def _bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shiplib", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (help_text, add_arguments, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
+        # also accepted after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="full tracebacks instead of one-line errors")
         p.set_defaults(handler=handler)
     return parser
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .backbones import BackboneError
-    from .engine import ConfigError
-    from .engine.loop import NonFiniteLossError
-
-    from .launch.launchers import LaunchError
-    from .launch.slurm import SlurmError
-
-    return (ConfigError, BackboneError, NonFiniteLossError, FileNotFoundError, NotADirectoryError, LaunchError,
-            SlurmError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    show_traceback = args.verbose or args.debug or debug_enabled()
     try:
         return args.handler(args)
-    except _user_errors() as e:
-        if args.verbose:
+    except reported_errors() as e:
+        if show_traceback:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {message(e)}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        if show_traceback:
+            raise
+        print("interrupted (a run started again resumes after its last saved epoch)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ What is measured, per batch of random images at the backbone's input size:
 - `train_s`: one training step as the engine runs it: forward with auxiliary losses, CE + weighted losses,
   backward, AdamW step (`shiplib.engine.optim.create_optimizer`), on a copy of the model so that eval keeps its
   parameters;
-- `reference_*`: the same for the straightforward implementation, for methods that have one (SHIP:
-  `implementation="reference"`), on the same weights;
+- `reference_*`: the same for the readable implementation, for methods that have one (`model.implementations`
+  holds "reference", chosen per call: `model(x, implementation="reference")`), on the same weights;
 - `timm_train_floor_s` (optional): forward + backward of the plain timm blocks with the gradient taken w.r.t. the
   block-0 input only (no weight gradients, whatever the method trains). Exact prompt gradients need the backward
   through every image row of every block, so this is a practical lower bound of a prompt method's training step.
@@ -44,6 +44,7 @@ import contextlib
 import copy
 import json
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -52,67 +53,58 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .backbones import create_backbone
+from .engine.optim import create_optimizer
+from .methods import build_model, get_method, list_methods
+from .params import count_parameters
+from .utils.io import atomic_write_json
+from .utils.progress import ENV as PROGRESS_ENV
+from .utils.progress import progress_bar
 from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
                           missing, significant)
 
 DEFAULT_BENCH_BACKBONE = "vit_base_patch16_224"
-CIFAR100_LEVELS = (0, 2, 4, 6, 8, 11)  # official cifar100 prompt_indices (ship_spec.md §7), for 12 blocks
 
 
 # ----- models -----
-def ship_bench_levels(depth: int) -> list[int]:
-    """The cifar100 level starts, rescaled to `depth` blocks (unchanged for 12)."""
-    return sorted({round(s * (depth - 1) / (CIFAR100_LEVELS[-1])) for s in CIFAR100_LEVELS})
-
-
-def default_bench_options(method: str, vit: nn.Module, seed: int = 0) -> dict[str, Any]:
-    """Options that make every method buildable from random weights without a dataset.
-
-    SHIP: K=50, the cifar100 levels, a random (200, D) prototype bank. SPT: prompts drawn from random images'
-    tokens (`init="random"`; k-means would only add build time).
-    """
-    if method == "ship":
-        g = torch.Generator().manual_seed(seed)
-        return dict(prompt_length=50, levels=ship_bench_levels(len(vit.blocks)),
-                    prototypes=torch.randn(200, vit.embed_dim, generator=g))
-    if method == "spt":
-        return dict(init="random")
-    return {}
-
-
 def build_bench_model(method: str, backbone: Any = DEFAULT_BENCH_BACKBONE, num_classes: int = 100,
                       pretrained: bool = False, options: dict | None = None, seed: int = 0) -> nn.Module:
-    """`build_model` with `default_bench_options` (overridden by `options`); random images as `data` if needed."""
-    from .backbones import create_backbone
-    from .methods import build_model, get_method
-
+    """`build_model` with the method's `bench_options` (overridden by `options`); random images as `data` if the
+    method still needs images with these options."""
+    cls = get_method(method)
     torch.manual_seed(seed)
     vit = create_backbone(backbone, pretrained=pretrained)
-    opts = {**default_bench_options(method, vit, seed), **(options or {})}
+    opts = {**cls.bench_options(vit, seed), **(options or {})}
     data = None
-    if get_method(method).needs_data and not (method == "ship" and "levels" in opts and "prototypes" in opts):
+    if cls.needs_images(opts):
         g = torch.Generator().manual_seed(seed)
         data = [torch.randn(16, 3, *vit.patch_embed.img_size, generator=g)]
-    kw = dict(data=data) if get_method(method).needs_data else {}
+    kw = dict(data=data) if cls.needs_data else {}
     return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, **kw, **opts)
 
 
 def has_reference_implementation(model: nn.Module) -> bool:
-    """Methods with a straightforward implementation kept as the reference (selected by config.implementation)."""
-    return getattr(getattr(model, "config", None), "implementation", None) is not None
+    """Methods that keep a readable implementation as the reference, chosen per call (`implementation=`)."""
+    return "reference" in getattr(model, "implementations", ())
 
 
 # ----- measurements -----
-def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    from .engine.optim import create_optimizer
+def _implementation_kwargs(implementation: str | None) -> dict[str, str]:
+    return {} if implementation is None else {"implementation": implementation}
 
+
+def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   implementation: str | None = None) -> Callable[[], None]:
     optimizer = create_optimizer(model, lr=1e-3, weight_decay=1e-3)
     weights = getattr(model, "loss_weights", {})
+    kw = _implementation_kwargs(implementation)
 
     def step():
         model.train()
-        logits, aux = model(x, return_losses=True)
+        logits, aux = model(x, return_losses=True, **kw)
         loss = F.cross_entropy(logits, y)
         for name, value in aux.items():
             loss = loss + weights.get(name, 1.0) * value
@@ -123,21 +115,24 @@ def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callab
     return step
 
 
-def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True) -> Callable[[], None]:
+def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True,
+             implementation: str | None = None) -> Callable[[], None]:
     """An eval forward. `inference_mode=False` (for FlopCounterMode, whose module tracker cannot hook tensors that
     require grad inside inference mode or no_grad) runs it in normal mode with every parameter's requires_grad
     switched off for the call: the same forward, with SHIP's prompt cache used as at inference."""
+    kw = _implementation_kwargs(implementation)
+
     def run():
         model.eval()
         if inference_mode:
             with torch.inference_mode():
-                model(x)
+                model(x, **kw)
             return
         flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             for p, _ in flags:
                 p.requires_grad_(False)
-            model(x)
+            model(x, **kw)
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
@@ -157,14 +152,6 @@ def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable
     return run
 
 
-def _with_implementation(model: nn.Module, impl: str, fn: Callable[[], None]) -> Callable[[], None]:
-    def run():
-        model.config.implementation = impl
-        fn()
-
-    return run
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -173,8 +160,6 @@ def _sync(device: torch.device) -> None:
 def time_interleaved(variants: dict[str, Callable[[], None]], repeats: int, warmup: int,
                      device: torch.device = torch.device("cpu"), progress: bool = True) -> dict[str, list[float]]:
     """Seconds per call of each variant over `warmup + repeats` rounds (rotating order); warm-up rounds dropped."""
-    from .utils.progress import progress_bar
-
     names = list(variants)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in progress_bar(range(warmup + repeats), desc="bench rounds", disable=not progress, leave=False):
@@ -248,20 +233,18 @@ def is_under_load(other_cpu: float | None, cores: int, threads: int, load_before
 @contextlib.contextmanager
 def _progress_bars(show: bool):
     """With `show=False`, no shiplib progress output (e.g. SPT's prompt initialisation) while the block runs."""
-    from .utils.progress import ENV
-
     if show:
         yield
         return
-    saved = os.environ.get(ENV)
-    os.environ[ENV] = "off"
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "off"
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop(ENV, None)
+            os.environ.pop(PROGRESS_ENV, None)
         else:
-            os.environ[ENV] = saved
+            os.environ[PROGRESS_ENV] = saved
 
 
 @contextlib.contextmanager
@@ -312,8 +295,6 @@ def _peak_memory_once(fn: Callable[[], None], device: torch.device) -> int:
         fn()
         _sync(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
-    from torch.profiler import ProfilerActivity, profile
-
     with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
@@ -325,21 +306,15 @@ def _peak_memory_once(fn: Callable[[], None], device: torch.device) -> int:
 
 
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return sdpa_flop_count(query, key, value)
 
 
 def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_backward_flop_count
-
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
 def count_flops(fn: Callable[[], None]) -> int:
     """FLOPs of fn() (matmuls, convolutions and attention kernels; elementwise ops are not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     aten = torch.ops.aten
     mapping = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -355,6 +330,63 @@ def _median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    with_reference: bool, floor: bool) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
+    """(the timed variants, the variants also measured for memory and FLOPs)."""
+    vit = model.vit
+
+    def plain_eval():
+        vit.eval()
+        with torch.inference_mode():
+            vit(x)
+
+    variants = {"timm_eval": plain_eval}
+    # the model's own default first, then (where it has one) the readable reference on the same weights
+    for impl, prefix in ((None, ""), ("reference", "reference_")) if with_reference else ((None, ""),):
+        variants[f"{prefix}eval"] = _eval_fn(model, x, implementation=impl)
+        variants[f"{prefix}train"] = _train_step_fn(train_model, x, y, implementation=impl)
+    measured = dict(variants)
+    if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
+        variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y)
+    return variants, measured
+
+
+def _time_ratios(times: dict[str, list[float]], with_reference: bool, floor: bool) -> dict[str, float]:
+    """Medians of per-round ratios of variants timed in the same rounds."""
+    pairs = [("eval_vs_timm", "eval", "timm_eval")]
+    if with_reference:
+        pairs += [("reference_eval_vs_timm", "reference_eval", "timm_eval"),
+                  ("reference_eval_speedup", "reference_eval", "eval"),
+                  ("reference_train_speedup", "reference_train", "train")]
+    if floor:
+        pairs += [("train_vs_timm_train_floor", "train", "timm_train_floor")]
+        if with_reference:
+            pairs += [("reference_train_vs_timm_train_floor", "reference_train", "timm_train_floor")]
+    return {key: _median_ratio(times[num], times[den]) for key, num, den in pairs}
+
+
+def _memory_figures(fns: dict[str, Callable[[], None]], device: torch.device, seed: int,
+                    with_reference: bool) -> dict[str, float]:
+    out = {f"{name}_mem_mb": peak_memory_bytes(fn, device, seed=seed, warmup=1) / 2 ** 20 for name, fn in fns.items()}
+    if with_reference:
+        out["train_mem_vs_reference"] = out["train_mem_mb"] / out["reference_train_mem_mb"]
+        out["eval_mem_vs_reference"] = out["eval_mem_mb"] / out["reference_eval_mem_mb"]
+    return out
+
+
+def _flop_figures(fns: dict[str, Callable[[], None]], model: nn.Module, x: torch.Tensor, device: torch.device,
+                  seed: int) -> dict[str, float]:
+    fns = dict(fns)
+    for name in [n for n in fns if n.endswith("eval") and n != "timm_eval"]:  # FlopCounterMode: no inference mode
+        fns[name] = _eval_fn(model, x, inference_mode=False,
+                             implementation="reference" if name.startswith("reference") else None)
+    out = {}
+    for name, fn in fns.items():
+        with _seeded(seed, device):
+            out[f"{name}_gflops"] = count_flops(fn) / 1e9
+    return out
+
+
 def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batch: int = 8, threads: int | None = 2,
               repeats: int = 3, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
               options: dict | None = None, device: str = "cpu", memory: bool = True, floor: bool = False,
@@ -364,8 +396,6 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
     Returns a flat dict: seconds per batch (`*_s`), peak memory in MB (`*_mem_mb`), ratios, parameter counts,
     and the settings. `model`: an already built model to measure instead of building `method` on `backbone`.
     """
-    from .params import count_parameters
-
     if batch < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
     dev = torch.device(device)
@@ -379,32 +409,11 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
             with _progress_bars(progress):
                 model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
         model = model.to(dev)
-        vit = model.vit
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(batch, 3, *vit.patch_embed.img_size, generator=g).to(dev)
+        image_size = list(model.vit.patch_embed.img_size)
+        x = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
         y = (torch.arange(batch) % model.num_classes).to(dev)
-        train_model = copy.deepcopy(model)
         with_reference = has_reference_implementation(model)
-
-        def plain_eval():
-            vit.eval()
-            with torch.inference_mode():
-                vit(x)
-
-        variants = {"timm_eval": plain_eval}
-        memory_fns = {"timm_eval": plain_eval}
-        if with_reference:
-            for impl, prefix in (("fast", ""), ("reference", "reference_")):
-                variants[f"{prefix}eval"] = _with_implementation(model, impl, _eval_fn(model, x))
-                variants[f"{prefix}train"] = _with_implementation(
-                    train_model, impl, _train_step_fn(train_model, x, y))
-            model.config.implementation = train_model.config.implementation = "fast"
-        else:
-            variants["eval"] = _eval_fn(model, x)
-            variants["train"] = _train_step_fn(train_model, x, y)
-        memory_fns.update(variants)
-        if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
-            variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y)
+        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor)
         load_before = os.getloadavg()
         meter = OtherLoadMeter().start()
         times = time_interleaved(variants, repeats, warmup, dev, progress)
@@ -415,39 +424,14 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         cores, used = usable_cores(), torch.get_num_threads()
         out: dict[str, Any] = dict(
             method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
-            else type(backbone).__name__, image_size=list(vit.patch_embed.img_size), batch=batch,
-            threads=used, device=str(dev), repeats=repeats, warmup=warmup,
-            trainable_params=counts["trainable"], total_params=counts["total"])
-        for name, ts in times.items():
-            out[f"{name}_s"] = statistics.median(ts)
-        out["eval_vs_timm"] = _median_ratio(times["eval"], times["timm_eval"])
-        if with_reference:
-            out["reference_eval_vs_timm"] = _median_ratio(times["reference_eval"], times["timm_eval"])
-            out["reference_eval_speedup"] = _median_ratio(times["reference_eval"], times["eval"])
-            out["reference_train_speedup"] = _median_ratio(times["reference_train"], times["train"])
-        if floor:
-            out["train_vs_timm_train_floor"] = _median_ratio(times["train"], times["timm_train_floor"])
-            if with_reference:
-                out["reference_train_vs_timm_train_floor"] = _median_ratio(times["reference_train"],
-                                                                          times["timm_train_floor"])
+            else type(backbone).__name__, image_size=image_size, batch=batch, threads=used, device=str(dev),
+            repeats=repeats, warmup=warmup, trainable_params=counts["trainable"], total_params=counts["total"])
+        out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
+        out.update(_time_ratios(times, with_reference, floor))
         if memory:
-            for name, fn in memory_fns.items():
-                out[f"{name}_mem_mb"] = peak_memory_bytes(fn, dev, seed=seed, warmup=1) / 2 ** 20
-            if with_reference:
-                model.config.implementation = train_model.config.implementation = "fast"
-                out["train_mem_vs_reference"] = out["train_mem_mb"] / out["reference_train_mem_mb"]
-                out["eval_mem_vs_reference"] = out["eval_mem_mb"] / out["reference_eval_mem_mb"]
+            out.update(_memory_figures(measured, dev, seed, with_reference))
         if flops:
-            flop_fns = dict(memory_fns)
-            for name in [n for n in flop_fns if n.endswith("eval") and n != "timm_eval"]:
-                impl = "reference" if name.startswith("reference") else "fast"
-                flop_fns[name] = _with_implementation(model, impl, _eval_fn(model, x, inference_mode=False)) \
-                    if with_reference else _eval_fn(model, x, inference_mode=False)
-            for name, fn in flop_fns.items():
-                with _seeded(seed, dev):
-                    out[f"{name}_gflops"] = count_flops(fn) / 1e9
-            if with_reference:
-                model.config.implementation = train_model.config.implementation = "fast"
+            out.update(_flop_figures(measured, model, x, dev, seed))
         out["samples_s"] = {k: [round(t, 4) for t in v] for k, v in times.items()}
         out["load_average"] = dict(before=list(load_before), after=list(load_after))
         out["cpu_cores"] = cores
@@ -480,9 +464,7 @@ def efficiency_table(methods: list[str] | None = None, backbone: Any = "mini", b
     - load: load_before, load_after (1-min load average), other_cpu (cores busy with other work during the
       timed rounds), under_load (see `UNDER_LOAD_RULE`).
     """
-    import pandas as pd
-
-    from .methods import list_methods
+    import pandas as pd  # deferred: pandas takes about a second to import, only the tables need it
 
     nan = float("nan")
     rows, raw = [], {}
@@ -544,7 +526,7 @@ def format_efficiency(table, load: bool = True):
     random id). Seconds as `0.799 s`, ratios as `1.02×`, throughput as `159 img/s`, parameters with thousands
     separators, FLOPs per image as `267 GFLOPs` / `193 MFLOPs`, peak memory as `29.0 MB` (deterministic, see the
     module docstring), load as `yes`/`no` and `0.05 cores` (`load=False`: without the two load columns)."""
-    import pandas as pd
+    import pandas as pd  # deferred: see efficiency_table
 
     out = pd.DataFrame(index=pd.Index(list(table["method"]), name="method"))
     for column, label, fmt in EFFICIENCY_DISPLAY:
@@ -598,7 +580,7 @@ def bench_summary(result: dict, decimals: int = 3) -> "pd.DataFrame":
     `figure` (the result's key), columns `meaning` and `value` (`decimals` decimals, as stored in the file: the
     same text wherever it is shown). Figures the result does not hold are left out; `under_load` is shown when
     the result records it."""
-    import pandas as pd
+    import pandas as pd  # deferred: see efficiency_table
 
     rows = [dict(figure=key, meaning=meaning, value=f"{float(result[key]):.{decimals}f}")
             for key, meaning in BENCH_FIGURES if key in result and result[key] is not None]
@@ -610,8 +592,6 @@ def bench_summary(result: dict, decimals: int = 3) -> "pd.DataFrame":
 
 def load_bench(path) -> dict:
     """A result saved from `python -m shiplib bench --json` (one JSON object)."""
-    import pathlib
-
     return json.loads(pathlib.Path(path).read_text())
 
 
@@ -661,8 +641,6 @@ def main(args: argparse.Namespace) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise SystemExit(f"error: {message}") from e
     if args.out:
-        from .utils.io import atomic_write_json
-
         atomic_write_json(args.out, result)
     if args.json:
         print(json.dumps(result))

@@ -1,6 +1,6 @@
 """Checkpoints of the official SHIP code (haoweiz23/SHIP @ d65400f) <-> shiplib's `ship` model.
 
-Official names (ship_spec.md §11) and ours:
+Official names (docs/ship_computation.md §11) and ours:
 
 | official                                   | shiplib                                 |
 |--------------------------------------------|-----------------------------------------|
@@ -25,6 +25,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 import torch
+
+from .methods.ship import SHIP
 
 SIP_OFFICIAL, SIP_OURS = "compound_prompts_visual", "sip_prompts"
 PROMPT_NAMES = {"semantic_share_prompt": "ssp_prompt", "attribute_prompt": "attribute_prompts"}
@@ -99,8 +101,9 @@ def convert_official_state_dict(state_dict: Mapping, levels: Sequence[int] | Non
                 if any(_FUSED_QKV.match(k) for k in unexpected) else "")
         raise ValueError(f"unexpected tensors in the official state dict{hint}: {sorted(unexpected)[:10]}"
                          f"{' ...' if len(unexpected) > 10 else ''}. Expected the official SHIP ViT names "
-                         "(ship_spec.md §11): backbone, blocks.<i>.attn.q/k/v, compound_prompts_visual.<c>, "
-                         "semantic_share_prompt, attribute_prompt, visual_prompt_token_pos_embed, head.*")
+                         "(docs/ship_computation.md §11): backbone, blocks.<i>.attn.q/k/v, "
+                         "compound_prompts_visual.<c>, semantic_share_prompt, attribute_prompt, "
+                         "visual_prompt_token_pos_embed, head.*")
     for (block, kind), parts in sorted(qkv.items()):
         missing = [p for p in "qkv" if p not in parts]
         if missing:
@@ -120,8 +123,6 @@ def to_official_state_dict(model) -> dict[str, torch.Tensor]:
     trips and the official code). The unused `visual_prompt_token_pos_embed` is written as zeros; attribute-prompt rows the model
     lacks (levels with < 3 entries, which the official code cannot run) are written as zeros.
     """
-    from .methods.ship import SHIP
-
     if not isinstance(model, SHIP):
         raise TypeError(f"expected a shiplib 'ship' model, got {type(model).__name__}")
     cfg = model.config

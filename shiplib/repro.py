@@ -120,7 +120,7 @@ def compare(name: str, kind: str, value, reference, method: str | None = None) -
 def comparison_table(comparisons: Iterable[Comparison]):
     """Reference value, tolerance and verdict per quantity (the re-computed values are not shown: they differ
     by machine; the verdict does not, as long as the tolerance holds)."""
-    import pandas as pd
+    import pandas as pd  # deferred: only the tables need pandas; the checks themselves run without it
 
     rows = [c.row() for c in comparisons]
     return pd.DataFrame(rows, columns=["quantity", "reference", "tolerance", "reproduced"]).set_index("quantity")
@@ -164,7 +164,7 @@ def all_reproduced(comparisons: Iterable[Comparison]) -> bool:
 
 def tolerance_table():
     """Every tolerance with the measurement behind it (for the README and the notebooks)."""
-    import pandas as pd
+    import pandas as pd  # deferred, as above
 
     rows = [dict(kind=t.kind, method="any", tolerance=t.describe(), basis=t.basis) for t in TOLERANCES.values()]
     rows += [dict(kind=k, method=m, tolerance=t.describe(), basis=t.basis) for (k, m), t in METHOD_TOLERANCES.items()]

@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# submitit configures logging when imported (logging.config.dictConfig), which closes every handler that exists
+# by then: absl's handler, made when tensorflow_datasets was imported under pytest, holds pytest's capture stream,
+# and closing it ends the test session with "I/O operation on closed file". The tests do not need submitit's
+# console logging.
+os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+
 REFERENCE_CANDIDATES = [
     os.environ.get("SHIPLIB_REFERENCE"),
     str(Path(__file__).resolve().parents[1].parent / "shared" / "reference"),

@@ -127,8 +127,12 @@ def test_mini_pretrained_loads_the_committed_checkpoint():
 
 
 def test_mini_pretrained_missing_checkpoint_says_how_to_build_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(mini, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))  # a project folder without data/checkpoints
+    assert mini.mini_checkpoint_path() == tmp_path / "data" / "checkpoints" / "vit_mini_fmnist.safetensors"
     with pytest.raises(BackboneError, match="pretrain_mini"):
+        create_backbone("mini")
+    monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(BackboneError, match=r"data/checkpoints, but \$SHIPLIB_HOME is '.*nowhere', which does not"):
         create_backbone("mini")
 
 
@@ -194,8 +198,23 @@ def test_non_vit_module():
 
 
 def test_nonsense_spec_type():
-    with pytest.raises(BackboneError, match="timm name, a file path, 'mini'"):
+    with pytest.raises(BackboneError, match="timm name, a file path, a mini name .mini, mini_fmnist"):
         create_backbone(42)
+
+
+def test_mini_names_and_a_missing_checkpoint_says_how_to_train_it(monkeypatch, tmp_path):
+    import torch
+
+    from shiplib.backbones import mini
+
+    a, b = create_backbone("mini"), create_backbone("mini_fmnist")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    monkeypatch.setitem(mini.MINI_CHECKPOINTS, "mini_other", "vit_mini_other")
+    monkeypatch.setitem(mini.MINI_RECIPES, "vit_mini_other", "`make other`")
+    with pytest.raises(BackboneError, match="vit_mini_other.safetensors is missing: train it with `make other`"):
+        create_backbone("mini_other")
+    with pytest.raises(KeyError, match="valid: mini, mini_fmnist"):
+        mini.mini_card_path(name="nope")
 
 
 def test_offline_pretrained_fails_fast_with_instructions(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ from shiplib.__main__ import main
 import shiplib.bench as bench
 from shiplib.bench import (LOAD_TOLERANCE, OtherLoadMeter, bench_summary, busy_cpu_seconds, count_flops,
                            efficiency_note, efficiency_table, format_efficiency, is_under_load, load_bench,
-                           peak_memory_bytes, run_bench, ship_bench_levels)
-from shiplib.methods import list_methods
+                           peak_memory_bytes, run_bench)
+from shiplib.methods import get_method, list_methods
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0)
 
@@ -65,10 +65,22 @@ def test_sdpa_flops_are_counted():
     assert flops == 4 * 1 * 2 * 5 * 5 * 4  # QK^T and AV, 2 FLOPs per multiply-add
 
 
-def test_levels_follow_the_depth():
-    assert ship_bench_levels(12) == [0, 2, 4, 6, 8, 11]
-    levels = ship_bench_levels(4)
+def test_ship_bench_levels_follow_the_depth():
+    ship = get_method("ship")
+    assert ship.bench_options(VisionTransformer(**{**TINY, "depth": 12}))["levels"] == [0, 2, 4, 6, 8, 11]
+    levels = ship.bench_options(tiny_vit())["levels"]
     assert levels[0] == 0 and levels[-1] == 3 and levels == sorted(set(levels))
+
+
+def test_the_bench_names_no_method_and_asks_the_method_hooks():
+    source = Path(bench.__file__).read_text()
+    assert not re.search(r"method\s*[!=]=\s*['\"]", source) and ".config.implementation" not in source
+    vit = tiny_vit()
+    for method in list_methods():  # every method builds from random weights with its own bench options
+        model = bench.build_bench_model(method, vit, num_classes=3)
+        assert model.method == method
+    ship_opts = get_method("ship").bench_options(vit)
+    assert not get_method("ship").needs_images(ship_opts) and get_method("spt").needs_images({"init": "random"})
 
 
 def test_efficiency_table_has_one_row_per_implementation():

@@ -1,4 +1,4 @@
-"""Official SHIP state dicts <-> shiplib (ship_spec.md §11)."""
+"""Official SHIP state dicts <-> shiplib (docs/ship_computation.md §11)."""
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer

@@ -13,6 +13,10 @@ from torchvision.transforms import functional as TF
 from shiplib.data import (PRESETS, VtabFolderDataset, build_dataset, build_transform, check_task_dir, list_tasks,
                           preset_record, read_split_list, resolve_task_dir)
 from shiplib.data import folder
+from shiplib.errors import DataError
+from shiplib.utils import paths
+
+REPO = paths.find_repo_root(__file__)
 
 
 def _write_task(root, folder_name="svhn", n=(4, 2, 3), bad_label=None):
@@ -52,13 +56,48 @@ def test_resolve_explicit_root_and_env(root, tmp_path, monkeypatch):
     monkeypatch.setenv("SHIPLIB_DATA", str(root))
     assert resolve_task_dir("svhn") == root / "svhn"
     roots = folder.candidate_roots("vtab1k")
-    assert roots == [(root, "$SHIPLIB_DATA"), (folder.REPO_ROOT / "data" / "vtab-1k", "default")]
-    assert folder.candidate_roots("mini")[1][0] == folder.REPO_ROOT / "data" / "mini-vtab"
+    assert roots == [(root, "$SHIPLIB_DATA"), (REPO / "data" / "vtab-1k", "default")]
+    assert folder.candidate_roots("mini")[1][0] == REPO / "data" / "mini-vtab"
+    location = folder.locate_task("svhn")
+    assert (location.root, location.task_dir, location.source) == (root, root / "svhn", "$SHIPLIB_DATA")
 
 
-def test_default_root_is_the_repo_data_folder():
-    assert folder.DEFAULT_ROOTS["vtab1k"] == folder.REPO_ROOT / "data" / "vtab-1k"
-    assert (folder.REPO_ROOT / "shiplib" / "data" / "folder.py").is_file()
+def test_default_root_is_the_project_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHIPLIB_HOME", raising=False)
+    assert folder.default_root("vtab1k") == REPO / "data" / "vtab-1k"
+    assert folder.default_root("mini", home=tmp_path) == tmp_path / "data" / "mini-vtab"
+    monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))
+    assert folder.default_root("mini") == tmp_path / "data" / "mini-vtab"
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_bad_shiplib_data_is_an_error_naming_it(root, tmp_path, monkeypatch, kind):
+    value = tmp_path / ("nowhere" if kind == "missing" else "a_file")
+    if kind == "file":
+        value.write_text("x")
+    monkeypatch.setenv("SHIPLIB_DATA", str(value))
+    why = "does not exist" if kind == "missing" else "is a file, not a folder"
+    with pytest.raises(NotADirectoryError, match=rf"\$SHIPLIB_DATA is '{value}', which {why}"):
+        resolve_task_dir("mini_mnist")  # not silently read from the default folder
+    assert resolve_task_dir("svhn", root) == root / "svhn"  # an explicit root does not consult it
+
+
+def test_without_a_project_folder_the_error_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHIPLIB_HOME", raising=False)
+    monkeypatch.delenv("SHIPLIB_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "_PACKAGE_DIR", tmp_path / "site-packages" / "shiplib")  # as after `pip install`
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_task_dir("mini_mnist")
+    msg = str(e.value)
+    assert "SHIPLIB_HOME is not set" in msg and str(tmp_path) in msg and "pyproject.toml" in msg
+    with pytest.raises(paths.ProjectRootError, match="SHIPLIB_HOME"):
+        paths.project_root()
+    monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path / "missing"))
+    with pytest.raises(paths.ProjectRootError, match=r"\$SHIPLIB_HOME is '.*missing', which does not exist"):
+        paths.project_root()
+    monkeypatch.setenv("SHIPLIB_HOME", str(REPO))
+    assert resolve_task_dir("mini_mnist") == REPO / "data" / "mini-vtab" / "mini_mnist"
 
 
 @pytest.mark.parametrize("alias_folder", ["cifar", "Natural/CIFAR100", "CIFAR100"])
@@ -79,12 +118,13 @@ def test_canonical_folder_wins_over_alias(tmp_path):
 
 
 def test_missing_task_says_how_to_prepare(tmp_path, monkeypatch):
+    (tmp_path / "ElseWhere").mkdir()
     monkeypatch.setenv("SHIPLIB_DATA", str(tmp_path / "ElseWhere"))
     with pytest.raises(FileNotFoundError) as e:
         resolve_task_dir("kitti")
     msg = str(e.value)
     assert f"Prepare it with `python -m shiplib.data prepare --task kitti --out {tmp_path / 'ElseWhere'}`" in msg
-    assert "SHIPLIB_DATA" in msg and str(folder.DEFAULT_ROOTS["vtab1k"]) in msg and "root=" in msg
+    assert "SHIPLIB_DATA" in msg and str(folder.default_root("vtab1k")) in msg and "root=" in msg
     with pytest.raises(FileNotFoundError, match="python -m shiplib.data prepare --task dmlab --out"):
         VtabFolderDataset("dmlab", "test", root=tmp_path)
 
@@ -128,7 +168,7 @@ def test_malformed_lines_name_file_and_line(root):
     with pytest.raises(ValueError, match=r"val200.txt, line 2: label 'one' is not an integer"):
         read_split_list(root / "svhn", "val200")
     lst.write_text("images/val200/000000.jpeg\n")
-    with pytest.raises(ValueError, match=r"line 1: expected '<relative image path> <label>'"):
+    with pytest.raises(ValueError, match=r"line 1: expected '<image path> <label>'"):
         read_split_list(root / "svhn", "val200")
 
 
@@ -144,13 +184,19 @@ def test_num_classes_from_folder_name_or_argument(root, tmp_path):
 
 def test_missing_list_and_missing_image(root):
     (root / "svhn" / "val200.txt").unlink()
-    with pytest.raises(FileNotFoundError, match="val200.txt is missing"):
+    with pytest.raises(DataError, match="val200.txt: split list is missing"):
         VtabFolderDataset("svhn", "val200", root=root)
     img = root / "svhn" / "images" / "test" / "000002.png"
     img.unlink()
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(DataError) as e:
         VtabFolderDataset("svhn", "test", root=root)
-    assert str(img) in str(e.value)
+    assert f"test.txt, line 3: image {img} is missing" in str(e.value)
+
+
+def test_empty_list_is_named(root):
+    (root / "svhn" / "val200.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"val200.txt: split list is empty"):
+        read_split_list(root / "svhn", "val200")
 
 
 # ---------------------------------------------------------------- dataset
@@ -174,16 +220,16 @@ def test_build_dataset_gives_normalised_tensors(root):
     assert batch[0].shape == (6, 3, 16, 16) and batch[1].tolist() == ds.targets
 
 
-def test_corrupt_image_names_its_file(root):
+def test_corrupt_image_names_its_file_and_line(root):
     bad = root / "svhn" / "images" / "train800" / "000001.jpg"
     bad.write_bytes(b"not an image at all")
     ds = VtabFolderDataset("svhn", "train800", root=root)
     ds[0]
-    with pytest.raises(OSError, match=f"cannot decode image file {bad}"):
+    with pytest.raises(DataError, match=f"image file {bad} \\(line 2 of train800.txt\\) cannot be decoded"):
         ds[1]
     good = root / "svhn" / "images" / "train800" / "000002.jpg"
     good.write_bytes(good.read_bytes()[:200])  # truncated JPEG
-    with pytest.raises(OSError, match=str(good)):
+    with pytest.raises(DataError, match=str(good)):
         ds[2]
 
 
@@ -193,21 +239,23 @@ def test_cache_keeps_decoded_images(root):
     first = ds[0][0]
     ds.samples[0][0].unlink()  # served from memory from now on
     assert ds[0][0] is first
-    with pytest.raises(FileNotFoundError, match="000000.jpeg"):
+    with pytest.raises(DataError, match="000000.jpeg .line 1 of val200.txt. is missing"):
         uncached[0]
 
 
 def test_check_task_dir_reports_counts_and_problems(root):
     report = check_task_dir("svhn", root, progress=False)
+    problems = [str(p) for p in report["problems"]]
+    assert report["task"] == "svhn"
     assert report["counts"] == {"train800": 4, "val200": 2, "train800val200": 6, "test": 3}
-    assert "train800: 4 examples, expected 800" in report["problems"]
-    assert not any("labels are not" in p for p in report["problems"])
+    assert f"{root / 'svhn' / 'train800.txt'}: 4 examples, expected 800" in problems
+    assert not any("labels are not" in p for p in problems)
     (root / "svhn" / "train800val200.txt").write_text(
         "\n".join((root / "svhn" / "train800.txt").read_text().split("\n")[:4][::-1]) + "\n")
     (root / "svhn" / "images" / "test" / "000000.png").write_bytes(b"junk")
-    report = check_task_dir("svhn", root, progress=False)
-    assert "train800val200 labels are not train800 followed by val200" in report["problems"]
-    assert any("cannot decode image file" in p and "000000.png" in p for p in report["problems"])
+    problems = [str(p) for p in check_task_dir("svhn", root, progress=False)["problems"]]
+    assert "train800val200.txt: its labels are not those of train800 followed by val200" in " ".join(problems)
+    assert any("test.txt, line 1" in p and "000000.png cannot be decoded" in p for p in problems)
 
 
 def test_cli_check_and_list(root, capsys):
@@ -215,7 +263,7 @@ def test_cli_check_and_list(root, capsys):
 
     assert main(["check", "--task", "svhn", "--root", str(root)]) == 1  # 3 test images, not 26,032
     out = capsys.readouterr().out
-    assert "svhn: 4 problem(s)" in out and "test: 3 examples, expected 26032" in out
+    assert "svhn: 4 problem(s)" in out and "test.txt: 3 examples, expected 26032" in out
     assert main(["list", "--benchmark", "vtab1k", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert str(root / "svhn") in out and out.count("missing") == 18

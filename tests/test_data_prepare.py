@@ -188,7 +188,7 @@ def test_vtab_default_sizes_via_cli(tmp_path, capsys):
     # check: labels and images fine, only the test count differs from VTAB's 26,032
     assert main(["check", "--task", "svhn", "--root", str(tmp_path), "--max-images", "5"]) == 1
     out = capsys.readouterr().out
-    assert "svhn: 1 problem(s)" in out and "test: 2000 examples, expected 26032" in out
+    assert "svhn: 1 problem(s)" in out and "test.txt: 2000 examples, expected 26032" in out
 
 
 @pytest.mark.parametrize("task, needle", [("resisc45", "NWPU-RESISC45"), ("diabetic_retinopathy", "trainLabels.csv")])

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from shiplib.data import get_task, list_tasks
-from shiplib.data.vtab1k import SPLITS, SplitRule
+from shiplib.data.splits import SPLITS
+from shiplib.data.vtab1k import SplitRule
 
 CANONICAL = ["caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_pet", "svhn", "sun397",
              "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count", "clevr_dist", "dmlab",

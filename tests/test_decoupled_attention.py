@@ -1,4 +1,4 @@
-"""Decoupled attention (spec §6) and the joint-softmax block against plain references written here."""
+"""Decoupled attention (docs/ship_computation.md §6) and the joint-softmax block against plain references."""
 import math
 
 import pytest

@@ -5,8 +5,8 @@ import pytest
 
 from shiplib.engine import RunConfig, resolve_config
 from shiplib.engine.config import ConfigError, eval_epochs, parse_overrides, parse_value
-from shiplib.engine.defaults import (BENCHMARK_DEFAULTS, VTAB1K_METHOD_DEFAULTS, mini_defaults_table,
-                                     official_settings, published_results, resolve_defaults)
+from shiplib.engine.defaults import (BENCHMARK_DEFAULTS, mini_defaults_table, official_settings, published_results,
+                                     resolve_defaults, vtab1k_method_defaults)
 from shiplib.methods import list_methods
 
 SHIP_OPTIONS = ["drop_path_rate", "prompt_length", "threshold", "affinity", "prototypes", "levels"]
@@ -49,9 +49,18 @@ def test_ship_on_vtab1k_takes_official_values():
 
 def test_other_methods_on_vtab1k_take_documented_default():
     values, sources = resolve_defaults("vtab1k", "svhn", "vpt_deep", ["num_prompts"])
-    assert values["lr"] == VTAB1K_METHOD_DEFAULTS["*"]["lr"] and "threshold" not in values
-    values, _ = resolve_defaults("vtab1k", "svhn", "full", [])
-    assert values["lr"] == VTAB1K_METHOD_DEFAULTS["full"]["lr"]
+    assert (values["lr"], values["weight_decay"]) == (1e-3, 1e-3) and "threshold" not in values
+    assert sources["lr"] == "vtab1k_method_defaults.csv [*]"
+    values, sources = resolve_defaults("vtab1k", "svhn", "full", [])
+    assert values["lr"] == vtab1k_method_defaults()["full"]["lr"] == 1e-4
+    assert sources["lr"] == "vtab1k_method_defaults.csv [full]"
+
+
+def test_every_method_with_per_task_settings_names_a_known_table():
+    table = vtab1k_method_defaults()
+    assert "*" in table and set(table) - {"*"} <= set(list_methods())
+    per_task = [m for m, row in table.items() if "per_task_settings" in row]
+    assert per_task == ["ship"] and table["ship"]["per_task_settings"] == "vtab1k_official_settings.csv"
 
 
 def test_mini_table_rows_are_tuned_and_fall_back():
@@ -73,10 +82,10 @@ def test_mini_table_rows_are_tuned_and_fall_back():
 def test_user_overrides_win_and_are_recorded():
     cfg = RunConfig(task="svhn", method="vpt_deep").with_overrides({"lr": 5e-4, "K": 7, "epochs": 3})
     r = resolve_config(cfg)
-    assert r["identity"]["lr"] == 5e-4 and r["identity"]["options"]["num_prompts"] == 7
-    assert r["overrides"] == {"lr": 5e-4, "epochs": 3, "num_prompts": 7}
-    assert r["sources"]["lr"] == "user" and r["sources"]["weight_decay"].startswith("shiplib.engine.defaults")
-    assert r["identity"]["eval_epochs"] == [0, 2]
+    assert r.identity()["lr"] == r.training.lr == 5e-4 and r.identity()["options"]["num_prompts"] == 7
+    assert r.overrides == {"lr": 5e-4, "epochs": 3, "num_prompts": 7}
+    assert r.sources["lr"] == "user" and r.sources["weight_decay"] == "vtab1k_method_defaults.csv [*]"
+    assert r.identity()["eval_epochs"] == [0, 2] and r.training.eval_epochs == (0, 2)
 
 
 def test_bad_settings_fail_clearly():

@@ -10,22 +10,7 @@ from shiplib.engine import RunConfig, load_results, read_result, run_experiment
 from shiplib.engine.config import ConfigError
 from shiplib.engine.results import write_result
 
-TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds"}
-
-
-def tiny_cfg(root, vit_file, tmp_path, method="full", **kw):
-    base = dict(task="svhn", method=method, seed=3, epochs=3, batch_size=16, eval_every=1, backbone=str(vit_file),
-                img_size=32, data_root=str(root), results_dir=str(tmp_path / "results"),
-                runs_dir=str(tmp_path / "runs"), progress=False)
-    return RunConfig(**{**base, **kw})
-
-
-def _untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
-
-
-class Interrupt(Exception):
-    pass
+from _engine_helpers import Interrupt, tiny_cfg, untimed
 
 
 def test_result_file_content(tiny_task_root, tiny_vit_file, tmp_path):
@@ -76,7 +61,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_task_root, tiny_vit
     assert torch.load(tmp_path / "b" / work / "checkpoint.pt", weights_only=True)["epoch"] == 0
     resumed = run_experiment(cfg_b)
     assert resumed["resumed_from_epoch"] == 0 and ref["resumed_from_epoch"] is None
-    assert _untimed(resumed["history"]) == _untimed(ref["history"])
+    assert untimed(resumed["history"]) == untimed(ref["history"])
     assert (resumed["acc_last"], resumed["acc_max_over_epochs"]) == (ref["acc_last"], ref["acc_max_over_epochs"])
     wa = torch.load(tmp_path / "a" / work / "checkpoint.pt", weights_only=True)["trainable"]
     wb = torch.load(tmp_path / "b" / work / "checkpoint.pt", weights_only=True)["trainable"]
@@ -140,7 +125,7 @@ def test_result_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(io.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_result(path, {"acc_last": 2.0})
-    assert read_result(path)["acc_last"] == 1.0
+    assert json.loads(path.read_text())["acc_last"] == 1.0
     assert [p.name for p in path.parent.iterdir()] == ["seed0.json"]  # no temp file left
 
 
@@ -199,7 +184,7 @@ def test_killed_subprocess_resumes_to_the_same_result(tiny_vit_file, tmp_path):
     ref = read_result(tmp_path / "ref/results/vtab1k/svhn/full/seed4.json")
     got = read_result(tmp_path / "killed/results/vtab1k/svhn/full/seed4.json")
     assert got["resumed_from_epoch"] is not None
-    assert _untimed(got["history"]) == _untimed(ref["history"]) and got["acc_last"] == ref["acc_last"]
+    assert untimed(got["history"]) == untimed(ref["history"]) and got["acc_last"] == ref["acc_last"]
     wa = torch.load(tmp_path / "ref/runs/vtab1k/svhn/full/seed4/checkpoint.pt", weights_only=True)["trainable"]
     wb = torch.load(tmp_path / "killed/runs/vtab1k/svhn/full/seed4/checkpoint.pt", weights_only=True)["trainable"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -237,7 +222,6 @@ def test_mini_benchmark_defaults(tmp_path, monkeypatch):
     from shiplib.data import tasks
 
     spec = tasks.TaskSpec(name="mini_enginetest", benchmark="mini", group="natural", num_classes=3, image_size=32)
-    tasks._ensure_loaded()
     monkeypatch.setitem(tasks._TASKS, spec.name, spec)  # registered for this test only
     monkeypatch.setitem(tasks._ALIASES, spec.name, spec.name)
     write_tiny_task(tmp_path / "data", spec.name)
@@ -268,7 +252,7 @@ def test_result_made_with_replaced_backbone_weights_is_out_of_date(tiny_task_roo
     shutil.copy(tiny_vit_file.with_suffix(".json"), vit_file.with_suffix(".json"))
     cfg = tiny_cfg(tiny_task_root, vit_file, tmp_path, method="linear", epochs=1)
     first = run_experiment(cfg)
-    path = paths_for(resolve_config(cfg))["result"]
+    path = paths_for(resolve_config(cfg)).result
     assert is_finished(path, first["identity"]) and run_experiment(cfg) == first
 
     sd = load_file(str(vit_file))

@@ -1,4 +1,4 @@
-"""The official lr schedule (spec §1): per-epoch warm-up + cosine with timm's warmup_prefix=False."""
+"""The official lr schedule (docs/ship_computation.md §1): per-epoch warm-up + cosine, timm's warmup_prefix=False."""
 import math
 
 import pytest

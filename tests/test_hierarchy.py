@@ -1,4 +1,4 @@
-"""Block features, inter-layer affinity and semantic levels (spec §2-§3)."""
+"""Block features, inter-layer affinity and semantic levels (docs/ship_computation.md §2-§3)."""
 from __future__ import annotations
 
 import csv

@@ -11,6 +11,7 @@ from pathlib import Path
 from _launch_grid import epochs_logged, grid_args, inline_reference, metrics
 
 from shiplib.__main__ import main
+from shiplib.engine.checkpoints import CheckpointStore, checkpoint_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,10 +33,11 @@ def test_local_jobs_2_matches_inline(tmp_path):
 
 def test_concurrent_local_sweeps_run_each_cell_once(tmp_path, capsys):
     args = grid_args(tmp_path, tasks=["mini_mnist"], methods=["linear"], epochs=2, seeds="1-2")
-    # seed 2 fails: a corrupt checkpoint in its work dir
+    # seed 2 fails: its work dir holds the checkpoint of another configuration (an unreadable one would be moved
+    # aside and the run restarted)
     bad = tmp_path / "runs/mini/mini_mnist/linear/seed2"
-    bad.mkdir(parents=True)
-    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    CheckpointStore(bad / "checkpoint.pt", bad / "checkpoint.prev.pt").save(checkpoint_state(
+        identity={"lr": -1.0}, fingerprint="other", epoch=0, trainable={}, optimizer={}, history=[], elapsed=0.0))
     procs = [_sweep(*args, "--launcher", "local", "--jobs", "2") for _ in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [1, 1] or sorted(p.returncode for p in procs) == [0, 1], outs
@@ -50,7 +52,7 @@ def test_concurrent_local_sweeps_run_each_cell_once(tmp_path, capsys):
     assert main(["status", *args]) == 0
     out = capsys.readouterr().out
     assert "seed 2: failed: " in out and "2 cells: 1 done, 1 failed" in out
-    # the same sweep again runs only the failed cell (its corrupt checkpoint removed)
+    # the same sweep again runs only the failed cell (the other configuration's checkpoint removed)
     (bad / "checkpoint.pt").unlink()
     assert main(["sweep", *args, "--launcher", "local", "--jobs", "2"]) == 0
     out = capsys.readouterr().out

@@ -74,3 +74,51 @@ def test_bad_inputs_fail_clearly():
         shiplib.build_model("linear", backbone=tiny_vit(), num_classes=0)
     with pytest.raises(TypeError, match="does not use `data`"):
         shiplib.build_model("linear", backbone=tiny_vit(), data=[1])
+
+
+def test_method_hooks_default_to_nothing_needed():
+    from shiplib.methods import get_method
+
+    for name in ("linear", "full", "vpt_deep"):
+        cls = get_method(name)
+        assert cls.data_needs({}) == () and not cls.needs_images({}) and cls.bench_options(tiny_vit()) == {}
+    assert get_method("spt").needs_images({}) and get_method("spt").bench_options(tiny_vit()) == {"init": "random"}
+
+
+@pytest.mark.parametrize("options, needs", [
+    ({}, ("affinity", "prototypes")),
+    ({"levels": [0, 2]}, ("prototypes",)),
+    ({"affinity": "a.npy", "threshold": 0.9}, ("prototypes",)),
+    ({"threshold": 1.0, "prototypes": "p.npy"}, ()),
+    ({"threshold": 0.9, "prototypes": "p.npy"}, ("affinity",)),  # a threshold < 1 alone: levels from the images
+    ({"ap": False}, ("affinity",)),
+    ({"ap": False, "sip": False}, ()),
+    ({"levels": [0, 2], "prototypes": "p.npy"}, ()),
+])
+def test_ship_says_what_it_would_take_from_the_training_images(options, needs):
+    from shiplib.methods import get_method
+
+    ship = get_method("ship")
+    assert ship.data_needs(options) == needs and ship.needs_images(options) == bool(needs)
+    full_options = {**shiplib.method_options("ship"), **options}  # as the engine passes them: every default filled
+    assert ship.data_needs(full_options) == needs
+
+
+def test_option_names_are_checked_in_one_place():
+    from shiplib.methods import check_option_names
+
+    check_option_names("ship", ["levels", "prompt_length"])
+    with pytest.raises(TypeError, match="no option.*'promt_length'.*Valid options: drop_path_rate"):
+        check_option_names("ship", ["promt_length"])
+    with pytest.raises(ValueError, match="'lr'"):
+        check_option_names("linear", ["lr"], error=ValueError)
+    with pytest.raises(TypeError, match="'promt_length'"):
+        shiplib.methods.get_method("ship").data_needs({"promt_length": 3})
+
+
+def test_configs_are_frozen_after_validation():
+    import dataclasses
+
+    m = shiplib.build_model("linear", backbone=tiny_vit(), num_classes=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.config.drop_path_rate = 0.5

@@ -67,3 +67,19 @@ def test_card_records_the_recipe(tmp_path):
     cfg = PretrainConfig(epochs=2, batch_size=32, warmup_epochs=0.5, threads=1)
     assert {k: card["training"][k] for k in asdict(cfg)} == asdict(cfg)
     assert card["data"]["preprocessing"].endswith(f"train augmentation: {cfg.augment}")
+
+
+def test_the_state_loads_safely_and_the_log_mirrors_it(tmp_path):
+    tiny(tmp_path, "state", stop_after=1)
+    state = torch.load(tmp_path / "state" / "last.pt", weights_only=True)  # no pickled code needed
+    assert state["epoch"] == 0 and state["config"]["epochs"] == 2 and isinstance(state["history"][0]["lr"], float)
+    tiny(tmp_path, "state")
+    log = [json.loads(line) for line in (tmp_path / "state" / "log.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in log] == [0, 1]  # the resumed session did not append epoch 0 again
+
+
+def test_an_unreadable_state_fails_naming_it(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match=r"cannot read the pretraining state .*last\.pt.*Delete it"):
+        tiny(tmp_path, "bad")

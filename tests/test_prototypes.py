@@ -1,4 +1,4 @@
-"""Attribute prototype bank (spec §4) and the one-pass task hierarchy."""
+"""Attribute prototype bank (docs/ship_computation.md §4) and the one-pass task hierarchy."""
 from __future__ import annotations
 
 import numpy as np

@@ -34,8 +34,8 @@ def test_sweep_command_and_variant_config_are_the_cli_path(tag):
     argv = cmd.split()[3:]  # drop "python -m shiplib"
     args = build_parser().parse_args(argv)
     assert (args.command, args.tag, args.tasks, args.methods) == ("sweep", tag, ["svhn"], ["ship"])
-    cli = resolve_config(_config(args, "svhn", "ship", 2))["identity"]
-    ours = resolve_config(variant_config(tag, "svhn", seed=2))["identity"]
+    cli = resolve_config(_config(args, "svhn", "ship", 2)).identity()
+    ours = resolve_config(variant_config(tag, "svhn", seed=2)).identity()
     assert cli == ours
     for key, value in get_variant(tag).options.items():
         assert ours["options"][key] == value

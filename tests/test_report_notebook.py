@@ -21,7 +21,7 @@ def test_cli_command_reproduces_the_config(overrides):
     assert argv[:4] == ["python", "-m", "shiplib", "run"]
     args = build_parser().parse_args(argv[3:])
     back = _config(args, args.task, args.method, args.seed)
-    assert resolve_config(back)["identity"] == resolve_config(cfg)["identity"]
+    assert resolve_config(back).identity() == resolve_config(cfg).identity()
     assert (back.results_dir, back.device) == (cfg.results_dir, cfg.device)
 
 
@@ -30,7 +30,7 @@ def test_describe_config_lists_every_setting_with_its_source():
     table = describe_config(resolved)
     assert table.loc["lr", "source"] == "user" and table.loc["lr", "value"] == "0.5"
     assert "vtab1k_official_settings.csv" in table.loc["option threshold", "source"]
-    assert {f"option {k}" for k in resolved["identity"]["options"]} <= set(table.index)
+    assert {f"option {k}" for k in resolved.identity()["options"]} <= set(table.index)
 
 
 def test_pick_tasks_and_thresholds():

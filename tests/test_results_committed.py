@@ -29,7 +29,7 @@ def test_committed_results_use_the_current_defaults(method):
     for task in list_tasks("mini"):
         for seed in SEEDS:
             r = read_result(committed(task, method, seed))
-            identity = resolve_config(RunConfig(task=task, method=method, seed=seed))["identity"]
+            identity = resolve_config(RunConfig(task=task, method=method, seed=seed)).identity()
             assert r["identity"] == identity, f"{task}/{method}/seed{seed} was made with other settings"
             assert r["protocol"] == "final" and r["eval_split"] == "test" and r["last_epoch"] == r["epochs"] - 1
             assert 0.0 <= r["acc_last"] <= r["acc_max_over_epochs"] <= 100.0

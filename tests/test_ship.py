@@ -1,4 +1,5 @@
-"""SHIP against an independent restatement of the official forward (ship_spec.md §4-§6), training and options."""
+"""SHIP against an independent restatement of the official forward (docs/ship_computation.md §4-§6), training and
+options."""
 import math
 
 import pytest
@@ -390,3 +391,34 @@ def test_pml_function_pulls_prompts_and_image_tokens_and_is_zero_without_prompts
     assert prompts.grad.abs().sum() > 0 and targets.grad.abs().sum() > 0  # no stop-gradient
     assert prompt_matching_loss(torch.randn(2, 0, 8), targets).item() == 0.0
     assert prompt_matching_loss(targets[:, :1], targets).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------- the block plan ----------
+def test_block_plan_of_the_official_cifar100_levels():
+    from shiplib.methods.ship_plan import BlockPlan
+
+    plan = BlockPlan.build(12, [0, 2, 4, 6, 8, 11], [8, 11], sip=True, ssp=True, da=True, prompt_queries="last")
+    s = plan.steps
+    assert [st.sip_level for st in s] == [0, None, 1, None, 2, None, 3, None, 4, None, None, 5]
+    assert [st.ap_row for st in s if st.ap_row is not None] == [0, 1] and s[8].ap_row == 0 and s[11].ap_row == 1
+    assert s[0].prompts == ("sip", "ssp") and s[0].inserted == ("sip", "ssp") and s[0].carried == ()
+    assert s[9].prompts == ("sip", "ap", "ssp") and s[9].carried == ("sip", "ap") and s[9].inserted == ("ssp",)
+    assert s[8].hands_on == ("sip", "ap") and s[10].hands_on == () and s[11].hands_on == ()
+    assert [st.index for st in s if st.cls_row_for_next] == [7, 10]  # the blocks before the AP starts
+    assert [st.prompts_query for st in s] == [False] * 11 + [True] and all(st.attention == "decoupled" for st in s)
+    rows = plan.rows_read(s[11], head_only=True, pml=True)
+    assert rows.image == "cls+targets" and rows.prompts == ("sip", "ap", "ssp") and rows.targets
+    assert plan.rows_read(s[11], head_only=True, pml=False).image == "cls"
+    assert plan.rows_read(s[9], head_only=True, pml=True, skip=("sip", "ssp")).prompts == ("ap",)
+
+
+def test_block_plan_follows_the_switches():
+    from shiplib.methods.ship_plan import BlockPlan
+
+    joint = BlockPlan.build(4, [0, 1, 3], [1, 3], sip=False, ssp=False, da=False, prompt_queries="last")
+    assert [st.prompts for st in joint.steps] == [(), ("ap",), ("ap",), ("ap",)]
+    assert all(st.prompts_query and st.attention == "joint" for st in joint.steps)
+    none = BlockPlan.build(3, [], [], sip=False, ssp=False, da=True, prompt_queries="all")
+    assert all(st.prompts == () and st.sip_level is None for st in none.steps)
+    m = build(levels=[0, 2, 4])
+    assert m.plan.levels == (0, 2, 4) and m.plan.ap_starts == (2, 4) and len(m.plan.steps) == m.depth

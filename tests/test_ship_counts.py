@@ -1,4 +1,5 @@
-"""SHIP parameter counts against the official formula and logs (ship_spec.md §7), and a ViT-B/16-shaped build."""
+"""SHIP parameter counts against the official formula and logs (docs/ship_computation.md §7), and a ViT-B/16-shaped
+build."""
 import csv
 import time
 

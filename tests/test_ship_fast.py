@@ -1,5 +1,6 @@
-"""The fast SHIP path against the reference path (same model, `config.implementation` switched), and its cache."""
+"""The fast SHIP path against the reference path (same model, `implementation=` chosen per call), and its cache."""
 import copy
+import dataclasses
 import itertools
 
 import pytest
@@ -43,10 +44,9 @@ def build(vit=None, **opts):
 
 def run(m, impl, x, y, seed=0):
     """Logits, losses and gradients of every trainable parameter under one implementation."""
-    m.config.implementation = impl
     m.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    logits, losses = m(x, return_losses=True)
+    logits, losses = m(x, return_losses=True, implementation=impl)
     loss = F.cross_entropy(logits, y) + sum((m.loss_weights[k] * v for k, v in losses.items()), torch.zeros(()))
     loss.backward()
     grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad and p.grad is not None}
@@ -111,12 +111,10 @@ def test_fast_equals_reference_on_other_backbones(kw, mode):
 def test_forward_features_returns_every_image_token_in_both_implementations(mode):
     m = build(levels=[0, 2, 4]).train(mode == "train")
     x = torch.randn(2, 3, 32, 32)
-    m.config.implementation = "reference"
     torch.manual_seed(0)
-    ref, ref_losses = m.forward_features(x)
-    m.config.implementation = "fast"
+    ref, ref_losses = m.forward_features(x, implementation="reference")
     torch.manual_seed(0)
-    fast, fast_losses = m.forward_features(x)
+    fast, fast_losses = m.forward_features(x, implementation="fast")
     assert fast.shape == ref.shape == (2, 17, 32) and (fast - ref).abs().max() < TOL
     assert (fast_losses["pml"] - ref_losses["pml"]).abs() < TOL
 
@@ -163,8 +161,7 @@ def test_prompt_cache_is_reused_and_invalidated_by_optimizer_steps():
     with torch.no_grad():
         after = m(x)
         assert m.prompt_cache.lookup(m) is not entries
-        m.config.implementation = "reference"
-        expected = m(x)
+        expected = m(x, implementation="reference")
     assert not torch.allclose(first, after) and (after - expected).abs().max() < TOL
 
 
@@ -183,8 +180,7 @@ def test_prompt_cache_is_cleared_by_train_and_load_state_dict():
         m.load_state_dict(other.state_dict())
         assert not m.prompt_cache.filled
         loaded = m(x)
-        other.eval().config.implementation = "reference"
-        assert (loaded - other(x)).abs().max() < TOL
+        assert (loaded - other.eval()(x, implementation="reference")).abs().max() < TOL
 
 
 def test_prompt_cache_follows_in_place_edits_and_copies():
@@ -194,9 +190,7 @@ def test_prompt_cache_follows_in_place_edits_and_copies():
         before = m(x)
         m.ssp_prompt.add_(torch.randn_like(m.ssp_prompt))  # in place: bumps the version counter
         edited = m(x)
-        m.config.implementation = "reference"
-        assert (edited - m(x)).abs().max() < TOL and not torch.allclose(before, edited)
-        m.config.implementation = "fast"
+        assert (edited - m(x, implementation="reference")).abs().max() < TOL and not torch.allclose(before, edited)
         twin = copy.deepcopy(m)
         twin.sip_prompts[1].zero_()
         assert not torch.allclose(twin(x), m(x))
@@ -211,9 +205,8 @@ def test_inference_mode_cache_is_usable_with_gradients_on_the_input():
         p.requires_grad_(False)
     xg = x.clone().requires_grad_(True)
     m(xg).sum().backward()  # uses the cache built in inference mode
-    m.config.implementation = "reference"
     xr = x.clone().requires_grad_(True)
-    m(xr).sum().backward()
+    m(xr, implementation="reference").sum().backward()
     assert (xg.grad - xr.grad).abs().max() < TOL
 
 
@@ -221,7 +214,10 @@ def test_bad_implementation_fails_clearly():
     with pytest.raises(ValueError, match="implementation must be one of"):
         build(levels=[0], implementation="quick")
     m = build(levels=[0])
-    m.config.implementation = "slow"
     with pytest.raises(ValueError, match="implementation must be one of"):
-        m(torch.randn(1, 3, 32, 32))
-    assert shiplib.methods.method_options("ship")["implementation"] == "fast"
+        m(torch.randn(1, 3, 32, 32), implementation="slow")
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the choice is made at construction or per call
+        m.config.implementation = "reference"
+    assert shiplib.methods.method_options("ship")["implementation"] == "fast" and m.implementation == "fast"
+    reference = build(levels=[0], implementation="reference")
+    assert reference.implementation == "reference" and reference.implementations == ("fast", "reference")

@@ -3,11 +3,12 @@
 Two measurements on mini-VTAB, each for the pretrained and for a randomly initialised backbone:
 - linear probe: frozen final-normed CLS features -> standardised -> logistic regression whose C is chosen
   on train800 -> val200, refitted on train800val200 and scored on test;
-- inter-layer affinity (spec §2) of the block-output CLS tokens on one task.
+- inter-layer affinity (docs/ship_computation.md §2) of the block-output CLS tokens on one task.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 from pathlib import Path
@@ -17,8 +18,14 @@ import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from ..data.folder import build_dataset
+from ..data.tasks import list_tasks
+from ..hierarchy import extract_block_features, inter_layer_affinity
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.progress import progress_bar
+from .loading import create_backbone, load_state_dict_file
+from .mini import create_mini_vit, mini_card_path, mini_checkpoint_path
+from .pretrain_mini import evaluate_classifier, fmnist_tensors
 
 #: Inverse regularisation strengths tried on val200 (features are standardised, so one grid fits all tasks).
 PROBE_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -32,8 +39,6 @@ def _vit_img_size(vit: VisionTransformer) -> int:
 def split_tensors(task: str, split: str, img_size: int, root: str | os.PathLike | None = None,
                   preset: str = "ship") -> tuple[torch.Tensor, np.ndarray]:
     """One split of a folder-layout task as `(images (N, 3, S, S) float, labels (N,) int64)`."""
-    from ..data.folder import build_dataset
-
     ds = build_dataset(task, split, root=root, preset=preset, img_size=img_size)
     xs = [ds[i][0] for i in progress_bar(range(len(ds)), desc=f"{task}/{split}", unit="img", leave=False)]
     return torch.stack(xs), np.asarray(ds.targets, dtype=np.int64)
@@ -55,6 +60,7 @@ def linear_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
                  test: tuple[np.ndarray, np.ndarray], c_grid: Sequence[float] = PROBE_C_GRID,
                  seed: int = 0) -> dict:
     """Pick C on (train, val), refit on train+val, score test; accuracies in %."""
+    # deferred: scikit-learn takes about a second to import and only the probes need it
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -88,8 +94,6 @@ def probe_task(backbones: Mapping[str, VisionTransformer], task: str, root: str 
 def layer_affinity(vit: VisionTransformer, task: str, split: str = "train800val200",
                    root: str | os.PathLike | None = None) -> np.ndarray:
     """Spec §2 affinity (per-image cosine of block-output CLS tokens, averaged) on one task split, (L, L)."""
-    from ..hierarchy import extract_block_features, inter_layer_affinity
-
     x, _ = split_tensors(task, split, _vit_img_size(vit), root)
     return inter_layer_affinity(extract_block_features(vit, x, pool="cls", batch_size=256, progress=False))
 
@@ -98,9 +102,7 @@ def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransform
                      tasks: Sequence[str] | None = None, affinity_task: str | None = None,
                      root: str | os.PathLike | None = None, seed: int = 0, random_init_seed: int = 0) -> dict:
     """Linear probes on `tasks` (default: every registered mini-VTAB task) and the affinity on one task."""
-    import sklearn
-
-    from ..data.tasks import list_tasks
+    import sklearn  # deferred (see linear_probe); recorded with the evidence
 
     tasks = list(tasks) if tasks is not None else list_tasks("mini")
     if not tasks:
@@ -137,10 +139,6 @@ def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = N
 
     The card's sha256 must still match the checkpoint, so the evidence is tied to these exact weights.
     """
-    import json
-
-    from .mini import mini_card_path, mini_checkpoint_path
-
     card_path = Path(card_path or mini_card_path())
     if not card_path.is_file():
         raise FileNotFoundError(f"card {card_path} does not exist: pretrain the backbone first "
@@ -159,18 +157,12 @@ def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = N
 
 def pretrained_and_random_mini(seed: int = 0) -> tuple[VisionTransformer, VisionTransformer]:
     """The committed mini backbone and a same-architecture random one (seeded), both headless."""
-    from .loading import create_backbone
-
     torch.manual_seed(seed)
     return create_backbone("mini"), create_backbone("mini", pretrained=False)
 
 
 def load_card(card_path: str | os.PathLike | None = None) -> dict:
     """The mini backbone's card (JSON next to the checkpoint)."""
-    import json
-
-    from .mini import mini_card_path
-
     card_path = Path(card_path or mini_card_path())
     if not card_path.is_file():
         raise FileNotFoundError(f"card {card_path} does not exist: pretrain the backbone first "
@@ -180,8 +172,6 @@ def load_card(card_path: str | os.PathLike | None = None) -> dict:
 
 def verify_checkpoint(card: dict, checkpoint_path: str | os.PathLike | None = None) -> str:
     """The checkpoint's sha256 when it equals the card's; ValueError otherwise."""
-    from .mini import mini_checkpoint_path
-
     checkpoint_path = Path(checkpoint_path or mini_checkpoint_path())
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} does not exist")
@@ -195,10 +185,6 @@ def verify_checkpoint(card: dict, checkpoint_path: str | os.PathLike | None = No
 def checkpoint_test_accuracy(card: dict, checkpoint_path: str | os.PathLike | None = None,
                              every: int = 1) -> float:
     """Top-1 % of the checkpoint (with its Fashion-MNIST head) on Fashion-MNIST test, every `every`-th image."""
-    from .loading import load_state_dict_file
-    from .mini import create_mini_vit, mini_checkpoint_path
-    from .pretrain_mini import evaluate_classifier, fmnist_tensors
-
     model = create_mini_vit(num_classes=card["architecture"]["num_classes"])
     model.load_state_dict(load_state_dict_file(checkpoint_path or mini_checkpoint_path()))
     x, y = fmnist_tensors("test", size=card["architecture"]["img_size"])
@@ -207,7 +193,7 @@ def checkpoint_test_accuracy(card: dict, checkpoint_path: str | os.PathLike | No
 
 def probe_table(card: dict):
     """The card's linear-probe evidence as a DataFrame (one row per task, plus the mean)."""
-    import pandas as pd
+    import pandas as pd  # deferred: only this table needs pandas
 
     ev = card.get("evidence")
     if not ev:

@@ -1,29 +1,41 @@
 """Turn a backbone spec into a timm `VisionTransformer`.
 
 A spec is a timm model name, a local file (Google `.npz`, `.safetensors`, `.pth`/`.pt`), the string
-"mini" (the committed Fashion-MNIST backbone) or an already built module.
+"mini" (the default committed mini backbone; `MINI_CHECKPOINTS` names the others) or an already built module.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import pickle
+import socket
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer, _load_weights
+
+from ..errors import ConfigError
+from ..utils.paths import ProjectRootError
+from .mini import MINI_CHECKPOINTS, create_mini_vit, mini_checkpoint_path, mini_recipe
 
 DEFAULT_BACKBONE = "vit_base_patch16_224.orig_in21k"
 GOOGLE_NPZ_URL = "https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"
 STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
-class BackboneError(RuntimeError):
-    """A backbone spec that cannot be turned into a ViT; the message says how to fix it."""
+class BackboneError(ConfigError):
+    """A backbone spec that cannot be turned into a ViT; the message says how to fix it (exit 2, like any setting
+    that cannot work as given)."""
 
 
 def set_drop_path(vit: VisionTransformer, rate: float) -> None:
@@ -39,7 +51,7 @@ def npz_architecture(path: str | os.PathLike) -> dict:
     """Read depth, width, heads, patch and image size from a Google ViT `.npz` (no hard-coded ViT-B)."""
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise BackboneError(f"{path} is not a readable .npz archive ({e}); expected Google's ViT .npz") from e
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise BackboneError(f"{path} holds a single array, not a Google ViT .npz archive of named weights")
@@ -69,21 +81,44 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict safely: safetensors, or torch.load(weights_only=True); unwraps {'model': ...}."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
+        try:
+            sd = load_file(str(path))
+        except (SafetensorError, OSError) as e:  # a text file, a truncated download, an unreadable file
+            raise _unreadable_safetensors(path, e) from e
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle with code in it, or not a torch file
-            raise BackboneError(f"could not load {path} safely with torch.load(weights_only=True): {e}. "
-                                "Re-save it as a plain state dict (or .safetensors).") from e
+        except pickle.UnpicklingError as e:
+            if "weights only" not in str(e).lower():
+                raise _unreadable_torch_file(path, e) from e
+            raise BackboneError(f"backbone file {path} holds pickled Python objects (e.g. a whole model), which "
+                                "torch.load(weights_only=True) does not run. Re-save it as a plain state dict "
+                                "(torch.save(model.state_dict(), ...)) or as .safetensors.") from e
+        except Exception as e:  # truncated zip, not a torch file: torch raises RuntimeError, KeyError, EOFError…
+            raise _unreadable_torch_file(path, e) from e
         for key in ("model", "state_dict", "module"):
             if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
                 sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise BackboneError(f"{path} does not hold a state dict of tensors")
     return sd
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
+def _unreadable_safetensors(path: Path, e: BaseException) -> BackboneError:
+    return BackboneError(f"backbone file {path} is not a readable safetensors file ({_first_line(e)}); expected "
+                         "tensors saved with safetensors (a truncated download or copy? fetch it again), or pass a "
+                         ".npz/.pth file or a timm name as backbone")
+
+
+def _unreadable_torch_file(path: Path, e: BaseException) -> BackboneError:
+    return BackboneError(f"backbone file {path} is not a readable PyTorch file ({_first_line(e)}); expected a state "
+                         "dict written by torch.save (a truncated download or copy? fetch it again), or pass a "
+                         ".safetensors/.npz file or a timm name as backbone")
 
 
 def state_dict_architecture(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
@@ -108,15 +143,41 @@ def state_dict_architecture(sd: dict[str, torch.Tensor], num_heads: int | None =
 def _sidecar_architecture(path: Path) -> dict | None:
     card = path.with_suffix(".json")
     if card.is_file():
-        arch = json.loads(card.read_text()).get("architecture")
+        try:
+            arch = json.loads(card.read_text(encoding="utf-8")).get("architecture")
+        except (OSError, ValueError, AttributeError) as e:
+            raise BackboneError(f"{card}, the card next to the backbone file {path.name}, cannot be read ({e}); "
+                                "expected a JSON object with an 'architecture' entry. Fix or delete it.") from e
         if isinstance(arch, dict):
             return {k: v for k, v in arch.items() if k not in ("timm_class", "num_classes")}
     return None
 
 
-def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
+def _is_file_spec(backbone: Any) -> bool:
+    text = str(backbone)
+    return isinstance(backbone, os.PathLike) or (isinstance(backbone, str) and (
+        os.sep in text or text.endswith((".npz", *STATE_DICT_SUFFIXES))))
+
+
+def check_backbone_file(backbone: Any) -> None:
+    """Cheap checks of a backbone given as a file, made before any work: the file exists, and a .safetensors
+    file's header parses (the weights themselves are read when the backbone is built)."""
+    if isinstance(backbone, nn.Module) or not _is_file_spec(backbone):
+        return
+    path = Path(backbone)
     if not path.is_file():
-        raise BackboneError(f"backbone file {path} does not exist")
+        raise BackboneError(f"backbone file {path} does not exist; give an existing .npz, .safetensors or .pth "
+                            "file, a timm model name or 'mini'")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise _unreadable_safetensors(path, e) from e
+
+
+def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
+    check_backbone_file(path)
     if path.suffix == ".npz":
         vit = VisionTransformer(**{**npz_architecture(path), "num_classes": 0, **kw})
         _load_weights(vit, str(path))
@@ -126,8 +187,6 @@ def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
                             f"{', '.join(STATE_DICT_SUFFIXES)} (timm state dict)")
     sd = load_state_dict_file(path)
     if isinstance(arch, str):
-        import timm
-
         vit = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
     else:
         cfg = arch or _sidecar_architecture(path) or state_dict_architecture(sd)
@@ -147,9 +206,6 @@ def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
 
 def _cached_weights(name: str) -> str | None:
     """Path of the timm weights for `name` if they are already in the local Hugging Face cache."""
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
@@ -166,11 +222,12 @@ def weights_file(backbone: Any) -> Path | None:
     if isinstance(backbone, nn.Module):
         return None
     text = str(backbone)
-    if text == "mini":
-        from .mini import mini_checkpoint_path
-
-        return mini_checkpoint_path()
-    if isinstance(backbone, os.PathLike) or os.sep in text or text.endswith((".npz", *STATE_DICT_SUFFIXES)):
+    if text in MINI_CHECKPOINTS:
+        try:
+            return mini_checkpoint_path(name=text)
+        except ProjectRootError:  # create_backbone says where it looked
+            return None
+    if _is_file_spec(backbone):
         return Path(text)
     try:
         cached = _cached_weights(text)
@@ -180,8 +237,6 @@ def weights_file(backbone: Any) -> Path | None:
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    import socket
-
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     try:
@@ -192,8 +247,6 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def _from_timm(name: str, pretrained: bool, **kw) -> VisionTransformer:
-    import timm
-
     if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
         raise BackboneError(f"unknown backbone {name!r}: give a timm ViT name (e.g. {DEFAULT_BACKBONE}), "
                             "'mini', or a path to a .npz/.safetensors/.pth file")
@@ -230,26 +283,27 @@ def create_backbone(
         if not isinstance(backbone, VisionTransformer):
             raise BackboneError(f"backbone module must be a timm VisionTransformer, got {type(backbone).__name__}")
         vit = backbone
-    elif isinstance(backbone, (str, os.PathLike)) and str(backbone) == "mini":
-        from .mini import create_mini_vit, mini_checkpoint_path
-
+    elif isinstance(backbone, str) and backbone in MINI_CHECKPOINTS:
         vit = create_mini_vit(num_classes=0)
         if pretrained:
-            ckpt = mini_checkpoint_path()
+            try:
+                ckpt = mini_checkpoint_path(name=backbone)
+            except ProjectRootError as e:
+                raise BackboneError(f"the mini backbone's weights live in <project>/data/checkpoints, but {e}") from e
             if not ckpt.is_file():
-                raise BackboneError(f"the mini backbone checkpoint {ckpt} is missing: run notebooks/pretrain_mini.ipynb "
-                                    "(or `python -m shiplib.backbones.pretrain_mini`) to train it, or pass pretrained=False")
+                raise BackboneError(f"the {backbone!r} backbone's checkpoint {ckpt} is missing: train it with "
+                                    f"{mini_recipe(backbone)}, or pass pretrained=False")
             sd = {k: v for k, v in load_state_dict_file(ckpt).items() if not k.startswith("head.")}
             vit.load_state_dict(sd)
-    elif isinstance(backbone, os.PathLike) or (isinstance(backbone, str) and (
-            os.sep in backbone or backbone.endswith((".npz", *STATE_DICT_SUFFIXES)))):
+    elif _is_file_spec(backbone):
         vit = _from_file(Path(backbone), backbone_arch, **timm_kwargs)
         if not pretrained:
             vit.init_weights()
     elif isinstance(backbone, str):
         vit = _from_timm(backbone, pretrained, **timm_kwargs)
     else:
-        raise BackboneError(f"backbone must be a timm name, a file path, 'mini' or a VisionTransformer; got {backbone!r}")
+        raise BackboneError(f"backbone must be a timm name, a file path, a mini name ({', '.join(MINI_CHECKPOINTS)}) "
+                            f"or a VisionTransformer; got {backbone!r}")
     if not isinstance(vit, VisionTransformer):
         raise BackboneError(f"{backbone!r} is a {type(vit).__name__}, not a timm VisionTransformer")
     vit.reset_classifier(0)

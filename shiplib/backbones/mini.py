@@ -5,9 +5,12 @@ pretrain on two CPU cores (see `shiplib.backbones.pretrain_mini`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from timm.models.vision_transformer import VisionTransformer
+
+from ..utils.paths import project_root
 
 MINI_ARCH = dict(
     img_size=32,
@@ -21,9 +24,14 @@ MINI_ARCH = dict(
     class_token=True,
     global_pool="token",
 )
-#: Where the committed checkpoint and its card live (inside the repository, not ../shared).
-CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "data" / "checkpoints"
+#: Where the committed checkpoint and its card live, relative to the project folder (`shiplib.utils.paths`).
+CHECKPOINT_FOLDER = Path("data") / "checkpoints"
 CHECKPOINT_NAME = "vit_mini_fmnist"
+#: Backbone names that load a committed mini checkpoint -> its file stem in `data/checkpoints`.
+MINI_CHECKPOINTS = {"mini": CHECKPOINT_NAME, "mini_fmnist": "vit_mini_fmnist", "mini_distill": "vit_mini_distill"}
+#: How each checkpoint is made (said when its file is missing).
+MINI_RECIPES = {"vit_mini_fmnist": "notebooks/pretrain_mini.ipynb (or `python -m shiplib.backbones.pretrain_mini`)",
+                "vit_mini_distill": "`python -m shiplib.backbones.distill_mini`"}
 
 
 def create_mini_vit(num_classes: int = 10, drop_path_rate: float = 0.0) -> VisionTransformer:
@@ -31,9 +39,27 @@ def create_mini_vit(num_classes: int = 10, drop_path_rate: float = 0.0) -> Visio
     return VisionTransformer(num_classes=num_classes, drop_path_rate=drop_path_rate, **MINI_ARCH)
 
 
-def mini_checkpoint_path() -> Path:
-    return CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.safetensors"
+def checkpoint_dir(home: str | os.PathLike | None = None) -> Path:
+    """`<project>/data/checkpoints`; fails saying where it looked when the project folder cannot be found."""
+    return project_root(home) / CHECKPOINT_FOLDER
 
 
-def mini_card_path() -> Path:
-    return CHECKPOINT_DIR / f"{CHECKPOINT_NAME}.json"
+def _stem(name: str) -> str:
+    if name not in MINI_CHECKPOINTS:
+        raise KeyError(f"unknown mini backbone {name!r}; valid: {', '.join(MINI_CHECKPOINTS)}")
+    return MINI_CHECKPOINTS[name]
+
+
+def mini_recipe(name: str = "mini") -> str:
+    """How to train the named mini backbone."""
+    return MINI_RECIPES[_stem(name)]
+
+
+def mini_checkpoint_path(home: str | os.PathLike | None = None, name: str = "mini") -> Path:
+    """The safetensors file of the named mini backbone (`MINI_CHECKPOINTS`)."""
+    return checkpoint_dir(home) / f"{_stem(name)}.safetensors"
+
+
+def mini_card_path(home: str | os.PathLike | None = None, name: str = "mini") -> Path:
+    """The JSON card beside the named mini backbone's weights."""
+    return checkpoint_dir(home) / f"{_stem(name)}.json"

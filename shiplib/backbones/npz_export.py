@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ..utils.io import _atomic
+from ..utils.io import atomic_save_npz
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -109,10 +109,4 @@ def export_google_npz(vit: VisionTransformer, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"Google ViT checkpoints are .npz files; got {path.name!r}")
-    arrays = google_npz_arrays(vit)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object, so numpy does not append another .npz
-            np.savez(f, **arrays)
-
-    return _atomic(path, write)
+    return atomic_save_npz(path, **google_npz_arrays(vit))

@@ -5,20 +5,20 @@ checkpoint and its JSON card into `data/checkpoints/`.
 """
 from __future__ import annotations
 
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.fashion_mnist import LICENCE, load_fashion_mnist
-from ..utils.io import append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json, sha256_file
+from ..utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json, atomic_write_jsonl,
+                        sha256_file)
 from ..utils.progress import progress_bar
 from ..utils.seed import derived_seed, seed_everything
+from .pretrain_recipe import adamw, set_lr, warmup_cosine_lr
 from .mini import CHECKPOINT_NAME, MINI_ARCH, create_mini_vit, mini_card_path, mini_checkpoint_path
 
 
@@ -81,13 +81,6 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
     return xp[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def _lr_at(step: int, total: int, warmup: int, cfg: PretrainConfig) -> float:
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
-
 @torch.no_grad()
 def evaluate_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy in % (grey inputs are repeated to 3 channels)."""
@@ -128,16 +121,14 @@ def pretrain_mini(
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = adamw(model.named_parameters(), cfg.lr, cfg.weight_decay)
 
     steps_per_epoch = len(x_train) // cfg.batch_size
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     state_path, log_path = work_dir / "last.pt", work_dir / "log.jsonl"
     start_epoch, elapsed, history = 0, 0.0, []
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = load_state(state_path)
         # `threads` changes speed, not the result, so a run may resume with another thread count
         if {**state["config"], "threads": None} != {**asdict(cfg), "threads": None} or state.get("subset") != subset:
             raise ValueError(f"{state_path} was written with another config {state['config']} "
@@ -158,8 +149,7 @@ def pretrain_mini(
         bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for it in bar:
             step = epoch * steps_per_epoch + it
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, warmup, cfg)
+            set_lr(opt, warmup_cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr))
             idx = perm[it * cfg.batch_size: (it + 1) * cfg.batch_size]
             xb = augment_batch(x_train[idx], gen, cfg.augment).expand(-1, 3, -1, -1)
             logits = model(xb)
@@ -177,15 +167,25 @@ def pretrain_mini(
         elapsed += seconds
         rec = dict(epoch=epoch, train_loss=loss_sum / seen, train_acc=100 * correct / seen, test_acc=test_acc,
                    lr=opt.param_groups[0]["lr"], seconds=seconds)
-        history.append(rec)
-        append_jsonl(log_path, rec)
+        history.append({k: float(v) if k != "epoch" else int(v) for k, v in rec.items()})
         print(f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f} train {rec['train_acc']:.2f}% "
               f"test {test_acc:.2f}% ({seconds / 60:.1f} min)")
+        # plain tensors, numbers, strings, lists and dicts only: the state loads with torch.load(weights_only=True)
         atomic_torch_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, elapsed=elapsed,
                                history=history, config=asdict(cfg), subset=subset), state_path)
+        atomic_write_jsonl(log_path, history)  # after the state: the log mirrors it, each epoch once
 
     return export_checkpoint(model, cfg, history, elapsed, checkpoint_path, card_path, n_train=len(x_train),
                              n_test=len(x_test))
+
+
+def load_state(path: str | Path) -> dict:
+    """A pretraining state (`last.pt`), loaded safely (`weights_only=True`); an unreadable file fails naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or a pickle with code in it
+        raise ValueError(f"cannot read the pretraining state {path} ({type(e).__name__}: {e}). Delete it (or its "
+                         "folder) to pretrain from scratch.") from e
 
 
 def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: float, checkpoint_path: Path,
@@ -225,7 +225,7 @@ def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: 
 def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint_path: str | Path | None = None,
                          card_path: str | Path | None = None) -> dict:
     """Export the last finished epoch of a (possibly unfinished) pretraining run; `pretrain_mini` resumes it later."""
-    state = torch.load(Path(work_dir) / "last.pt", weights_only=False)
+    state = load_state(Path(work_dir) / "last.pt")
     cfg = PretrainConfig(**state["config"])
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     model.load_state_dict(state["model"])

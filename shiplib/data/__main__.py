@@ -5,8 +5,13 @@ import argparse
 import logging
 import sys
 
-from .folder import DEFAULT_ROOTS, check_task_dir, find_task_dir
+from ..errors import ConfigError, debug_enabled, exit_code, message, reported_errors
+from .checks import check_task_folder
+from .folder import DEFAULT_FOLDERS, default_root, expected_split_sizes, find_task_dir, resolve_task_dir
 from .tasks import get_task, list_tasks
+
+#: Problems printed per task by `check` (the rest are counted).
+SHOWN_PROBLEMS = 50
 
 
 def _task_names(names: list[str] | None, benchmark: str) -> list[str] | None:
@@ -15,8 +20,8 @@ def _task_names(names: list[str] | None, benchmark: str) -> list[str] | None:
     specs = [get_task(n) for n in names]
     wrong = [s.name for s in specs if s.benchmark != benchmark]
     if wrong:
-        raise SystemExit(f"error: {', '.join(wrong)} not {benchmark} task(s); "
-                         f"valid: {', '.join(list_tasks(benchmark))}")
+        raise ConfigError(f"{', '.join(wrong)} not {benchmark} task(s); "
+                          f"valid: {', '.join(list_tasks(benchmark))}")
     return [s.name for s in specs]
 
 
@@ -24,9 +29,10 @@ def cmd_prepare(args) -> int:
     from .tfds_prepare import PrepareError, prepare_tasks
 
     if not args.all and not args.task:
-        raise SystemExit("error: give --task NAME (repeatable) or --all")
+        raise ConfigError("give --task NAME (repeatable) or --all")
     try:
-        results = prepare_tasks(None if args.all else _task_names(args.task, "vtab1k"), args.out,
+        results = prepare_tasks(None if args.all else _task_names(args.task, "vtab1k"),
+                                args.out or default_root("vtab1k"),
                                 data_dir=args.data_dir, manual_dir=args.manual_dir, fmt=args.format,
                                 overwrite=args.overwrite, strict_version=args.strict_version)
     except PrepareError as e:
@@ -55,40 +61,50 @@ def cmd_build_mini(args) -> int:
             raise
         print("error: shiplib.data.mini_vtab is not available in this checkout", file=sys.stderr)
         return 1
-    build_mini_vtab(args.out, _task_names(args.task, "mini"))
+    build_mini_vtab(args.out or default_root("mini"), _task_names(args.task, "mini"))
     return 0
 
 
 def cmd_check(args) -> int:
+    """Every problem of each task folder, with its file and line; exit 1 when there is any."""
+    if args.max_images is not None and args.max_images < 0:
+        print(f"error: --max-images must be 0 or more, got {args.max_images}", file=sys.stderr)
+        return 2
     status = 0
     for name in args.task:
+        spec = get_task(name)
         try:
-            report = check_task_dir(name, args.root, max_images=args.max_images)
-        except FileNotFoundError as e:
+            task_dir = resolve_task_dir(spec.name, args.root)
+        except (FileNotFoundError, NotADirectoryError) as e:
             print(f"error: {e}", file=sys.stderr)
             status = 1
             continue
+        report = check_task_folder(task_dir, spec.num_classes, expected_split_sizes(spec),
+                                   max_images=args.max_images, progress=sys.stderr.isatty())
+        problems = report["problems"]
         counts = ", ".join(f"{s}={n}" for s, n in report["counts"].items())
-        verdict = "ok" if not report["problems"] else f"{len(report['problems'])} problem(s)"
-        print(f"{report['task']}: {verdict} ({report['dir']}; {counts})")
+        verdict = "ok" if not problems else f"{len(problems)} problem(s)"
+        print(f"{spec.name}: {verdict} ({report['dir']}; {counts or 'no readable split'})")
         if report.get("prepared"):
             print(f"  prepared from {report['prepared']}")
-        for problem in report["problems"][:20]:
+        for problem in problems[:SHOWN_PROBLEMS]:
             print(f"  - {problem}")
-        status = status or (1 if report["problems"] else 0)
+        if len(problems) > SHOWN_PROBLEMS:
+            print(f"  … and {len(problems) - SHOWN_PROBLEMS} more")
+        status = status or (1 if problems else 0)
     return status
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m shiplib.data", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--debug", action="store_true", help="full tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("prepare", help="build VTAB-1k task folders from TensorFlow Datasets")
     s.add_argument("--task", action="append", help="task name or alias (repeatable)")
     s.add_argument("--all", action="store_true", help="all 19 VTAB-1k tasks")
-    s.add_argument("--out", default=str(DEFAULT_ROOTS["vtab1k"]),
-                   help="root of the folder layout (default: %(default)s)")
+    s.add_argument("--out", help=f"root of the folder layout (default: <project>/{DEFAULT_FOLDERS['vtab1k']})")
     s.add_argument("--data-dir", help="TFDS data dir (default: TFDS's, i.e. $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     s.add_argument("--manual-dir",
                    help="folder with manually downloaded sources (default: <data-dir>/downloads/manual)")
@@ -105,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("build-mini", help="build the offline mini-VTAB folders")
-    s.add_argument("--out", default=str(DEFAULT_ROOTS["mini"]), help="output root (default: %(default)s)")
+    s.add_argument("--out", help=f"output root (default: <project>/{DEFAULT_FOLDERS['mini']})")
     s.add_argument("--task", action="append", help="mini task name (repeatable; default: all)")
     s.set_defaults(func=cmd_build_mini)
 
@@ -123,8 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyError as e:  # unknown task name: the message already lists suggestions
+        if args.debug or debug_enabled():
+            raise
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+    except reported_errors() as e:
+        if args.debug or debug_enabled():
+            raise
+        print(f"error: {message(e)}", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

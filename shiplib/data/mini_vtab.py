@@ -15,6 +15,8 @@ an image set (mini_ihc_dab / mini_ihc_hema, like VTAB's pairs) store the images 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -24,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.progress import progress_bar
 from .mini import clevr, dsprites, ihc, mnist, textures
 from .mini.common import (BASE_SEED, IMAGE_SIZE, IMAGE_SPLITS, SPLIT_SIZES, TEST, TRAIN, VAL, ImageSet,
                           package_version, png_bytes, tree_sha256, write_bytes)
@@ -186,7 +190,6 @@ def task_data_hash(task_dir: str | os.PathLike) -> dict:
     images = task_dir / "images"
     link = os.readlink(images) if images.is_symlink() else None
     if link is not None:
-        import hashlib
         digest = hashlib.sha256(f"{digest}\nimages -> {link}\n".encode()).hexdigest()
     return {"sha256": digest, "files": len(files), "images_symlink": link}
 
@@ -258,8 +261,6 @@ def resolve_mini_tasks(tasks: list[str] | tuple[str, ...] | str | None) -> list[
 
 
 def read_manifest(out_dir: str | os.PathLike = DEFAULT_OUT) -> dict:
-    import json
-
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; build mini-VTAB with `python -m shiplib.data build-mini`")
@@ -273,9 +274,7 @@ def build_mini_vtab(out_dir: str | os.PathLike = DEFAULT_OUT, tasks: list[str] |
     A task whose images live in another task's folder (see `image_set_owner`) also rebuilds that task.
     `probe=False` skips the raw-pixel linear probe (then the READMEs say so); the data files are the same.
     """
-    from ..utils.io import atomic_write_json, atomic_write_text
-    from ..utils.progress import progress_bar
-    from .mini.probe import linear_probe
+    from .mini.probe import linear_probe  # deferred: the probe loads scikit-learn, which a build may skip
 
     names = resolve_mini_tasks(tasks)
     names = resolve_mini_tasks(sorted({*names, *(image_set_owner(_BY_NAME[n].image_set) for n in names)}))

@@ -1,7 +1,8 @@
 """The one task registry: every task of every benchmark (VTAB-1k and the offline mini-VTAB).
 
 The task name alone picks the benchmark: VTAB-1k names (`svhn`, …) and mini-VTAB names (`mini_*`)
-never collide.
+never collide. The registry imports no task table: `shiplib.data` imports them (`vtab1k`, `mini_vtab`), and
+importing a table registers its tasks.
 """
 from __future__ import annotations
 
@@ -42,22 +43,8 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # Task tables live in their own modules; importing them registers their tasks.
-    import importlib
-
-    from . import vtab1k  # noqa: F401
-    try:
-        importlib.import_module(f"{__package__}.mini_vtab")
-    except ModuleNotFoundError as e:
-        # Only its absence is tolerated (VTAB-1k lookups keep working); errors inside it still raise.
-        if e.name != f"{__package__}.mini_vtab":
-            raise
-
-
 def get_task(name: str) -> TaskSpec:
     """Look a task up by canonical name or alias (case-insensitive); unknown names fail with suggestions."""
-    _ensure_loaded()
     key = str(name).strip().lower()
     if key in _ALIASES:
         return _TASKS[_ALIASES[key]]
@@ -68,6 +55,5 @@ def get_task(name: str) -> TaskSpec:
 
 
 def list_tasks(benchmark: str | None = None, group: str | None = None) -> list[str]:
-    _ensure_loaded()
     return [t.name for t in _TASKS.values()
             if (benchmark is None or t.benchmark == benchmark) and (group is None or t.group == group)]

@@ -18,6 +18,7 @@ install hint when it is missing.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import logging
 import math
@@ -30,7 +31,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .folder import DEFAULT_ROOTS
+from .. import __version__
+from ..utils.progress import progress_bar
+from .folder import default_root
 from .tasks import TaskSpec, get_task, list_tasks
 from .vtab1k import TRAIN_SIZE, VAL_SIZE
 
@@ -121,7 +124,7 @@ def derive_image(spec: TaskSpec, example: dict) -> np.ndarray:
 
 def _import_tfds():
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # deferred: an optional dependency that loads TensorFlow (seconds)
     except ImportError as e:
         raise PrepareError("preparing VTAB-1k needs TensorFlow Datasets: "
                            "`pip install tensorflow-datasets array_record`") from e
@@ -129,8 +132,6 @@ def _import_tfds():
 
 
 def _require(modules: Sequence[str], why: str) -> None:
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         pip = " ".join(PIP_NAMES.get(m, m) for m in missing)
@@ -254,8 +255,6 @@ def _save(img: np.ndarray, path: Path, fmt: str) -> None:
 
 
 def _write_split(spec, split, segments, sources, task_tmp: Path, fmt: str, progress: bool) -> tuple[list[str], Counter]:
-    from ..utils.progress import progress_bar
-
     img_dir = task_tmp / "images" / split
     img_dir.mkdir(parents=True)
     ext = FORMATS[fmt][1]
@@ -286,24 +285,23 @@ def _write_split(spec, split, segments, sources, task_tmp: Path, fmt: str, progr
     return lines, labels
 
 
-def prepare_task(task: str, out: str | os.PathLike = DEFAULT_ROOTS["vtab1k"], data_dir: str | os.PathLike | None = None,
+def prepare_task(task: str, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                  manual_dir: str | os.PathLike | None = None, fmt: str = "jpeg", overwrite: bool = False,
                  strict_version: bool = False, progress: bool = True,
                  _testing_sizes: tuple[int, int] | None = None) -> Path:
     """Write `<out>/<task>/` (lists, images, prepare.json) from TFDS; returns the task folder.
 
-    An existing complete folder is kept unless `overwrite`. `_testing_sizes=(train, val)` replaces 800/200 and
-    exists only for tests on `tfds.testing.mock_data`; such folders are marked `"vtab_sizes": false`.
+    `out` defaults to the project's `data/vtab-1k`. An existing complete folder is kept unless `overwrite`.
+    `_testing_sizes=(train, val)` replaces 800/200 and exists only for tests on `tfds.testing.mock_data`; such
+    folders are marked `"vtab_sizes": false`.
     """
-    from .. import __version__
-
     spec = get_task(task)
     if spec.benchmark != "vtab1k":
         raise PrepareError(f"{spec.name} is a {spec.benchmark} task, not VTAB-1k; "
                            "build mini-VTAB with `python -m shiplib.data build-mini`")
     if fmt not in FORMATS:
         raise PrepareError(f"unknown image format {fmt!r}; valid: {', '.join(FORMATS)}")
-    out = Path(out).expanduser()
+    out = Path(out).expanduser() if out is not None else default_root("vtab1k")
     final = out / spec.name
     if (final / "prepare.json").is_file() and not overwrite:
         log.warning("%s: %s already prepared; keeping it (use --overwrite to rebuild)", spec.name, final)

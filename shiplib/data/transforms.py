@@ -27,6 +27,9 @@ PRESETS: dict[str, dict] = {
     },
 }
 
+#: The preset runs use unless they name another (SHIP's official pipeline; it is also what results record).
+DEFAULT_PRESET = "ship"
+
 _INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
 
 

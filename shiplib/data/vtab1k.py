@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .folder import SPLITS  # noqa: F401  (the layout's split names; re-exported for convenience)
 from .tasks import TaskSpec, register_task
 
 TRAIN_SIZE, VAL_SIZE = 800, 200

@@ -4,11 +4,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..data.tasks import get_task
+from ..errors import ConfigError  # re-exported here for older imports
+from ..data.transforms import DEFAULT_PRESET
+from ..methods import get_method, method_options
 from .defaults import resolve_defaults
+from .resolved import ModelChoice, ResolvedRun, Runtime, Training
 from .results import PROTOCOLS, check_tag
 from .schedule import SCHEDULE_MODES
 
@@ -18,10 +23,6 @@ PROTOCOL_SPLITS = {"final": ("train800val200", "test"), "tune": ("train800", "va
 #: `prompt_length` in SHIP and `num_prompts` in VPT/SPT/SEP.
 KEY_ALIASES = {"K": ("prompt_length", "num_prompts"), "alpha": ("threshold",), "wd": ("weight_decay",)}
 _ALIAS_TEXT = ", ".join(f"{a}={'/'.join(b)}" for a, b in KEY_ALIASES.items())
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot work; the message says what to change."""
 
 
 @dataclass
@@ -47,7 +48,7 @@ class RunConfig:
     backbone: str | None = None  # None: the benchmark's default backbone
     pretrained: bool = True
     img_size: int | None = None
-    preset: str = "ship"
+    preset: str = DEFAULT_PRESET
     options: dict = field(default_factory=dict)  # method options (shiplib.method_options(method))
     tag: str | None = None  # names a variant: results go to <method>+<tag>
     # --- where and how to run (not part of the run's identity) ---
@@ -70,13 +71,13 @@ class RunConfig:
         """Fields a `--set key=value` may change (task/method/seed have their own flags)."""
         return [f.name for f in dataclasses.fields(cls) if f.name not in cls.FIXED_FIELDS]
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+    def with_overrides(self, overrides: Any) -> "RunConfig":
         """A copy with `key=value` overrides applied: run fields by name, anything else as a method option.
 
-        Unknown keys fail listing the valid ones.
+        `overrides`: a dict, a JSON object string or `key=value` text (see `parse_overrides`). Unknown keys fail
+        listing the valid ones.
         """
-        from ..methods import method_options
-
+        overrides = parse_overrides(overrides)
         option_names = list(_lookup("method", method_options, self.method))
         run_fields = {f.name: f for f in dataclasses.fields(self)}
         changes, options = {}, dict(self.options)
@@ -142,13 +143,73 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`["lr=1e-3", "K=50"]` -> {"lr": 0.001, "K": 50}; malformed items fail clearly."""
+_OVERRIDE_FORMS = ("a dict, a JSON object such as '{\"lr\": 0.005, \"K\": 20}', or key=value pairs separated by "
+                   "commas or newlines such as 'lr=0.005, K=20'")
+
+
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _split_pairs(text: str) -> list[str]:
+    """'lr=1e-3, levels=[0,4,8]' -> ['lr=1e-3', 'levels=[0,4,8]']: split at newlines and at commas outside brackets
+    and quotes."""
+    items, depth, quote, current = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif depth <= 0 and ch in ",\n;":
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_overrides(overrides: Any) -> dict[str, Any]:
+    """Run settings and method options given as a dict, a JSON object string, `key=value` text (pairs separated by
+    commas or newlines) or a list of `key=value` items (`--set`, one pair each).
+
+    `["lr=1e-3", "K=50"]`, `"lr=1e-3, K=50"` and `'{"lr": 1e-3, "K": 50}'` all give {"lr": 0.001, "K": 50}.
+    Malformed input fails with a ConfigError that shows it and the accepted forms.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        bad = [k for k in overrides if not isinstance(k, str) or not k.strip()]
+        if bad:
+            raise ConfigError(f"override keys must be setting names (non-empty strings), got {bad[0]!r}")
+        return dict(overrides)
+    if isinstance(overrides, str):
+        text = overrides.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"overrides {overrides!r} is not valid JSON ({e.msg} at character {e.pos}); "
+                                  f"give {_OVERRIDE_FORMS}") from None
+            return parse_overrides(value)
+        if text.startswith("["):
+            raise ConfigError(f"overrides {overrides!r} is a list; give {_OVERRIDE_FORMS}")
+        items, where = _split_pairs(text), "overrides"
+    elif isinstance(overrides, (list, tuple)):
+        items, where = list(overrides), "--set"
+    else:
+        raise ConfigError(f"overrides must be {_OVERRIDE_FORMS}; got a {type(overrides).__name__}: {overrides!r}")
     out = {}
-    for item in items or []:
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{where} expects key=value text, got {item!r}")
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+        if not sep or not _SETTING_NAME.match(key.strip()):
+            hint = "" if where == "--set" else f"; give {_OVERRIDE_FORMS}"
+            raise ConfigError(f"{where} expects key=value with a setting name as key, got {item!r}{hint}")
         out[key.strip()] = parse_value(value)
     return out
 
@@ -159,18 +220,22 @@ def _check_positive_int(name: str, value, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
 
 
-def _describe(value: Any) -> str:
-    """JSON stand-in for an array-valued option (e.g. a prototype bank passed in Python): shape + content hash."""
-    import hashlib
+#: Devices a run accepts (whether a GPU is present is checked when the run starts, on the machine that runs it).
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
-    import numpy as np
 
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
-        return f"<array {value.dtype} {tuple(value.shape)} sha256:{digest}>"
-    return str(value)
+def _validate_device(device: Any) -> None:
+    if not isinstance(device, str) or not _DEVICE.match(device.strip()):
+        raise ConfigError(f"device {device!r} is not supported; valid: cpu, cuda, cuda:N, auto "
+                          "(auto: CUDA when present, else CPU), e.g. --device cpu")
+
+
+def _validate_runtime(cfg: "RunConfig") -> None:
+    """Runtime settings (not part of a run's identity) that would otherwise fail only once work has started."""
+    _validate_device(cfg.device)
+    if cfg.threads is not None:
+        _check_positive_int("threads", cfg.threads)
+    _check_positive_int("num_workers (--workers)", cfg.num_workers, allow_zero=True)
 
 
 def eval_epochs(epochs: int, eval_every: int) -> list[int]:
@@ -179,14 +244,10 @@ def eval_epochs(epochs: int, eval_every: int) -> list[int]:
     return sorted(marks | {epochs - 1})
 
 
-def resolve_config(cfg: RunConfig) -> dict:
-    """Fill every default and validate; returns the complete run description.
-
-    Keys: everything a result needs to be reproduced (`identity`), plus `sources` (where each default
-    came from), `overrides` (what the user set) and the runtime settings.
-    """
-    from ..methods import get_method, method_options
-
+def resolve_config(cfg: RunConfig) -> ResolvedRun:
+    """Fill every default and check every run setting. The method's option values are checked by
+    `validate.validate_before_work`, before any work; `run.sources` says where each value came from and
+    `run.overrides` what the user set."""
     spec = _lookup("task", get_task, cfg.task)
     _lookup("method", get_method, cfg.method)  # unknown method: fails with the list of valid ones
     if cfg.protocol not in PROTOCOLS:
@@ -194,12 +255,10 @@ def resolve_config(cfg: RunConfig) -> dict:
     if cfg.lr_schedule not in SCHEDULE_MODES:
         raise ConfigError(f"lr_schedule must be one of {SCHEDULE_MODES}, got {cfg.lr_schedule!r}")
     check_tag(cfg.tag)
+    _validate_runtime(cfg)
     _check_positive_int("seed", cfg.seed, allow_zero=True)
     option_defaults = method_options(cfg.method)
-    unknown = sorted(set(cfg.options) - set(option_defaults))
-    if unknown:
-        raise ConfigError(f"method {cfg.method!r} has no option(s) {', '.join(map(repr, unknown))}. "
-                          f"Valid options: {', '.join(option_defaults)}")
+    get_method(cfg.method).config_class.check_option_names(cfg.method, cfg.options, error=ConfigError)
     defaults, sources = resolve_defaults(spec.benchmark, spec.name, cfg.method, option_defaults)
 
     run, overrides = {}, {}
@@ -216,7 +275,7 @@ def resolve_config(cfg: RunConfig) -> dict:
         else:
             sources.setdefault(f.name, "shiplib.engine.config.RunConfig default")
         run[f.name] = value
-    options = {k: v for k, v in option_defaults.items()}
+    options = dict(option_defaults)
     for key in option_defaults:
         sources.setdefault(key, f"{cfg.method} method default")
         if key in defaults:
@@ -236,11 +295,12 @@ def resolve_config(cfg: RunConfig) -> dict:
             raise ConfigError(f"{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} number, "
                               f"got {v!r}")
     train_split, eval_split = PROTOCOL_SPLITS[cfg.protocol]
-    identity = dict(task=spec.name, benchmark=spec.benchmark, method=cfg.method, seed=cfg.seed, **run,
-                    options=options, train_split=train_split, eval_split=eval_split,
-                    eval_epochs=eval_epochs(run["epochs"], run["eval_every"]))
-    identity = json.loads(json.dumps(identity, default=_describe))  # exactly what a result file will hold
+    training = Training(**{f.name: run[f.name] for f in dataclasses.fields(Training) if f.name != "eval_epochs"},
+                        eval_epochs=tuple(eval_epochs(run["epochs"], run["eval_every"])))
+    model = ModelChoice(**{f.name: run[f.name] for f in dataclasses.fields(ModelChoice)})
     runtime = {name: getattr(cfg, name) for name in RunConfig.RUNTIME_FIELDS}
     if runtime["cache_images"] is None:
         runtime["cache_images"] = spec.benchmark == "mini"
-    return dict(identity=identity, task_spec=spec, sources=sources, overrides=overrides, runtime=runtime)
+    return ResolvedRun(task=spec, method=cfg.method, seed=cfg.seed, protocol=cfg.protocol, tag=run["tag"],
+                       train_split=train_split, eval_split=eval_split, training=training, model=model,
+                       options=options, runtime=Runtime(**runtime), sources=sources, overrides=overrides)

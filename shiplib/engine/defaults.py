@@ -1,8 +1,9 @@
 """Per-task default hyperparameters, and where each one came from.
 
-- VTAB-1k, method `ship`: the official per-task lr, weight decay, threshold α and prompt length K
-  (`resources/vtab1k_official_settings.csv`, from SHIP's results_summary.txt).
-- VTAB-1k, any other method: `VTAB1K_METHOD_DEFAULTS` below (one setting for all tasks).
+- VTAB-1k: `resources/vtab1k_method_defaults.csv`, one row per method (`*`: methods without a row). A row either
+  gives one lr and weight decay for all tasks, or names a per-task settings table: SHIP's official per-task lr,
+  weight decay, threshold α and prompt length K (`resources/vtab1k_official_settings.csv`, from SHIP's
+  results_summary.txt).
 - mini-VTAB: `resources/mini_defaults.csv` (method × task, `*` wildcards; lr tuned on val200, see its `status`/`note` columns).
 - VTAB-1k: 100 epochs with a 10-epoch warm-up (the official recipe); mini-VTAB: the csv (10 epochs, 2 of warm-up).
   Backbone and image size per benchmark.
@@ -20,25 +21,15 @@ from ..backbones import DEFAULT_BACKBONE
 
 RESOURCES = "shiplib.resources"
 OFFICIAL_SETTINGS_CSV = "vtab1k_official_settings.csv"
+VTAB1K_METHOD_DEFAULTS_CSV = "vtab1k_method_defaults.csv"
 MINI_DEFAULTS_CSV = "mini_defaults.csv"
 PUBLISHED_CSV = "vtab1k_published.csv"
 
-#: Methods that take SHIP's official per-task settings on VTAB-1k.
-SHIP_METHODS = ("ship",)
-
 BENCHMARK_DEFAULTS = {
-    # the paper's backbone: original Google in21k ViT-B/16 at 224 px (spec §1)
+    # the paper's backbone: original Google in21k ViT-B/16 at 224 px (docs/ship_computation.md §1)
     "vtab1k": dict(backbone=DEFAULT_BACKBONE, img_size=224, epochs=100, warmup_epochs=10),
     # the committed Fashion-MNIST mini ViT, 32 px images
     "mini": dict(backbone="mini", img_size=32, epochs=100, warmup_epochs=10),
-}
-
-#: VTAB-1k defaults for methods without official per-task settings: the one setting the official
-#: training script ships (configs/SHIP/VTAB/train_vtab.sh: LR=1e-3, WD=1e-3). Full fine-tuning uses a
-#: 10x lower lr, because AdamW at 1e-3 on every backbone weight overwrites the pretrained features.
-VTAB1K_METHOD_DEFAULTS = {
-    "*": dict(lr=1e-3, weight_decay=1e-3),
-    "full": dict(lr=1e-4, weight_decay=1e-3),
 }
 
 RUN_KEYS = ("lr", "weight_decay", "epochs", "warmup_epochs")
@@ -78,13 +69,24 @@ def official_settings() -> dict[str, dict]:
 
 
 @functools.lru_cache(maxsize=None)
+def vtab1k_method_defaults() -> dict[str, dict]:
+    """{method or "*": {"lr", "weight_decay"} or {"per_task_settings": csv name}} (`vtab1k_method_defaults.csv`)."""
+    out = {}
+    for row in _read_csv(VTAB1K_METHOD_DEFAULTS_CSV):
+        table = row["per_task_settings"].strip()
+        out[row["method"]] = dict(per_task_settings=table) if table else \
+            dict(lr=float(row["lr"]), weight_decay=float(row["weight_decay"]))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
 def mini_defaults_table() -> tuple[dict, ...]:
     return tuple(_read_csv(MINI_DEFAULTS_CSV))
 
 
 def published_results():
     """The published VTAB-1k accuracies (long format) as a pandas DataFrame."""
-    import pandas as pd
+    import pandas as pd  # deferred: a run needs no pandas; only the report tables read this
 
     return pd.read_csv(io.StringIO(resources.files(RESOURCES).joinpath(PUBLISHED_CSV).read_text(encoding="utf-8")))
 
@@ -116,16 +118,20 @@ def resolve_defaults(benchmark: str, task: str, method: str, method_option_names
     values = dict(BENCHMARK_DEFAULTS[benchmark])
     sources = {k: f"shiplib.engine.defaults.BENCHMARK_DEFAULTS[{benchmark!r}]" for k in values}
     if benchmark == "vtab1k":
-        if method in SHIP_METHODS:
+        table = vtab1k_method_defaults()
+        row = method if method in table else "*"
+        if "per_task_settings" in table[row]:
+            if table[row]["per_task_settings"] != OFFICIAL_SETTINGS_CSV:
+                raise ValueError(f"{VTAB1K_METHOD_DEFAULTS_CSV} [{row}]: unknown per-task settings table "
+                                 f"{table[row]['per_task_settings']!r}; valid: {OFFICIAL_SETTINGS_CSV}")
             settings = official_settings()
             if task not in settings:
-                raise ValueError(f"no official SHIP settings for VTAB-1k task {task!r}")
+                raise ValueError(f"no official settings for VTAB-1k task {task!r} in {OFFICIAL_SETTINGS_CSV}")
             found = {k: settings[task][k] for k in RUN_KEYS + OPTION_KEYS if k in settings[task]}
             src = f"{OFFICIAL_SETTINGS_CSV} ({settings[task]['source']})"
         else:
-            found = {**VTAB1K_METHOD_DEFAULTS["*"], **VTAB1K_METHOD_DEFAULTS.get(method, {})}
-            row = method if method in VTAB1K_METHOD_DEFAULTS else "*"
-            src = f"shiplib.engine.defaults.VTAB1K_METHOD_DEFAULTS[{row!r}]"
+            found = dict(table[row])
+            src = f"{VTAB1K_METHOD_DEFAULTS_CSV} [{row}]"
         found_sources = {k: src for k in found}
     else:
         found, found_sources = _mini_lookup(method, task)

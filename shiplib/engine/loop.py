@@ -13,12 +13,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ShiplibError
 from ..utils.progress import progress_bar
+from .resources import log_epoch_time
 from .schedule import LRSchedule, set_lr
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; usually the learning rate is too high."""
+class NonFiniteLossError(ShiplibError, RuntimeError):
+    """The loss became NaN/inf; usually the learning rate is too high (exit 1: the run failed while working)."""
 
 
 def _loss_weights(model: nn.Module) -> dict[str, float]:
@@ -34,10 +36,12 @@ def train_one_epoch(
     device: torch.device,
     progress: bool = True,
     on_step=None,
+    announce_time: bool = False,
 ) -> dict:
     """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds.
 
     `on_step(epoch, step)` is called after each optimiser step (used by tests to interrupt a run).
+    `announce_time`: log how long the epoch will take, timed on its first batch (a warning when it is long).
     """
     model.train()
     weights = _loss_weights(model)
@@ -74,6 +78,8 @@ def train_one_epoch(
         correct += (logits.argmax(1) == y).sum().item()
         seen += n
         steps += 1
+        if announce_time and step == 0:
+            log_epoch_time(time.perf_counter() - start, steps_per_epoch)
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(epoch, step)

@@ -1,4 +1,4 @@
-"""AdamW with timm's weight-decay groups, over the trainable parameters only (spec §1).
+"""AdamW with timm's weight-decay groups, over the trainable parameters only (docs/ship_computation.md §1).
 
 No decay for 1-D parameters, biases and the names the model lists in `no_weight_decay()` (fnmatch
 patterns allowed, as in timm); decay for the rest. Frozen parameters never enter the optimiser (the official

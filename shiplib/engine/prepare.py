@@ -1,10 +1,11 @@
-"""What a run needs before training: data loaders, the backbone's fingerprint, SHIP's cached hierarchy."""
+"""What a run needs before training: data loaders, the backbone's fingerprint, the cached semantic hierarchy
+(inter-layer affinity and attribute prototype bank) of a task's training images."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..utils.io import _atomic
+from ..backbones import create_backbone
+from ..backbones.loading import weights_file
+from ..hierarchy import compute_task_hierarchy
+from ..utils.io import atomic_save_npz, move_aside
 from ..utils.seed import derived_seed
 
 log = logging.getLogger(__name__)
-
 
 
 def train_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int = 0,
@@ -52,8 +55,6 @@ _FINGERPRINTS: dict = {}
 
 def _file_state(spec) -> tuple | None:
     """(path, mtime, size) of the weights file a backbone spec reads, so a replaced checkpoint is noticed."""
-    from ..backbones.loading import weights_file
-
     path = weights_file(spec)
     if path is None:
         return None
@@ -73,8 +74,6 @@ def current_fingerprint(spec, pretrained: bool = True) -> str | None:
         return None
     key = (str(spec), _file_state(spec))
     if key not in _FINGERPRINTS:
-        from ..backbones import create_backbone
-
         _FINGERPRINTS[key] = backbone_fingerprint(create_backbone(spec, pretrained=True))
     return _FINGERPRINTS[key]
 
@@ -96,22 +95,48 @@ def backbone_slug(spec) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "backbone"
 
 
+def images_fingerprint(paths) -> str:
+    """sha256 over an image list: each file's name, size and modification time, in list order.
+
+    Identifies the images a hierarchy was computed from: replacing, editing or re-listing them changes it
+    (without reading every image's bytes). Names are taken relative to the files' common folder, so the same
+    files listed from another mount point agree."""
+    paths = [Path(p) for p in paths]
+    base = Path(os.path.commonpath([str(p) for p in paths])) if paths else Path()
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        rel = p.relative_to(base).as_posix() if p != base else p.name
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset) -> str:
+    """`images_fingerprint` of a folder dataset's images (its `samples` are (path, label) pairs)."""
+    return images_fingerprint(path for path, _ in dataset.samples)
+
+
 def hierarchy_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, pool: str,
-                         split: str, k: int, preset: str, img_size: int, kmeans_seed: int = 42) -> Path:
-    """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<pool>-<preset><size>-<split>-k<k>[-s<seed>].npz"""
+                         split: str, k: int, preset: str, img_size: int, kmeans_seed: int = 42,
+                         images: str = "") -> Path:
+    """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<pool>-<preset><size>-<split>[-i<images sha>]-k<k>
+    [-s<seed>].npz: keyed on everything the hierarchy depends on (`images`: `dataset_fingerprint` of the split)."""
     seed = "" if kmeans_seed == 42 else f"-s{kmeans_seed}"
-    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{pool}-{preset}{img_size}-{split}-k{k}{seed}.npz"
+    data = f"-i{images[:12]}" if images else ""
+    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{pool}-{preset}{img_size}-{split}{data}-k{k}{seed}.npz"
     return Path(runs_dir) / "_cache" / benchmark / task / name
 
 
-def _save_npz(path: Path, **arrays) -> Path:
-    def write(tmp: str) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-
-    return _atomic(path, write)
+def _read_cache(path: Path) -> dict | None:
+    """The cached arrays, or None when there is no cache; an unreadable cache is moved aside (and recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(affinity=z["affinity"], prototypes=z["prototypes"], num_images=int(z["num_images"]))
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        move_aside(path, f"{type(e).__name__}: {e}")
+        return None
 
 
 def load_or_compute_hierarchy(vit, dataset, cache_path: Path, threshold: float, pool: str, k: int,
@@ -121,13 +146,10 @@ def load_or_compute_hierarchy(vit, dataset, cache_path: Path, threshold: float, 
 
     Levels are not cached: they follow from the affinity and each run's threshold.
     """
-    if cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as z:
-            log.info("hierarchy: using the cache %s", cache_path)
-            return dict(affinity=z["affinity"], prototypes=z["prototypes"], num_images=int(z["num_images"]),
-                        cache=str(cache_path), cached=True)
-    from ..hierarchy import compute_task_hierarchy
-
+    cached = _read_cache(cache_path)
+    if cached is not None:
+        log.info("hierarchy: using the cache %s", cache_path)
+        return dict(cached, cache=str(cache_path), cached=True)
     log.info("hierarchy: extracting features of %d images (pool=%s, k=%d)", len(dataset), pool, k)
     loader = eval_loader(dataset, batch_size, num_workers)
     was_training = vit.training
@@ -136,7 +158,7 @@ def load_or_compute_hierarchy(vit, dataset, cache_path: Path, threshold: float, 
                                  progress=progress)
     vit.train(was_training)
     meta = json.dumps(dict(pool=pool, k=k, kmeans_seed=kmeans_seed, images=out["num_images"]))
-    _save_npz(cache_path, affinity=np.asarray(out["affinity"], dtype=np.float32),
+    atomic_save_npz(cache_path, affinity=np.asarray(out["affinity"], dtype=np.float32),
               prototypes=np.asarray(out["prototypes"], dtype=np.float32), num_images=np.int64(out["num_images"]),
               meta=np.array(meta))
     log.info("hierarchy: cached in %s", cache_path)

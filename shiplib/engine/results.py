@@ -4,24 +4,53 @@ Layout (protocol "final", the default):  <results>/<benchmark>/<task>/<run>/seed
           protocol "tune" (val200 model selection): <results>/tune/<benchmark>/<task>/<run>/seed<k>.json
 Working files (checkpoint, epoch log) mirror it under <runs>/…/seed<k>/.
 <run> is the method name, or "<method>+<tag>" for a named variant (e.g. an lr sweep).
+A result file that cannot be read (truncated, not a JSON object, keys missing) is not a finished run:
+`read_result` names it (`UnreadableResultError`), `existing_result` moves it aside to `<file>.corrupt`.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 
-from ..utils.io import atomic_write_json
+from ..errors import ConfigError, StateError
+from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside
+from .prepare import stale_backbone
+
+log = logging.getLogger(__name__)
 
 RESULT_SCHEMA = 1
 PROTOCOLS = ("final", "tune")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+#: A tag is one folder name inside the results tree: it cannot hold '/', start with '.' or be empty.
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+_TAG_MAX = 100
+#: Keys without which a result file is not a finished run (what reuse, status and the tables rely on).
+RESULT_KEYS = ("identity", "acc_last", "acc_max_over_epochs")
+
+
+class UnreadableResultError(StateError):
+    """A result file that is not a complete result (truncated JSON, not an object, keys missing)."""
+
+    def __init__(self, path: os.PathLike, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"result file {self.path} cannot be read: {reason}. It is not a finished run: delete it, "
+                         f"or let `python -m shiplib run`/`sweep` move it aside to {self.path.name}{CORRUPT_SUFFIX} "
+                         "and run the cell again.")
 
 
 def check_tag(tag: str | None) -> str | None:
-    if tag is not None and not _TAG.match(str(tag)):
-        raise ValueError(f"tag {tag!r} must start with a letter or digit and hold only letters, digits and . _ = -")
+    """A tag names a variant's folder (`<method>+<tag>`); anything that could leave the results tree is refused."""
+    if tag is None:
+        return tag
+    text = str(tag)
+    if not isinstance(tag, str) or not _TAG.match(text) or len(text) > _TAG_MAX:
+        why = ("is empty" if not text else f"is longer than {_TAG_MAX} characters" if len(text) > _TAG_MAX
+               else "must start with a letter or digit" if not text[0].isalnum()
+               else f"holds {sorted(set(c for c in text if not re.match(r'[A-Za-z0-9._=+-]', c)))!r}")
+        raise ConfigError(f"tag {tag!r} {why}: a tag is one folder name under the results folder, made of "
+                          "letters, digits and . _ = + - (starting with a letter or digit), e.g. --tag lr5e-4")
     return tag
 
 
@@ -31,7 +60,7 @@ def run_name(method: str, tag: str | None = None) -> str:
 
 def _relative(benchmark: str, task: str, method: str, tag: str | None, protocol: str) -> Path:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     rel = Path(benchmark) / task / run_name(method, tag)
     return Path("tune") / rel if protocol == "tune" else rel
 
@@ -51,9 +80,52 @@ def write_result(path, result: dict) -> Path:
     return atomic_write_json(path, {"schema": RESULT_SCHEMA, **result})
 
 
+def _result_problem(result) -> str | None:
+    """Why a parsed result file is not a usable result, or None."""
+    if not isinstance(result, dict):
+        return f"it holds a JSON {type(result).__name__}, not an object"
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        return f"key(s) {', '.join(missing)} missing"
+    if not isinstance(result["identity"], dict):
+        return f"its identity is a {type(result['identity']).__name__}, not an object"
+    for key in ("acc_last", "acc_max_over_epochs"):
+        if isinstance(result[key], bool) or not isinstance(result[key], (int, float)):
+            return f"{key} is {result[key]!r}, not a number"
+    return None
+
+
 def read_result(path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A result file's content; `UnreadableResultError` (naming the file and why) when it is not a complete result.
+    A missing file raises FileNotFoundError as usual."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UnreadableResultError(path, f"it is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "it is empty" if not text.strip() else \
+            f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg} (a truncated file?)"
+        raise UnreadableResultError(path, what) from None
+    problem = _result_problem(result)
+    if problem:
+        raise UnreadableResultError(path, problem)
+    return result
+
+
+def existing_result(path) -> dict | None:
+    """The result at `path`, or None when there is none. An unreadable file counts as no result: it is named in a
+    warning and moved aside (`<file>.corrupt`, numbered if that exists), so the run can be made again."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read_result(path)
+    except UnreadableResultError as e:
+        move_aside(path, e.reason)
+        return None
 
 
 _COLUMNS = ("benchmark", "task", "group", "method", "tag", "seed", "protocol", "eval_split", "acc_last",
@@ -86,11 +158,15 @@ def load_results(results_dir="results", protocol: str | None = None, benchmark: 
     Accuracies are in %; `acc_last` is the last-epoch accuracy (the main number), `acc_max_over_epochs`
     the best over the evaluated epochs (SHIP's reporting protocol, selected on the evaluation split).
     """
-    import pandas as pd
+    import pandas as pd  # deferred: a run needs no pandas; only reading results into a table does
 
     rows = []
     for path in find_result_files(results_dir):
-        result = read_result(path)
+        try:
+            result = read_result(path)
+        except UnreadableResultError as e:
+            log.warning("skipped: %s", e)
+            continue
         if protocol is not None and result.get("protocol") != protocol:
             continue
         if benchmark is not None and result.get("benchmark") != benchmark:
@@ -100,11 +176,14 @@ def load_results(results_dir="results", protocol: str | None = None, benchmark: 
 
 
 def is_finished(path: os.PathLike, identity: dict) -> bool:
-    """True if a result exists at `path` for exactly this run identity and the backbone's current weights."""
-    from .prepare import stale_backbone
-
+    """True if a result exists at `path` for exactly this run identity and the backbone's current weights.
+    An unreadable result file is not finished (a warning names it; running the cell moves it aside)."""
     path = Path(path)
     if not path.is_file():
         return False
-    result = read_result(path)
+    try:
+        result = read_result(path)
+    except UnreadableResultError as e:
+        log.warning("%s", e)
+        return False
     return result.get("identity") == identity and stale_backbone(result) is None

@@ -1,80 +1,145 @@
 """`run_experiment`: one training run from a `RunConfig` to an atomic result file, resumable after a crash.
 
-Per epoch: train (lr from the official per-epoch schedule), evaluate at the configured epochs, append the
-epoch to the history, save a checkpoint (trainable parameters + optimizer + history; the frozen backbone is
-rebuilt, not stored), then append the epoch to the JSONL log. Randomness is re-seeded from (seed, epoch) at
-each epoch start, so resuming from the checkpoint of epoch e gives exactly the uninterrupted run.
+A run is a sequence of stages, each a function of its own that can be tested alone:
+
+    resolve          RunConfig -> ResolvedRun (every default filled in; `config.resolve_config`)
+    validate         method options, writable folders, the task's data: before any work (`validate.py`)
+    reuse_or_refuse  an existing result of the same run is returned; one of another configuration is an error
+    build            data, backbone, cached hierarchy, model, optimiser, schedule
+    preflight        memory and epoch time of the built model, from a probe image: a run that cannot fit is
+                     refused before training (`resources.py`)
+    resume           the newest readable checkpoint of this run, or a fresh start
+    fit              the epoch loop: train, evaluate at the configured epochs, checkpoint, log
+    record           the result dict, written atomically
+
+Per epoch the checkpoint (trainable parameters + optimizer + history) is written first, then the log is rewritten
+from the history, so the log always mirrors a checkpoint and never holds an epoch twice. Randomness is re-seeded
+from (seed, epoch) at each epoch start, so resuming from the checkpoint of epoch e gives exactly the
+uninterrupted run.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import platform
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
+import numpy
+import timm
 import torch
 
+from .. import __version__
+from ..backbones import create_backbone
+from ..data.folder import TaskLocation, VtabFolderDataset, build_dataset
+from ..errors import ConfigError
+from ..methods import build_model, get_method
 from ..params import count_parameters
-from ..utils.io import append_jsonl, atomic_torch_save, atomic_write_text
+from ..utils.io import atomic_write_jsonl
 from ..utils.paths import portable_path
 from ..utils.progress import progress_bar
 from ..utils.seed import auto_device, seed_everything
-from .config import ConfigError, RunConfig, resolve_config
+from .checkpoints import CheckpointStore, checkpoint_state
+from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
-from .prepare import (backbone_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
+from .prepare import (backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
                       load_or_compute_hierarchy, stale_backbone, train_loader)
-from .results import read_result, result_path, work_dir, write_result
+from .resolved import ResolvedRun, identity_diff, paths_for
+from .resources import Estimate, preflight
+from .results import existing_result, read_result, write_result
 from .schedule import LRSchedule
+from .validate import validate_before_work
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
-CHECKPOINT_FORMAT = 1
-#: Runtime settings that are paths: results record them relative to the repository (see portable_path).
-PATH_FIELDS = ("data_root", "results_dir", "runs_dir")
+__all__ = ["run_experiment", "reuse_or_refuse", "build", "check_resources", "resume", "fit", "record", "Built",
+           "Progress",
+           "paths_for", "identity_diff", "package_versions"]
 
 
 def package_versions() -> dict:
-    import numpy
-    import timm
-
-    import shiplib
-
     return dict(python=platform.python_version(), torch=torch.__version__, timm=timm.__version__,
-                numpy=numpy.__version__, shiplib=shiplib.__version__)
+                numpy=numpy.__version__, shiplib=__version__)
 
 
-def paths_for(resolved: dict) -> dict:
-    ident, rt = resolved["identity"], resolved["runtime"]
-    key = (ident["benchmark"], ident["task"], ident["method"], ident["seed"], ident["protocol"])
-    wd = work_dir(rt["runs_dir"], *key, tag=ident["tag"])
-    return dict(result=result_path(rt["results_dir"], *key, tag=ident["tag"]), work_dir=wd,
-                checkpoint=wd / CHECKPOINT_NAME, log=wd / LOG_NAME)
+# ----- reuse or refuse -----
+def reuse_or_refuse(run: ResolvedRun, force: bool = False) -> dict | None:
+    """The finished result of this very run (returned as is), or None when it has to be trained.
+
+    A result of another configuration at the same path, or one made with other backbone weights, is an error
+    (name the variant with a tag, or pass `force` to overwrite). An unreadable result file is moved aside."""
+    path = run.paths.result
+    previous = None if force else existing_result(path)
+    if previous is None:
+        return None
+    identity = run.identity()
+    if previous.get("identity") != identity:
+        raise ConfigError(f"{path} holds a run with another configuration "
+                          f"({identity_diff(previous.get('identity', {}), identity)}). Name this variant with a tag "
+                          "(--tag / tag=...), or overwrite with --force.")
+    stale = stale_backbone(previous)
+    if stale is not None:
+        raise ConfigError(f"{path} is out of date: {stale}. Re-run it with --force (force=True) or delete the file.")
+    log.info("already finished: %s", path)
+    return previous
 
 
-def _portable_runtime(rt: dict) -> dict:
-    return {k: portable_path(v) if k in PATH_FIELDS and v is not None else v for k, v in rt.items()}
+# ----- build -----
+@dataclass
+class Built:
+    """Everything `build` makes: data, backbone, model, optimiser, schedule."""
+
+    device: torch.device
+    data: TaskLocation
+    train_set: VtabFolderDataset
+    eval_set: VtabFolderDataset
+    vit: torch.nn.Module
+    fingerprint: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    eval_data: torch.utils.data.DataLoader
+    hierarchy: dict | None
+    started: float  # time.time() when the build began: wall time counts building as well
+    started_at: str
 
 
-def identity_diff(a: dict, b: dict) -> str:
-    keys = sorted(set(a) | set(b))
-    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
-    return "; ".join(diffs[:8]) + (" …" if len(diffs) > 8 else "")
+def build(run: ResolvedRun, data: TaskLocation) -> Built:
+    """Data (from the folder `validate` found), backbone, hierarchy (cached), model, optimiser and schedule."""
+    started, started_at = time.time(), _now()
+    if run.runtime.threads:
+        torch.set_num_threads(int(run.runtime.threads))
+    device = auto_device(run.runtime.device)
+    train_set, eval_set = (build_dataset(run.task.name, split, root=data.root, preset=run.model.preset,
+                                         img_size=run.model.img_size, cache=run.runtime.cache_images)
+                           for split in (run.train_split, run.eval_split))
+    seed_everything(run.seed)
+    vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained)
+    _check_img_size(vit, run.model.img_size, run.model.backbone)
+    fingerprint = backbone_fingerprint(vit)
+    options, hierarchy = _method_options(run, vit, fingerprint, train_set, device)
+    method = get_method(run.method)
+    images = eval_loader(train_set, run.training.eval_batch_size, run.runtime.num_workers) \
+        if method.needs_images(options) else None
+
+    seed_everything(run.seed)  # the same init whether the hierarchy was computed or read from the cache
+    model = build_model(run.method, backbone=vit, num_classes=run.task.num_classes, data=images, **options)
+    model.to(device)
+    if getattr(model, "levels", None) is not None:
+        hierarchy = dict(hierarchy or {}, levels=list(model.levels), level_source=getattr(model, "level_source", None))
+    t = run.training
+    return Built(device=device, data=data, train_set=train_set, eval_set=eval_set, vit=vit, fingerprint=fingerprint,
+                 model=model, optimizer=create_optimizer(model, t.lr, t.weight_decay),
+                 schedule=LRSchedule(t.lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr,
+                                     min_lr=t.min_lr, mode=t.lr_schedule),
+                 eval_data=eval_loader(eval_set, t.eval_batch_size, run.runtime.num_workers, device.type == "cuda"),
+                 hierarchy=hierarchy, started=started, started_at=started_at)
 
 
-def _build_datasets(ident: dict, rt: dict) -> tuple:
-    from ..data.folder import build_dataset
-
-    kw = dict(root=rt["data_root"], preset=ident["preset"], img_size=ident["img_size"])
-    if rt["cache_images"]:
-        kw["cache"] = True
-    train = build_dataset(ident["task"], ident["train_split"], **kw)
-    evaluation = build_dataset(ident["task"], ident["eval_split"], **kw)
-    return train, evaluation
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_img_size(vit, img_size: int, backbone) -> None:
@@ -84,54 +149,148 @@ def _check_img_size(vit, img_size: int, backbone) -> None:
                           f"set img_size={expected[0]} (or pick another backbone)")
 
 
-def _hierarchy_needs(options: dict) -> list[str]:
-    """Which of affinity/prototypes a SHIP-style method would otherwise extract from the training images itself."""
-    if not {"affinity", "prototypes", "levels", "threshold"} <= set(options):
-        return []
-    needs = []
-    uses_levels = options.get("sip", True) or options.get("ap", True)
-    threshold = options.get("threshold")
-    if uses_levels and options["levels"] is None and options["affinity"] is None \
-            and not (threshold is not None and threshold >= 1.0):
-        needs.append("affinity")
-    if options.get("ap", True) and options["prototypes"] is None:
-        needs.append("prototypes")
-    return needs
-
-
-def _method_options(ident, rt, vit, fingerprint, train_set, device) -> tuple[dict, dict | None]:
-    """Build options; SHIP's affinity and prototype bank come from the on-disk cache (computed once per backbone,
-    task and split) unless the user gave them (`affinity=path`, `prototypes=path`, `levels=[...]`)."""
-    options = dict(ident["options"])
-    needs = _hierarchy_needs(options)
+def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) -> tuple[dict, dict | None]:
+    """The options the model is built with. Data-derived inputs the method would compute from the training images
+    itself (`PeftModel.data_needs`: affinity, prototypes) come from the on-disk cache, keyed on the backbone, the
+    split's images and the extraction settings, unless the user gave them (`affinity=path`, `levels=[...]`)."""
+    options = dict(run.options)
+    method = get_method(run.method)
+    method.check_backbone(options, vit)
+    needs = list(method.data_needs(options))
     if not needs:
         return options, None
-    pool, k = options.get("feature_pool", "cls"), options.get("num_prototypes", 200)
-    seed = options.get("prototype_seed", 42)
-    cache = hierarchy_cache_path(rt["runs_dir"], ident["benchmark"], ident["task"], ident["backbone"], fingerprint,
-                                 pool, ident["train_split"], k, ident["preset"], ident["img_size"], seed)
-    threshold = options["threshold"] if options["threshold"] is not None else 1.0  # levels are derived later
-    h = load_or_compute_hierarchy(vit, train_set, cache, threshold, pool, k, ident["eval_batch_size"], device,
-                                  rt["num_workers"], rt["progress"], kmeans_seed=seed)
+    settings = method.hierarchy_settings(options)
+    pool, k, seed = settings["feature_pool"], settings["num_prototypes"], settings["prototype_seed"]
+    threshold = settings["threshold"]
+    cache = hierarchy_cache_path(run.runtime.runs_dir, run.benchmark, run.task.name, run.model.backbone, fingerprint,
+                                 pool, run.train_split, k, run.model.preset, run.model.img_size, seed,
+                                 images=dataset_fingerprint(train_set))
+    h = load_or_compute_hierarchy(vit, train_set, cache, 1.0 if threshold is None else threshold, pool, k,
+                                  run.training.eval_batch_size, device, run.runtime.num_workers, run.runtime.progress,
+                                  kmeans_seed=seed)  # levels are derived from the affinity later, per threshold
     for key in needs:
         options[key] = h[key]
     return options, dict(computed=needs, cache=portable_path(h["cache"]), from_cache=h["cached"],
-                         images=h["num_images"], split=ident["train_split"], pool=pool, k=k, kmeans_seed=seed)
+                         images=h["num_images"], split=run.train_split, pool=pool, k=k, kmeans_seed=seed)
+
+
+# ----- preflight -----
+def check_resources(run: ResolvedRun, built: Built) -> Estimate:
+    """Measure the built model on a probe image: `ResourceError` when training cannot fit in the memory limit, a
+    warning when an epoch will take long. The probe restores the random state, so results do not change."""
+    return preflight(built.model, run.training.batch_size, run.model.img_size, len(built.train_set), built.device)
+
+
+# ----- resume -----
+@dataclass
+class Progress:
+    """Where training stands: the finished epochs' history and what the run resumed from."""
+
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+    elapsed_before: float = 0.0
+    resumed_from: int | None = None
+
+
+def resume(run: ResolvedRun, built: Built, force: bool = False) -> Progress:
+    """Load the newest usable checkpoint of this run into the model and optimiser, or start from scratch
+    (`resume=False` / `force`: older checkpoints are discarded)."""
+    paths = run.paths
+    store = CheckpointStore(paths.checkpoint, paths.previous_checkpoint)
+    progress = Progress()
+    if not run.runtime.resume or force:
+        store.discard()
+    else:
+        found = store.load(run.identity(), built.fingerprint)
+        if found is not None:
+            state, where = found
+            _load_trainable(built.model, state["trainable"], where)
+            built.optimizer.load_state_dict(state["optimizer"])
+            progress = Progress(history=list(state["history"]), start_epoch=int(state["epoch"]) + 1,
+                                elapsed_before=float(state["elapsed"]), resumed_from=int(state["epoch"]))
+            log.info("resuming %s after epoch %d (%s)", paths.work_dir, progress.resumed_from, where.name)
+    atomic_write_jsonl(paths.log, progress.history)  # the log mirrors the checkpoint's history
+    return progress
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _load_trainable(model, state: dict[str, torch.Tensor], where: Path) -> None:
+def _load_trainable(model, state: dict[str, torch.Tensor], where) -> None:
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(params) != set(state):
         missing, extra = sorted(set(params) - set(state))[:5], sorted(set(state) - set(params))[:5]
         raise ConfigError(f"checkpoint {where} does not match the model's trainable parameters (missing {missing}, "
-                          f"extra {extra}); delete it to start over")
+                          f"extra {extra}); start over with resume=False (--fresh)")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state[name])
+
+
+# ----- fit -----
+def fit(run: ResolvedRun, built: Built, progress: Progress,
+        on_step: Callable[[int, int], Any] | None = None) -> Progress:
+    """Train the remaining epochs; after each one write the checkpoint, then the log."""
+    t, rt, paths = run.training, run.runtime, run.paths
+    store = CheckpointStore(paths.checkpoint, paths.previous_checkpoint)
+    identity, eval_at = run.identity(), set(t.eval_epochs)
+    pin = built.device.type == "cuda"
+    bar = progress_bar(range(progress.start_epoch, t.epochs), initial=progress.start_epoch, total=t.epochs,
+                       disable=not rt.progress, desc=f"{run.task.name}/{run.method}/seed{run.seed}", dynamic_ncols=True)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        seed_everything(derived_seed(run.seed, epoch, 2))  # drop path etc.: same draws after a resume
+        loader = train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin)
+        record = dict(epoch=epoch, **train_one_epoch(built.model, loader, built.optimizer, built.schedule, epoch,
+                                                     built.device, progress=rt.progress, on_step=on_step,
+                                                     announce_time=epoch == progress.start_epoch))
+        if epoch in eval_at:
+            ev = evaluate(built.model, built.eval_data, built.device, progress=rt.progress,
+                          desc=f"epoch {epoch} {run.eval_split}")
+            record.update(eval_acc=ev["acc"], eval_loss=ev["loss"], eval_split=run.eval_split,
+                          eval_seconds=ev["seconds"])
+            bar.set_postfix(acc=f"{ev['acc']:.2f}")
+        record["seconds"] = time.perf_counter() - t0
+        progress.history.append(record)
+        store.save(checkpoint_state(identity=identity, fingerprint=built.fingerprint, epoch=epoch,
+                                    trainable=_trainable_state(built.model), optimizer=built.optimizer.state_dict(),
+                                    history=progress.history, elapsed=_elapsed(built, progress)))
+        atomic_write_jsonl(paths.log, progress.history)
+    bar.close()
+    return progress
+
+
+def _elapsed(built: Built, progress: Progress) -> float:
+    return progress.elapsed_before + time.time() - built.started
+
+
+# ----- record -----
+def record(run: ResolvedRun, built: Built, progress: Progress) -> dict:
+    """The result dict of a finished run (see `shiplib.engine.results` for the layout); not yet written."""
+    identity, t, vit = run.identity(), run.training, built.vit
+    return dict(
+        task=run.task.name, benchmark=run.benchmark, group=run.task.group, method=run.method, tag=run.tag,
+        seed=run.seed, protocol=run.protocol, train_split=run.train_split, eval_split=run.eval_split,
+        accuracy_unit="%",
+        **_summary(progress.history, t.epochs),
+        acc_note=("acc_last: accuracy after the last epoch (main number). acc_max_over_epochs: best accuracy over "
+                  f"the evaluated epochs {identity['eval_epochs']}, selected on {run.eval_split} "
+                  "(SHIP's reporting protocol; optimistic when that split is the test set)."),
+        epochs=t.epochs, eval_epochs=identity["eval_epochs"],
+        identity=identity, config=run.as_record(data_root=built.data.root), overrides=dict(run.overrides),
+        sources=dict(run.sources),
+        train_size=len(built.train_set), eval_size=len(built.eval_set),
+        preprocessing=getattr(built.train_set, "preprocessing", None),
+        parameters=count_parameters(built.model), optimizer=optimizer_summary(built.optimizer),
+        backbone=dict(spec=run.model.backbone, pretrained=run.model.pretrained, sha256=built.fingerprint,
+                      embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
+                      img_size=list(getattr(vit.patch_embed, "img_size", ()))),
+        hierarchy=built.hierarchy, versions=package_versions(), device=str(built.device),
+        threads=torch.get_num_threads(), wall_time_s=_elapsed(built, progress),
+        resumed_from_epoch=progress.resumed_from, started_at=built.started_at, finished_at=_now(),
+        checkpoint=portable_path(run.paths.checkpoint), log=portable_path(run.paths.log), history=progress.history,
+    )
 
 
 def _summary(history: list[dict], epochs: int) -> dict:
@@ -144,7 +303,8 @@ def _summary(history: list[dict], epochs: int) -> dict:
                 last_epoch=last["epoch"])
 
 
-def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
+# ----- the whole run -----
+def run_experiment(cfg: RunConfig, force: bool = False, on_step: Callable[[int, int], Any] | None = None) -> dict:
     """Train and evaluate one (task, method, seed, protocol); write and return the result dict.
 
     An existing result for the same configuration is returned without training unless `force`; one for a
@@ -152,115 +312,14 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step=None) -> dict:
     A checkpoint of the same configuration is resumed (unless `cfg.resume` is False).
     `on_step(epoch, step)` is called after each optimiser step (tests use it to interrupt a run).
     """
-    resolved = resolve_config(cfg)
-    ident, rt, spec = resolved["identity"], resolved["runtime"], resolved["task_spec"]
-    paths = paths_for(resolved)
-    if paths["result"].is_file() and not force:
-        previous = read_result(paths["result"])
-        if previous.get("identity") == ident:
-            stale = stale_backbone(previous)
-            if stale is None:
-                log.info("already finished: %s", paths["result"])
-                return previous
-            raise ConfigError(f"{paths['result']} is out of date: {stale}. Re-run it with --force "
-                              "(force=True) or delete the file.")
-        raise ConfigError(f"{paths['result']} holds a run with another configuration "
-                          f"({identity_diff(previous.get('identity', {}), ident)}). Name this variant with a tag "
-                          "(--tag / tag=...), or overwrite with --force.")
-
-    if rt["threads"]:
-        torch.set_num_threads(int(rt["threads"]))
-    device = auto_device(rt["device"])
-    started = time.time()
-    started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-    # Data first: a missing task folder fails at once, before any backbone is loaded.
-    train_set, eval_set = _build_datasets(ident, rt)
-
-    from ..backbones import create_backbone
-    from ..methods import build_model, get_method
-
-    method_cls = get_method(ident["method"])
-    seed_everything(ident["seed"])
-    vit = create_backbone(ident["backbone"], pretrained=ident["pretrained"])
-    _check_img_size(vit, ident["img_size"], ident["backbone"])
-    fingerprint = backbone_fingerprint(vit)
-    options, hierarchy = _method_options(ident, rt, vit, fingerprint, train_set, device)
-    data = eval_loader(train_set, ident["eval_batch_size"], rt["num_workers"]) if method_cls.needs_data else None
-
-    seed_everything(ident["seed"])  # the same init whether the hierarchy was computed or read from the cache
-    model = build_model(ident["method"], backbone=vit, num_classes=spec.num_classes, data=data, **options)
-    model.to(device)
-    if getattr(model, "levels", None) is not None:
-        hierarchy = dict(hierarchy or {}, levels=list(model.levels), level_source=getattr(model, "level_source", None))
-    optimizer = create_optimizer(model, ident["lr"], ident["weight_decay"])
-    schedule = LRSchedule(ident["lr"], epochs=ident["epochs"], warmup_epochs=ident["warmup_epochs"],
-                          warmup_lr=ident["warmup_lr"], min_lr=ident["min_lr"], mode=ident["lr_schedule"])
-    eval_data = eval_loader(eval_set, ident["eval_batch_size"], rt["num_workers"], device.type == "cuda")
-
-    history, start_epoch, elapsed_before, resumed_from = [], 0, 0.0, None
-    ckpt_path, log_path = paths["checkpoint"], paths["log"]
-    if ckpt_path.is_file() and rt["resume"] and not force:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("identity") != ident or ckpt.get("backbone_fingerprint") != fingerprint:
-            diff = identity_diff(ckpt.get("identity", {}), ident) or "the backbone weights changed"
-            raise ConfigError(f"checkpoint {ckpt_path} belongs to another configuration ({diff}). "
-                              "Delete its folder, or start over with resume=False (--fresh).")
-        _load_trainable(model, ckpt["trainable"], ckpt_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
-        elapsed_before, resumed_from = float(ckpt.get("elapsed", 0.0)), int(ckpt["epoch"])
-        log.info("resuming %s after epoch %d", paths["work_dir"], resumed_from)
-    # The log mirrors the checkpoint's history (a crash between checkpoint and log loses nothing).
-    atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
-
-    pin = device.type == "cuda"
-    epochs = ident["epochs"]
-    eval_at = set(ident["eval_epochs"])
-    bar = progress_bar(range(start_epoch, epochs), initial=start_epoch, total=epochs, disable=not rt["progress"],
-               desc=f"{ident['task']}/{ident['method']}/seed{ident['seed']}", dynamic_ncols=True)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        seed_everything(derived_seed(ident["seed"], epoch, 2))  # drop path etc.: same draws after a resume
-        loader = train_loader(train_set, ident["batch_size"], ident["seed"], epoch, rt["num_workers"], pin)
-        record = dict(epoch=epoch, **train_one_epoch(model, loader, optimizer, schedule, epoch, device,
-                                                     progress=rt["progress"], on_step=on_step))
-        if epoch in eval_at:
-            ev = evaluate(model, eval_data, device, progress=rt["progress"],
-                          desc=f"epoch {epoch} {ident['eval_split']}")
-            record.update(eval_acc=ev["acc"], eval_loss=ev["loss"], eval_split=ident["eval_split"],
-                          eval_seconds=ev["seconds"])
-            bar.set_postfix(acc=f"{ev['acc']:.2f}")
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        atomic_torch_save(dict(format=CHECKPOINT_FORMAT, identity=ident, backbone_fingerprint=fingerprint,
-                               epoch=epoch, trainable=_trainable_state(model), optimizer=optimizer.state_dict(),
-                               history=history, elapsed=elapsed_before + time.time() - started), ckpt_path)
-        append_jsonl(log_path, record)
-    bar.close()
-
-    result = dict(
-        task=ident["task"], benchmark=ident["benchmark"], group=spec.group, method=ident["method"],
-        tag=ident["tag"], seed=ident["seed"], protocol=ident["protocol"], train_split=ident["train_split"],
-        eval_split=ident["eval_split"], accuracy_unit="%",
-        **_summary(history, epochs),
-        acc_note=("acc_last: accuracy after the last epoch (main number). acc_max_over_epochs: best accuracy over "
-                  f"the evaluated epochs {ident['eval_epochs']}, selected on {ident['eval_split']} "
-                  "(SHIP's reporting protocol; optimistic when that split is the test set)."),
-        epochs=epochs, eval_epochs=ident["eval_epochs"],
-        identity=ident, config={**ident, **_portable_runtime(rt)}, overrides=resolved["overrides"],
-        sources=resolved["sources"],
-        train_size=len(train_set), eval_size=len(eval_set),
-        preprocessing=getattr(train_set, "preprocessing", None),
-        parameters=count_parameters(model), optimizer=optimizer_summary(optimizer),
-        backbone=dict(spec=ident["backbone"], pretrained=ident["pretrained"], sha256=fingerprint,
-                      embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
-                      img_size=list(getattr(vit.patch_embed, "img_size", ()))),
-        hierarchy=hierarchy, versions=package_versions(), device=str(device), threads=torch.get_num_threads(),
-        wall_time_s=elapsed_before + time.time() - started, resumed_from_epoch=resumed_from,
-        started_at=started_at, finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        checkpoint=portable_path(ckpt_path), log=portable_path(log_path), history=history,
-    )
-    write_result(paths["result"], result)
-    log.info("result: %s", paths["result"])
-    return read_result(paths["result"])
+    run = resolve_config(cfg)
+    data = validate_before_work(run)
+    previous = reuse_or_refuse(run, force)
+    if previous is not None:
+        return previous
+    built = build(run, data)
+    check_resources(run, built)
+    progress = fit(run, built, resume(run, built, force), on_step)
+    path = write_result(run.paths.result, record(run, built, progress))
+    log.info("result: %s", path)
+    return read_result(path)

@@ -1,4 +1,5 @@
-"""The official learning-rate schedule (spec §1): linear warm-up, then cosine, stepped once per epoch.
+"""The official learning-rate schedule (docs/ship_computation.md §1): linear warm-up, then cosine, stepped once per
+epoch.
 
 The official code uses timm's `CosineLRScheduler(t_initial=epochs, lr_min=1e-5, warmup_lr_init=1e-6,
 warmup_t=10, warmup_prefix=False)` and calls `step(epoch)` *after* epoch `epoch`, so the rate used in

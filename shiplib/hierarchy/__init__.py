@@ -1,5 +1,5 @@
-"""Semantic hierarchy of a frozen ViT (spec §2-§4): block features, inter-layer affinity, semantic levels
-(greedy chain) and the attribute prototype bank."""
+"""Semantic hierarchy of a frozen ViT (docs/ship_computation.md §2-§4): block features, inter-layer affinity,
+semantic levels (greedy chain) and the attribute prototype bank."""
 from shiplib.hierarchy.affinity import (
     adjacent_affinity,
     adjacent_affinity_stats,
@@ -10,6 +10,7 @@ from shiplib.hierarchy.affinity import (
 )
 from shiplib.hierarchy.features import extract_block_features, extract_last_layer_features, resolve_vit
 from shiplib.hierarchy.levels import (
+    check_level_order,
     check_level_starts,
     decision_margins,
     level_of_block,
@@ -29,6 +30,7 @@ __all__ = [
     "inter_layer_affinity", "adjacent_affinity", "adjacent_affinity_stats", "validate_affinity",
     "save_affinity", "load_affinity",
     "semantic_levels", "level_ranges", "level_of_block", "threshold_sweep", "decision_margins",
+    "check_level_order",
     "check_level_starts",
     "attribute_prototypes", "load_prototype_bank", "save_prototype_bank", "compute_task_hierarchy",
 ]

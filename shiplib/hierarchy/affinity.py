@@ -1,4 +1,4 @@
-"""Inter-layer affinity (spec §2): per-image cosine between block outputs, averaged over images.
+"""Inter-layer affinity (docs/ship_computation.md §2): per-image cosine between block outputs, averaged over images.
 
 `A[i, j] = mean_n cos(f_i(x_n), f_j(x_n))`. This is not CKA: no centring, no cross-image kernel.
 """

@@ -1,8 +1,8 @@
 """Per-block features of a frozen timm ViT: the input of the affinity matrix and of the attribute bank.
 
-SHIP's released code does not contain the extraction step (spec §2), so this follows the evidence: one
-vector per block output, from the residual stream *before* the final LayerNorm, computed with the frozen
-prompt-free backbone in eval mode. Whether the official files pooled the CLS token or the patch mean is
+SHIP's released code does not contain the extraction step (docs/ship_computation.md §2), so this follows the
+evidence: one vector per block output, from the residual stream *before* the final LayerNorm, computed with the
+frozen prompt-free backbone in eval mode. Whether the official files pooled the CLS token or the patch mean is
 unknown, hence `pool`.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Semantic levels from an affinity matrix: the greedy chain of spec §3.
+"""Semantic levels from an affinity matrix: the greedy chain of docs/ship_computation.md §3.
 
 The official recursive search marks every examined layer as visited, even when it rejects it, so it is
 exactly this chain: walk j = 1..L-1 and start a new level at j when A[cur, j] < threshold (strict), where
@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from shiplib.hierarchy.affinity import check_square_matrix
+from ..errors import ConfigError
+from .affinity import check_square_matrix
 
 
 def check_threshold(threshold) -> float:
@@ -66,14 +67,21 @@ def check_level_starts(indices: Sequence[int], depth: int) -> list[int]:
     """Level starts as a list of ints: beginning with block 0, strictly increasing, all < depth."""
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ValueError(f"depth must be a positive int, got {depth!r}")
+    starts = check_level_order(indices)
+    if starts[-1] >= depth:
+        raise ConfigError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "
+                          f"(0..{depth - 1}); give level starts below {depth}")
+    return starts
+
+
+def check_level_order(indices: Sequence[int]) -> list[int]:
+    """The checks that need no backbone: begins with block 0, strictly increasing."""
     starts = [int(i) for i in indices]
     if not starts or starts[0] != 0:
-        raise ValueError(f"levels must start with block 0 (the first level starts at the first block), got {starts}")
+        raise ConfigError(f"levels must start with block 0 (the first level starts at the first block), got {starts}; "
+                          f"e.g. levels=[0, {', '.join(str(s) for s in starts if s > 0) or '4, 8'}]")
     if any(b <= a for a, b in zip(starts, starts[1:])):
-        raise ValueError(f"levels must be strictly increasing level-start blocks, got {starts}")
-    if starts[-1] >= depth:
-        raise ValueError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "
-                         f"(0..{depth - 1})")
+        raise ConfigError(f"levels must be strictly increasing level-start blocks, got {starts}")
     return starts
 
 

@@ -1,4 +1,5 @@
-"""Attribute prototypes (spec §4 "Attribute bank"): k-means on last-layer features, centroids un-normalised.
+"""Attribute prototypes (docs/ship_computation.md §4 "Attribute bank"): k-means on last-layer features, centroids
+un-normalised.
 
 Official recipe: sklearn `KMeans(n_clusters=200, random_state=42)` on the last-layer features of at most
 1000 train images (a random subset only when there are more), prototype c = mean of the features labelled c.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
+from safetensors.torch import load_file
 
 from shiplib.hierarchy.affinity import as_real_array, inter_layer_affinity
 from shiplib.hierarchy.features import extract_block_features
@@ -60,6 +61,8 @@ def attribute_prototypes(
             )
         warnings.warn(f"only {n} samples: clustering into k={n} prototypes instead of {k}", stacklevel=2)
         k = n
+    from sklearn.cluster import KMeans  # deferred: importing sklearn takes about a second, only k-means needs it
+
     kmeans = KMeans(n_clusters=int(k), random_state=seed, n_init=n_init).fit(feats)
     bank = np.empty((int(k), feats.shape[1]), dtype=np.float64)
     for c in range(int(k)):
@@ -92,8 +95,6 @@ def _read_bank(path: Path) -> torch.Tensor:
     if path.suffix in (".pt", ".pth"):
         return _single_tensor(torch.load(path, map_location="cpu", weights_only=True), str(path))
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return _single_tensor(load_file(str(path)), str(path))
     raise ValueError(f"unsupported prototype bank file {path.name!r}; use one of {_SUFFIXES}")
 

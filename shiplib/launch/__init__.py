@@ -1,6 +1,6 @@
 """Launching sweeps: inline, on N local processes, or as a SLURM job array; per-cell locks and grid status.
 
-    cells      the grid's cells and the state of each (done/running/queued/failed/pending/stale/conflict)
+    cells      the grid's cells and the state of each (done/running/queued/failed/pending/stale/conflict/corrupt)
     locks      one lock file per cell (O_CREAT|O_EXCL, owner job/host/pid, stale owners taken over), failed.json
     job        `run_cell` / `CellJob`: lock, train (resuming), release; submitit-checkpointable (requeue on preemption)
     launchers  inline / local (submitit LocalExecutor) / slurm (submitit job array), dry run, wait

@@ -1,7 +1,8 @@
 """The cells of a sweep grid (one per task × method × seed under the same settings) and the state of each.
 
 States: done (a current result), stale (a result made with other backbone weights: re-run), conflict (a result
-of other settings at the same path: needs --force or --tag), running (a live lock), queued (a SLURM job that
+of other settings at the same path: needs --force or --tag), corrupt (a result file that cannot be read: running
+the cell moves it aside to `<file>.corrupt` and runs again), running (a live lock), queued (a SLURM job that
 will run it is pending), failed (failed.json, a job that ended without a result, or a lock whose owner died),
 pending (nothing yet).
 """
@@ -11,11 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ShiplibError
 from . import locks, slurm
 
-STATES = ("done", "running", "queued", "failed", "pending", "stale", "conflict")
+STATES = ("done", "running", "queued", "failed", "pending", "stale", "conflict", "corrupt")
 #: States a sweep (re)submits; "conflict" only with --force, "done" only with --force.
-TO_RUN = ("pending", "failed", "stale")
+TO_RUN = ("pending", "failed", "stale", "corrupt")
 
 
 @dataclass
@@ -41,7 +43,7 @@ def cell_of(cfg) -> Cell:
 
     resolved = resolve_config(cfg)
     paths = paths_for(resolved)
-    return Cell(cfg=cfg, identity=resolved["identity"], result=paths["result"], work_dir=paths["work_dir"])
+    return Cell(cfg=cfg, identity=resolved.identity(), result=paths.result, work_dir=paths.work_dir)
 
 
 def make_cells(tasks, methods, seeds=(1,), *, epochs=None, overrides=None, protocol="final", tag=None,
@@ -103,17 +105,26 @@ def submitit_log_tail(queued: dict, lines: int = 8) -> list[str]:
 def cell_state(cell: Cell) -> dict:
     """{"state", "detail", "acc_last", "acc_max_over_epochs", "job"} of one cell (no training, no locking)."""
     from ..engine.prepare import stale_backbone
-    from ..engine.results import read_result
+    from ..engine.results import UnreadableResultError, read_result
     from ..engine.run import identity_diff
+    from ..utils.io import aside_path
 
     out = dict(state="pending", detail="", job=None, acc_last=None, acc_max_over_epochs=None)
+    prev = None
     if cell.result.is_file():
         try:
             prev = read_result(cell.result)
-        except (OSError, ValueError) as e:
-            prev = {"identity": {"unreadable": str(e)}}
+        except UnreadableResultError as e:
+            out.update(state="corrupt", detail=f"unreadable result: {e.reason}; running the cell moves it to "
+                                               f"{aside_path(cell.result).name} and runs it again")
+        except OSError as e:
+            out.update(state="corrupt", detail=f"result file cannot be opened: {e}")
+    if prev is not None:
         if prev.get("identity") == cell.identity:
-            reason = stale_backbone(prev)
+            try:
+                reason = stale_backbone(prev)
+            except (ShiplibError, OSError) as e:  # e.g. the backbone weights file is unreadable now
+                reason = f"cannot compare with the current backbone weights: {e}"
             out.update(acc_last=prev.get("acc_last"), acc_max_over_epochs=prev.get("acc_max_over_epochs"))
             if reason is None:
                 out.update(state="done", detail=str(cell.result))
@@ -127,7 +138,7 @@ def cell_state(cell: Cell) -> dict:
         out.update(state="running", job=owner.get("job_id") if owner.get("job_id") != "local"
                    else f"{owner.get('pid')}@{owner.get('host')}", detail=locks.describe_owner(owner))
         return out
-    if out["state"] in ("stale", "conflict"):
+    if out["state"] in ("stale", "conflict", "corrupt"):
         return out
     queued = locks.read_json(cell.work_dir / locks.QUEUED_NAME)
     if queued and queued.get("job_id"):

@@ -4,12 +4,13 @@ numbers, locks and failure records are the same whichever is used."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from ..errors import ConfigError, reported_errors
+from ..errors import message as error_message
 from . import locks, slurm
 from .cells import TO_RUN, Cell, cell_state
 from .job import CellJob, run_cell
@@ -19,7 +20,7 @@ LOCAL_TIMEOUT_MIN = 60 * 24 * 30
 LOCAL_MAX_RETRIES = 3
 
 
-class LaunchError(ValueError):
+class LaunchError(ConfigError):
     """Bad launcher options; the message says what to change."""
 
 
@@ -56,6 +57,8 @@ def describe(st: dict, action: str) -> str:
         return "to run (--force)" if action == "run" else "finished"
     if s == "stale":
         return f"stale, to run ({st['detail']})"
+    if s == "corrupt":
+        return f"to run ({st['detail']})"
     if s == "failed":
         return f"to run (failed before: {str(st['detail']).splitlines()[0] if st['detail'] else '?'})"
     return "to run"
@@ -97,7 +100,11 @@ def launch_inline(cells: list[Cell], force: bool = False, keep_going: bool = Fal
         _say(f"{label}: run")
         try:
             out = run_cell(cell.cfg, force=force)
-        except Exception as e:  # noqa: BLE001 (recorded in failed.json; re-raised unless keep_going)
+        except reported_errors() as e:  # the message says what to fix; the other cells go on
+            failed.append(cell.label)
+            print(f"{label}: FAILED: {error_message(e)}", file=sys.stderr, flush=True)
+            continue
+        except Exception as e:  # noqa: BLE001 (a bug: recorded in failed.json; re-raised unless keep_going)
             if not keep_going:
                 raise
             failed.append(cell.label)

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import time
 
+from ..errors import ShiplibError
+
 #: squeue states of a job that will still run (or is running).
 ALIVE_STATES = {"PENDING", "RUNNING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED", "RESV_DEL_HOLD"}
@@ -13,8 +15,10 @@ _CACHE: dict = {}
 _CACHE_SECONDS = 2.0
 
 
-class SlurmError(RuntimeError):
+class SlurmError(ShiplibError, RuntimeError):
     """SLURM is absent or refuses a request; the message says what to do."""
+
+    exit_code = 2  # the sweep cannot be launched as asked: change --launcher or its options
 
 
 def available() -> bool:

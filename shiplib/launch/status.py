@@ -20,8 +20,9 @@ def status_frame(cells: list[Cell]):
 
 
 def grid_status(tasks, methods, seeds=(1,), **settings):
-    """One row per cell of tasks × methods × seeds: state (done/running/queued/failed/pending/stale/conflict),
-    job (SLURM job id or pid@host), accuracies of a finished result, and details (e.g. a failure's last lines).
+    """One row per cell of tasks × methods × seeds: state (done/running/queued/failed/pending/stale/conflict/
+    corrupt), job (SLURM job id or pid@host), accuracies of a finished result, and details (e.g. a failure's last
+    lines).
     `settings` as `make_cells` (epochs, overrides, tag, protocol, results, runs, …)."""
     return status_frame(make_cells(tasks, methods, seeds, **settings))
 
@@ -42,7 +43,7 @@ def format_status(frame) -> str:
             text += f" (acc_last {row.acc_last:.2f}%, acc_max_over_epochs {row.acc_max_over_epochs:.2f}%)"
         elif row.state in ("running", "queued"):
             text += f" ({row.detail})"
-        elif row.detail and row.state in ("failed", "stale", "conflict"):
+        elif row.detail and row.state in ("failed", "stale", "conflict", "corrupt"):
             first, *rest = str(row.detail).splitlines()
             text += f": {first}" + "".join(f"\n      {line}" for line in rest)
         lines.append(text)

@@ -1,4 +1,4 @@
-"""SHIP's decoupled attention (DA; ship_spec.md §6) over a timm ViT `Block`'s own weights.
+"""SHIP's decoupled attention (DA; docs/ship_computation.md §6) over a timm ViT `Block`'s own weights.
 
 Tokens are `[image (n) | prompts (T - n)]`, with `Xn = norm1(x) = [Z; P]`. Per head:
 
@@ -13,21 +13,18 @@ norm2, MLP and residual; drop path (per sample) covers the prompt rows too, as i
 
 With no prompt tokens (T == n) the prompt term is empty and the image rows get plain softmax attention
 (no 1 - s factor): an ablation without any prompt then equals the frozen backbone.
+
+Two forms of the image-query formula: `decoupled_attention` materialises the logits (the readable path returns
+them), `decoupled_sdpa` runs it as two SDPA calls on given queries, keys and values (the fast path).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .joint_attention import (
-    attend,
-    attention_logits,
-    check_block,
-    finish_block,
-    merge_heads,
-    output_projection,
-    split_qkv,
-)
+from .block_parts import (attend, attention_logits, check_block, check_pass_through, finish_block, merge_heads,
+                          output_projection, split_qkv)
+from .sdpa import sdpa, small_key_attention
 
 
 def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int, scale: float = 0.1,
@@ -39,6 +36,8 @@ def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int
     n, T = num_image_tokens, xn.shape[1]
     if not 0 < n <= T:
         raise ValueError(f"num_image_tokens must be in [1, {T}] for {T} tokens, got {n}")
+    if T > n and not prompts_attend:
+        check_pass_through(attn, xn.shape[-1])
     q, k, v = split_qkv(attn, xn)
     logits = attention_logits(attn, q if prompts_attend else q[:, :, :n], k)
     image_rows = logits[:, :, :n]
@@ -46,15 +45,8 @@ def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int
     if T > n:
         out_prompt_keys = attend(attn, image_rows[..., n:], v[:, :, n:])
         out_image = (1.0 - scale) * out_image + scale * out_prompt_keys
-    merged_image = merge_heads(out_image)
-    if T > n and not prompts_attend and merged_image.shape[-1] != xn.shape[-1]:
-        raise ValueError(f"prompt rows pass through unchanged, which needs heads * head_dim == width; got "
-                         f"{merged_image.shape[-1]} != {xn.shape[-1]}")
-    if prompts_attend:
-        merged_prompts = merge_heads(attend(attn, logits[:, :, n:], v))
-    else:
-        merged_prompts = xn[:, n:]
-    out = output_projection(attn, torch.cat([merged_image, merged_prompts], dim=1), xn)
+    merged_prompts = merge_heads(attend(attn, logits[:, :, n:], v)) if prompts_attend else xn[:, n:]
+    out = output_projection(attn, torch.cat([merge_heads(out_image), merged_prompts], dim=1), xn)
     return out, logits
 
 
@@ -65,3 +57,18 @@ def decoupled_block_forward(block: nn.Module, x: torch.Tensor, num_image_tokens:
     xn = block.norm1(x)
     out, logits = decoupled_attention(block.attn, xn, num_image_tokens, scale, prompts_attend)
     return finish_block(block, x, out), logits
+
+
+def decoupled_sdpa(attn: nn.Module, q: torch.Tensor, k_image: torch.Tensor, v_image: torch.Tensor,
+                   k_prompt: torch.Tensor | None, v_prompt: torch.Tensor | None, scale: float,
+                   training: bool) -> torch.Tensor:
+    """The image-query formula above on per-head q, keys and values, merged heads not yet formed: (1 - s)
+    softmax(q K_Z^T) V_Z + s softmax(q K_P^T) V_P as two attention calls; plain attention without prompt keys.
+    Prompt keys of batch 1 are shared by every sample (`small_key_attention`)."""
+    out = sdpa(attn, q, k_image, v_image, training)
+    if k_prompt is None or k_prompt.shape[2] == 0:
+        return out
+    out_prompt = small_key_attention(attn, q, k_prompt, v_prompt, training)
+    if torch.is_grad_enabled() and (out.requires_grad or out_prompt.requires_grad):
+        return torch.lerp(out, out_prompt, scale)
+    return out.lerp_(out_prompt, scale)  # nothing is saved for backward: reuse the buffer

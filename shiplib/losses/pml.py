@@ -1,4 +1,4 @@
-"""SHIP's Prompt Matching Loss (PML; ship_spec.md §5).
+"""SHIP's Prompt Matching Loss (PML; docs/ship_computation.md §5).
 
 Each prompt output is pulled towards its nearest high-response image token:
 

@@ -113,6 +113,7 @@ def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_toke
 
 
 def _kmeans_centres(tokens: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    # deferred: sklearn takes about a second to import and only the k-means init needs it
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 

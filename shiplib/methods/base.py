@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
 
-@dataclass
+@dataclass(frozen=True)
 class MethodConfig:
-    """Options common to all methods. Subclasses add their own fields (all with defaults)."""
+    """Options common to all methods. Subclasses add their own fields (all with defaults) and are frozen too: a
+    model derives its structure from its config once, at construction."""
 
     drop_path_rate: float = 0.1  # official SHIP: linspace(0, 0.1) over the blocks, active while training
     head_init_std: float = 0.02  # official: trunc_normal(.02) weights, zero bias
@@ -26,12 +27,17 @@ class MethodConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def check_option_names(cls, method: str, names: Iterable[str], error: type[Exception] = TypeError) -> None:
+        """Fail (with `error`) on names that are not options of this config, listing the valid ones."""
+        unknown = sorted(set(names) - set(cls.option_names()))
+        if unknown:
+            raise error(f"method {method!r} has no option(s) {', '.join(map(repr, unknown))}. "
+                        f"Valid options: {', '.join(cls.option_names())}")
+
+    @classmethod
     def from_options(cls, method: str, options: dict[str, Any]) -> "MethodConfig":
         """Build from keyword options; unknown names fail with the list of valid ones."""
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            raise TypeError(f"method {method!r} has no option(s) {', '.join(map(repr, unknown))}. "
-                            f"Valid options: {', '.join(cls.option_names())}")
+        cls.check_option_names(method, options)
         cfg = cls(**options)
         cfg.validate()
         return cfg
@@ -54,7 +60,35 @@ class PeftModel(nn.Module):
 
     method: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    needs_data: ClassVar[bool] = False  # True: building needs training images (prototype inits etc.)
+    needs_data: ClassVar[bool] = False  # True: the constructor takes `data=` (training images for its inits)
+    implementations: ClassVar[tuple[str, ...]] = ()  # executions a call may choose (`forward(..., implementation=)`)
+
+    # ----- hooks: what the engine and the bench ask a method instead of naming it -----
+    @classmethod
+    def data_needs(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """Data-derived inputs ("affinity", "prototypes") that building with `options` would compute from the
+        training images itself. A caller may compute (and cache) them once and pass them as options instead."""
+        return ()
+
+    @classmethod
+    def needs_images(cls, options: dict[str, Any]) -> bool:
+        """Whether building with `options` reads training images (`data=`)."""
+        return cls.needs_data
+
+    @classmethod
+    def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict[str, Any]:
+        """Options that make the method buildable on `vit` from random weights, without a dataset."""
+        return {}
+
+    @classmethod
+    def hierarchy_settings(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """How the `data_needs` inputs are extracted: `feature_pool`, `num_prototypes`, `prototype_seed` and
+        `threshold` (defaults filled in). Only asked when `data_needs` is not empty."""
+        return {}
+
+    @classmethod
+    def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
+        """Checks of `options` that need the backbone (e.g. block indices < depth), run before any data work."""
 
     def __init__(self, vit: VisionTransformer, num_classes: int, config: MethodConfig):
         super().__init__()

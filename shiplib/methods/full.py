@@ -7,7 +7,7 @@ from .base import MethodConfig, PeftModel
 from .registry import register_method
 
 
-@dataclass
+@dataclass(frozen=True)
 class FullConfig(MethodConfig):
     pass
 

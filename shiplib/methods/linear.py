@@ -7,7 +7,7 @@ from .base import MethodConfig, PeftModel
 from .registry import register_method
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearConfig(MethodConfig):
     drop_path_rate: float = 0.0  # nothing before the head trains, so stochastic depth only adds noise
 

@@ -1,8 +1,11 @@
-"""The one registry of fine-tuning methods and `build_model`."""
+"""The one registry of fine-tuning methods and `build_model`.
+
+It imports no method module: `shiplib.methods` (the package) imports them, and each registers itself here.
+"""
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
@@ -23,24 +26,11 @@ def register_method(name: str) -> Callable[[type[PeftModel]], type[PeftModel]]:
     return deco
 
 
-def _ensure_loaded() -> None:
-    from . import linear, full  # noqa: F401  (importing a method module registers it)
-
-    for mod in ("vpt", "spt", "sep", "ship"):
-        try:
-            __import__(f"{__package__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.{mod}":
-                raise
-
-
 def list_methods() -> list[str]:
-    _ensure_loaded()
     return sorted(_METHODS)
 
 
 def get_method(name: str) -> type[PeftModel]:
-    _ensure_loaded()
     if name not in _METHODS:
         close = difflib.get_close_matches(str(name), list(_METHODS), n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -79,3 +69,8 @@ def method_options(method: str) -> dict[str, Any]:
     """The options of a method with their defaults."""
     cls = get_method(method)
     return cls.config_class().to_dict()
+
+
+def check_option_names(method: str, names: Iterable[str], error: type[Exception] = TypeError) -> None:
+    """Fail (with `error`) on names that are not options of `method`, listing the valid ones."""
+    get_method(method).config_class.check_option_names(method, names, error)

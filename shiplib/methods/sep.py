@@ -32,7 +32,7 @@ from .registry import register_method
 from .vpt import PromptConfig, insert_prompts, remove_prompts, replace_prompts
 
 
-@dataclass
+@dataclass(frozen=True)
 class SEPConfig(PromptConfig):
     num_prompts: int = 16  # official N_CTX_V default
     prompt_dropout: float = 0.0  # official applies none
@@ -48,7 +48,7 @@ class SEPConfig(PromptConfig):
             layers = tuple(self.fusion_layers)
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
                 raise ValueError(f"fusion_layers must be distinct block indices, got {self.fusion_layers!r}")
-            self.fusion_layers = tuple(sorted(layers))
+            object.__setattr__(self, "fusion_layers", tuple(sorted(layers)))  # normalised once; frozen otherwise
         if self.fusion_heads is not None and (not isinstance(self.fusion_heads, int) or self.fusion_heads < 1):
             raise ValueError(f"fusion_heads must be a positive int or None, got {self.fusion_heads!r}")
         if not self.fusion_mlp_ratio > 0:

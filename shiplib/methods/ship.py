@@ -1,7 +1,7 @@
 """SHIP (Zhu et al., "Semantic Hierarchical Prompt Tuning for Parameter-Efficient Fine-Tuning", arXiv 2412.16956).
 
-Reference implementation of the official code (haoweiz23/SHIP @ d65400f) as restated in ship_spec.md §1-§6, on any
-timm `VisionTransformer` (widths, depths, image sizes and prefix tokens are read from the backbone).
+The official code (haoweiz23/SHIP @ d65400f) as restated in docs/ship_computation.md (the "spec"; §N below are its
+sections), on any timm `VisionTransformer` (widths, depths, image sizes and prefix tokens are read from the backbone).
 
 Forward (defaults = official):
 - token layout entering a block: `[image tokens (prefix + patches) | SIP | AP | SSP]`; prompts get no position
@@ -9,7 +9,8 @@ Forward (defaults = official):
 - semantic levels = list of level-start blocks (begins with 0). At each level start the previous prompt outputs
   are dropped and the level's SIP (K tokens, its own parameter) is inserted; its outputs are carried through the
   rest of the level. At the last `num_attribute_prompts` level starts an AP follows the SIP (outputs carried the
-  same way). The SSP (one parameter) is re-inserted at every block, replacing the previous SSP outputs;
+  same way). The SSP (one parameter) is re-inserted at every block, replacing the previous SSP outputs. This
+  schedule is the model's `plan` (`shiplib.methods.ship_plan.BlockPlan`), computed once at construction;
 - AP of the level starting at block i: the top-`ap_length` image tokens of block i-1's output by the head-mean
   PRE-softmax logits of its CLS query (keys = image tokens, CLS included) are matched to the prototype bank:
   `AP = ap_mix_scale * softmax(cos(tokens, bank)) @ bank + (1 - ap_mix_scale) * attribute_prompt`;
@@ -20,14 +21,16 @@ Forward (defaults = official):
   and discards it);
 - classifier on the final-normed CLS token (timm's `forward_head`).
 
-Two implementations of this one computation (`implementation=`, switchable at any time through `model.config`):
+Two executions of the one plan, chosen like timm's `fused_attn`: `model.implementation` (from the
+`implementation` option at construction) or per call, `model(x, implementation="reference")`:
 - "fast" (default, `shiplib.methods.ship_fast`): SDPA attention, the CLS logit row computed on its own, the
   input-independent prompt rows computed once per batch (and their keys/values cached across calls at inference),
-  only the rows the head and PML read in the last block;
-- "reference": the straightforward forward below, one token tensor per block with every logit materialised.
+  only the rows the plan says are read;
+- "reference": `reference_forward_features`, one token tensor per block with every logit materialised: the
+  executable statement of the method, and the oracle of the fast path.
 They agree to float32 rounding (tests/test_ship_fast.py); drop path draws differ between them.
 
-Choices where the official code has no answer (documented behaviour):
+Choices where the official code has no answer (documented behaviour, spec §10):
 - APs sit only at level starts > 0 (block 0 has no previous block to select tokens from): the last
   `num_attribute_prompts` level starts after block 0. With fewer levels there are fewer APs, and
   `attribute_prompts` has one row per AP actually used (none for a single level). The official code crashes with
@@ -45,13 +48,15 @@ Hierarchy sources, in priority order: `levels`; `affinity` + `threshold`; `thres
 level, as the official code, which then never reads the affinity); `data` + `threshold` (block features of the frozen
 backbone -> affinity -> levels). The bank (needed only when an AP is used): `prototypes`, else k-means on the
 last-block features of `data` (`num_prototypes`, `prototype_seed`, `feature_pool`). `data` is read only when a
-level or bank source is missing (the features are then extracted once, in eval mode, before any prompt exists).
+level or bank source is missing (the features are then extracted once, in eval mode, before any prompt exists);
+`SHIP.data_needs(options)` says which.
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -59,18 +64,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from ..hierarchy.levels import check_level_starts
+from ..hierarchy import (attribute_prototypes, check_level_order, check_level_starts, extract_block_features,
+                         extract_last_layer_features, inter_layer_affinity, load_affinity, load_prototype_bank,
+                         semantic_levels, validate_affinity)
+from ..layers.block_parts import check_block
 from ..layers.decoupled_attention import decoupled_block_forward
-from ..layers.joint_attention import check_block, joint_block_forward
+from ..layers.joint_attention import joint_block_forward
 from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
 from .base import MethodConfig, PeftModel
 from .registry import register_method
 from .ship_fast import PromptKVCache, fast_forward, head_reads_cls_only
+from .ship_plan import BlockPlan, BlockStep, attribute_prompt_starts
 
 PROMPT_QUERIES = ("last", "all")
 IMPLEMENTATIONS = ("fast", "reference")
 FEATURE_POOLS = ("cls", "mean")
 ABLATION_SWITCHES = ("sip", "ssp", "ap", "pml", "da")
+CIFAR100_LEVELS = (0, 2, 4, 6, 8, 11)  # official cifar100 level starts (spec §7), for 12 blocks
 
 LEVEL_SOURCES_HELP = (
     "pass one of: levels=[0, ...] (the first block of each semantic level); affinity=<(L, L) matrix or .npy path> "
@@ -87,9 +97,15 @@ def _is_real(v) -> bool:
     return isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-@dataclass
+def check_implementation(value: str) -> str:
+    if value not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class ShipConfig(MethodConfig):
-    """SHIP options; every default is the official code's (ship_spec.md §4-§6, §10)."""
+    """SHIP options; every default is the official code's (spec §4-§6, §10)."""
 
     prompt_length: int = 50  # K, tokens per SIP (the official code tunes it per task)
     levels: Any = None  # list[int] of level-start blocks
@@ -112,7 +128,7 @@ class ShipConfig(MethodConfig):
     top_k: int = 10  # PML targets per image
     ap_mix_scale: float = 0.1  # AP = scale * prototype mixture + (1 - scale) * parameter
     pml_weight: float = 0.5
-    implementation: str = "fast"  # "fast" or "reference" (same computation; see the module docstring)
+    implementation: str = "fast"  # the model's default execution, "fast" or "reference" (module docstring)
 
     def validate(self) -> None:
         super().validate()
@@ -125,8 +141,7 @@ class ShipConfig(MethodConfig):
         for name in ABLATION_SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is an on/off switch: give True or False, got {getattr(self, name)!r}")
-        if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
+        check_implementation(self.implementation)
         if self.prompt_queries not in PROMPT_QUERIES:
             raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
         if self.feature_pool not in FEATURE_POOLS:
@@ -139,17 +154,32 @@ class ShipConfig(MethodConfig):
             raise ValueError(f"pml_weight must be a number >= 0, got {self.pml_weight!r}")
         if self.threshold is not None and (not _is_real(self.threshold) or not np.isfinite(self.threshold)):
             raise ValueError(f"threshold must be a finite number (e.g. 0.95) or None, got {self.threshold!r}")
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            # it is compared with cosine affinities: outside [-1, 1] it means "one level" or "every block" silently
+            raise ValueError(f"threshold is compared with cosine affinities, so it must lie in [-1, 1] (1.0: every "
+                             f"block its own level; lower: fewer, longer levels), got {self.threshold!r}")
         if self.levels is not None:
             if isinstance(self.levels, (str, bytes)) or not hasattr(self.levels, "__iter__"):
                 raise ValueError(f"levels must be a list of level-start blocks such as [0, 2, 4], got {self.levels!r}")
             if not all(_is_int(v) for v in self.levels):
                 raise ValueError(f"levels must hold ints (block indices), got {list(self.levels)!r}")
+            check_level_order(self.levels)
+
+    @property
+    def uses_levels(self) -> bool:
+        return self.sip or self.ap
+
+    @property
+    def levels_from_data(self) -> bool:
+        """No level source but the training images (module docstring: hierarchy sources)."""
+        return self.uses_levels and self.levels is None and self.affinity is None \
+            and not (self.threshold is not None and self.threshold >= 1.0)
 
 
 # ----- hierarchy -----
-def attribute_prompt_starts(levels: list[int], count: int) -> list[int]:
-    """The last `count` level starts after block 0: where the APs go (block 0 has no previous block)."""
-    return [s for s in levels if s > 0][-count:] if count > 0 else []
+def rescaled_levels(levels: Sequence[int], depth: int) -> list[int]:
+    """Level starts of a backbone whose last block is `levels[-1]`, spread over `depth` blocks (last -> depth-1)."""
+    return sorted({round(s * (depth - 1) / levels[-1]) for s in levels})
 
 
 class _TrainingFeatures:
@@ -165,22 +195,16 @@ class _TrainingFeatures:
 
     def all_blocks(self) -> torch.Tensor:
         if self._all is None:
-            from ..hierarchy import extract_block_features
-
             self._all = extract_block_features(self.vit, self.data, pool=self.pool)
         return self._all
 
     def last_block(self) -> torch.Tensor:
         if self._all is not None:
             return self._all[-1]
-        from ..hierarchy import extract_last_layer_features
-
         return extract_last_layer_features(self.vit, self.data, pool=self.pool)
 
 
 def _affinity_matrix(affinity, depth: int) -> np.ndarray:
-    from ..hierarchy import load_affinity, validate_affinity
-
     if isinstance(affinity, (str, bytes)) or hasattr(affinity, "__fspath__"):
         A = load_affinity(affinity)
     else:
@@ -192,30 +216,24 @@ def _affinity_matrix(affinity, depth: int) -> np.ndarray:
 
 
 def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> tuple[list[int], str]:
-    """(level starts, where they came from), by the priority in the module docstring."""
+    """(level starts, where they came from), by the priority in the module docstring (spec §2-§3)."""
     if cfg.levels is not None:
         return check_level_starts(cfg.levels, depth), "levels"
     if cfg.affinity is not None:
         if cfg.threshold is None:
             raise ValueError("affinity was given without threshold: the levels need both (e.g. threshold=0.95)")
-        from ..hierarchy import semantic_levels
-
         return semantic_levels(_affinity_matrix(cfg.affinity, depth), cfg.threshold), "affinity"
     if cfg.threshold is not None and cfg.threshold >= 1.0:
         return list(range(depth)), "threshold"
     if features.available:
         if cfg.threshold is None:
             raise ValueError("levels from data need a threshold (e.g. threshold=0.95), or pass levels=[0, ...]")
-        from ..hierarchy import inter_layer_affinity, semantic_levels
-
         return semantic_levels(inter_layer_affinity(features.all_blocks()), cfg.threshold), "data"
     raise ValueError(f"SHIP needs semantic levels (sip/ap are on): {LEVEL_SOURCES_HELP}")
 
 
 def resolve_prototypes(cfg: ShipConfig, width: int, features: _TrainingFeatures) -> torch.Tensor:
-    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data`."""
-    from ..hierarchy import attribute_prototypes, load_prototype_bank
-
+    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data` (spec §4)."""
     if cfg.prototypes is not None:
         return load_prototype_bank(cfg.prototypes, expected_dim=width)
     if features.available:
@@ -244,6 +262,42 @@ class SHIP(PeftModel):
 
     config_class = ShipConfig
     needs_data = True
+    implementations = IMPLEMENTATIONS
+
+    # ----- hooks -----
+    @classmethod
+    def data_needs(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """What `resolve_levels`/`resolve_prototypes` would take from `data` (options not given: defaults)."""
+        cls.config_class.check_option_names(cls.method, options)
+        cfg = dataclasses.replace(cls.config_class(), **options)
+        needs = []
+        if cfg.levels_from_data:
+            needs.append("affinity")
+        if cfg.ap and cfg.prototypes is None:
+            needs.append("prototypes")
+        return tuple(needs)
+
+    @classmethod
+    def needs_images(cls, options: dict[str, Any]) -> bool:
+        return bool(cls.data_needs(options))
+
+    @classmethod
+    def hierarchy_settings(cls, options: dict[str, Any]) -> dict[str, Any]:
+        cfg = dataclasses.replace(cls.config_class(), **options)
+        return dict(feature_pool=cfg.feature_pool, num_prototypes=cfg.num_prototypes,
+                    prototype_seed=cfg.prototype_seed, threshold=cfg.threshold)
+
+    @classmethod
+    def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
+        if options.get("levels") is not None:
+            check_level_starts(options["levels"], len(vit.blocks))
+
+    @classmethod
+    def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict[str, Any]:
+        """K=50, the cifar100 levels rescaled to the depth, a random (200, D) prototype bank."""
+        g = torch.Generator().manual_seed(seed)
+        return dict(prompt_length=50, levels=rescaled_levels(CIFAR100_LEVELS, len(vit.blocks)),
+                    prototypes=torch.randn(200, vit.embed_dim, generator=g))
 
     def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig, data=None):
         super().__init__(vit, num_classes, config)
@@ -254,11 +308,14 @@ class SHIP(PeftModel):
                              "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
         D = self.embed_dim
         features = _TrainingFeatures(vit, data, config.feature_pool)
-        if config.sip or config.ap:
+        if config.uses_levels:
             self.levels, self.level_source = resolve_levels(config, self.depth, features)
         else:
             self.levels, self.level_source = [], "unused"
         self.ap_starts = attribute_prompt_starts(self.levels, config.num_attribute_prompts) if config.ap else []
+        self.plan = BlockPlan.build(self.depth, self.levels, self.ap_starts, sip=config.sip, ssp=config.ssp,
+                                    da=config.da, prompt_queries=config.prompt_queries)
+        self.implementation = config.implementation  # like timm's `fused_attn`; a call may choose otherwise
 
         # Official inits (spec §4) on the official shapes: PyTorch's fan rules then give the official bounds.
         self.sip_prompts = nn.ParameterList(
@@ -272,8 +329,6 @@ class SHIP(PeftModel):
         self.register_buffer("prototype_bank", bank, persistent=False)
 
         self.loss_weights = {"pml": float(config.pml_weight)} if config.pml else {}
-        self._level_of_start = {s: c for c, s in enumerate(self.levels)}
-        self._ap_row = {s: j for j, s in enumerate(self.ap_starts)}
         self.prompt_cache = PromptKVCache()  # inference-time prompt keys/values of the fast path
         self.register_load_state_dict_post_hook(_clear_prompt_cache)
 
@@ -282,79 +337,67 @@ class SHIP(PeftModel):
             self.prompt_cache.clear()
         return super().train(mode)
 
-    # ----- prompts entering a block -----
-    def _ssp(self, batch: int, like: torch.Tensor) -> torch.Tensor:
-        if self.ssp_prompt is None:
-            return like.new_zeros(batch, 0, like.shape[-1])
-        return self.ssp_prompt.expand(batch, -1, -1)
+    # ----- prompts and targets (both executions) -----
+    def inserted_prompt(self, kind: str, step: BlockStep, prev_image: torch.Tensor | None = None,
+                        prev_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The fresh tokens of prompt `kind` entering `step`'s block: the (1, L, D) parameter of a SIP or the SSP
+        (the same for every sample), or an (B, L, D) AP built from the previous block's image tokens and logits."""
+        if kind == "sip":
+            return self.sip_prompts[step.sip_level]
+        if kind == "ssp":
+            return self.ssp_prompt.unsqueeze(0)
+        return self.attribute_prompt(step.ap_row, prev_image, prev_logits)
 
-    def _attribute_prompt(self, row: int, prev_tokens: torch.Tensor, prev_logits: torch.Tensor,
-                          num_image: int) -> torch.Tensor:
-        """AP from the previous block's output tokens and pre-softmax logits (spec §4, "AG")."""
-        index = top_attended_tokens(prev_logits, num_image, self.config.ap_length)
-        return mix_attribute_prompt(gather_tokens(prev_tokens, index), self.prototype_bank,
+    def attribute_prompt(self, row: int, prev_image: torch.Tensor, prev_logits: torch.Tensor) -> torch.Tensor:
+        """AP from the previous block's image tokens (B, n, D) and pre-softmax logits (spec §4, "AG")."""
+        index = top_attended_tokens(prev_logits, prev_image.shape[1], self.config.ap_length)
+        return mix_attribute_prompt(gather_tokens(prev_image, index), self.prototype_bank,
                                     self.attribute_prompts[row], self.config.ap_mix_scale)
 
-    def _level_start_prompts(self, block: int, prev_tokens: torch.Tensor, prev_logits: torch.Tensor | None,
-                             num_image: int) -> torch.Tensor:
-        """[SIP | AP] inserted at a level start (either may be switched off)."""
-        B = prev_tokens.shape[0]
-        parts = []
-        if self.config.sip:
-            parts.append(self.sip_prompts[self._level_of_start[block]].expand(B, -1, -1))
-        if block in self._ap_row:
-            parts.append(self._attribute_prompt(self._ap_row[block], prev_tokens, prev_logits, num_image))
-        return torch.cat(parts, dim=1) if parts else prev_tokens[:, :0]
+    def pml_targets(self, logits: torch.Tensor, num_image: int) -> torch.Tensor:
+        """(B, top_k) indices of the PML targets (spec §5): the image tokens most attended by the last CLS query."""
+        return top_attended_tokens(logits, num_image, self.config.top_k)
 
-    # ----- blocks -----
-    def _run_block(self, i: int, x: torch.Tensor, num_image: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blk = self.vit.blocks[i]
-        if not self.config.da:
-            return joint_block_forward(blk, x)
-        prompts_attend = self.config.prompt_queries == "all" or i == self.depth - 1
-        return decoupled_block_forward(blk, x, num_image, self.config.da_scale, prompts_attend)
-
-    def _pml(self, x: torch.Tensor, logits: torch.Tensor, num_image: int) -> torch.Tensor:
-        """Raw PML on the last block's outputs (before the final norm)."""
-        index = top_attended_tokens(logits, num_image, self.config.top_k)
-        return prompt_matching_loss(x[:, num_image:], gather_tokens(x[:, :num_image], index))
-
-    def _implementation(self) -> str:
-        impl = self.config.implementation
-        if impl not in IMPLEMENTATIONS:
-            raise ValueError(f"config.implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
-        return impl
-
-    def forward(self, x: torch.Tensor, return_losses: bool = False):
-        if self._implementation() == "fast" and head_reads_cls_only(self.vit):
+    # ----- forward -----
+    def forward(self, x: torch.Tensor, return_losses: bool = False, implementation: str | None = None):
+        """Logits (and the raw losses); `implementation`: "fast" or "reference" for this call."""
+        impl = check_implementation(implementation or self.implementation)
+        if impl == "fast" and head_reads_cls_only(self.vit):
             feats, losses = fast_forward(self, x, head_only=True)  # the last block computes the CLS row only
-            logits = self.forward_head(feats)
-            return (logits, losses) if return_losses else logits
-        return super().forward(x, return_losses)
+        else:
+            feats, losses = self.forward_features(x, implementation=impl)
+        logits = self.forward_head(feats)
+        return (logits, losses) if return_losses else logits
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Final-normed image tokens (B, n, D) and the raw PML, by the configured implementation."""
-        if self._implementation() == "fast":
+    def forward_features(self, x: torch.Tensor, implementation: str | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Final-normed image tokens (B, n, D) and the raw PML."""
+        if check_implementation(implementation or self.implementation) == "fast":
             return fast_forward(self, x, head_only=False)
         return self.reference_forward_features(x)
 
     def reference_forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The straightforward forward (spec §4 pseudo-code, block by block)."""
-        x = self.embed(x)
-        n, B = x.shape[1], x.shape[0]
-        carried = x[:, :0]  # SIP/AP outputs carried within a level
-        logits = None
-        for i in range(self.depth):
-            if i in self._level_of_start:
-                carried = self._level_start_prompts(i, x, logits, n)
-            else:
-                carried = x[:, n:n + carried.shape[1]]
-            x = torch.cat([x[:, :n], carried, self._ssp(B, x)], dim=1)
-            x, logits = self._run_block(i, x, n)
+        """The readable forward: the plan run block by block on one token tensor (spec §4 pseudo-code)."""
+        img = self.embed(x)
+        B, n = img.shape[:2]
+        outputs, logits = {}, None  # the previous block's prompt outputs by kind, and its logits
+        for step in self.plan.steps:
+            prompts = [outputs[k] if k in step.carried else self.inserted_prompt(k, step, img, logits)
+                       for k in step.prompts]
+            tokens, logits = self._run_block(step, torch.cat([img, *(p.expand(B, -1, -1) for p in prompts)], 1), n)
+            img = tokens[:, :n]
+            outputs = dict(zip(step.prompts, tokens[:, n:].split([p.shape[1] for p in prompts], dim=1)))
         losses = {}
-        if self.config.pml:
-            losses["pml"] = self._pml(x, logits, n) if self.training else x.new_zeros(())
-        return self.vit.norm(x[:, :n]), losses
+        if self.config.pml:  # on the last block's outputs, before the final norm
+            losses["pml"] = prompt_matching_loss(tokens[:, n:], gather_tokens(img, self.pml_targets(logits, n))) \
+                if self.training else img.new_zeros(())
+        return self.vit.norm(img), losses
+
+    def _run_block(self, step: BlockStep, x: torch.Tensor, num_image: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blk = self.vit.blocks[step.index]
+        if step.attention == "joint":
+            return joint_block_forward(blk, x)
+        return decoupled_block_forward(blk, x, num_image, self.config.da_scale, step.prompts_query)
 
     # ----- accounting -----
     def extra_parameter_counts(self, counts: dict[str, int]) -> dict[str, int]:
@@ -370,4 +413,5 @@ class SHIP(PeftModel):
         c = self.config
         on = [s for s in ABLATION_SWITCHES if getattr(c, s)]
         return (f"{super().extra_repr()}, levels={self.levels} ({self.level_source}), K={c.prompt_length}, "
-                f"ap_starts={self.ap_starts}, parts={'+'.join(on) or 'none'}, prompt_queries={c.prompt_queries!r}")
+                f"ap_starts={self.ap_starts}, parts={'+'.join(on) or 'none'}, prompt_queries={c.prompt_queries!r}, "
+                f"implementation={self.implementation!r}")

@@ -1,11 +1,12 @@
-"""The fast SHIP forward: the same computation as `SHIP`'s reference path, without its redundant work.
+"""The fast execution of SHIP's block plan: the same computation as the readable path, without its redundant work.
 
-What the reference path (ship.py, one concatenated token tensor per block) does that is not needed:
+What the readable path (`SHIP.reference_forward_features`, one concatenated token tensor per block) does that is
+not needed:
 - it materialises the (B, heads, n, T) logits of every block to read one row of them (the CLS query, for the
   AP and PML top-k): here attention runs through SDPA and the CLS logit row is computed on its own;
 - it computes q for prompt rows that are not queries, and proj/MLP for prompt outputs nobody reads (SSP outputs
-  are replaced at every block, SIP/AP outputs at every level start): here only the rows a later step reads are
-  computed;
+  are replaced at every block, SIP/AP outputs at every level start): here only the rows the plan says are read
+  (`BlockPlan.rows_read`) are computed;
 - it runs the input-independent prompts (SIP, SSP) once per sample: in blocks where prompts are not queries their
   rows are `p <- p + proj(LN1 p)`, `p <- p + MLP(LN2 p)`, identical for every sample, so they are kept once per
   distinct value (`PromptRows`: once per batch, or once per distinct drop-path history while training);
@@ -14,7 +15,10 @@ What the reference path (ship.py, one concatenated token tensor per block) does 
 - in the last block only the rows that are read are computed: the CLS row for the head (plus, while training
   with PML, the top-k target rows and the prompt rows).
 Drop path draws one per-sample factor per block branch and applies it to image and prompt rows alike, as the
-plain block does to the whole sequence (same distribution; the random draws differ from the reference path).
+plain block does to the whole sequence (same distribution; the random draws differ from the readable path).
+
+Only the model's public interface is used: `plan`, `config`, `vit`, `embed`, `inserted_prompt`, `pml_targets`,
+`prompt_cache` and its prompt parameters.
 """
 from __future__ import annotations
 
@@ -23,10 +27,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..layers.fast_attention import (decoupled_sdpa, drop_path_mask, masked_residual, merge_heads, project_kv,
-                                     project_q, project_qkv, query_logits, sdpa, split_kv)
-from ..layers.joint_attention import output_projection
-from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
+from ..layers.block_parts import (attention_logits, check_pass_through, drop_path_mask, masked_residual,
+                                  merge_heads, output_projection, project_kv, project_q, project_qkv, split_kv)
+from ..layers.decoupled_attention import decoupled_sdpa
+from ..layers.sdpa import sdpa
+from ..losses.pml import gather_tokens, prompt_matching_loss
+from .ship_plan import BlockStep, RowsRead
+
+CACHED_KINDS = ("sip", "ssp")  # input-independent prompts, whose keys/values the inference cache holds
 
 
 # ----- prompt rows stored once per distinct value -----
@@ -77,14 +85,9 @@ def _has_active_dropout(block: nn.Module) -> bool:
 def identity_rows_update(block: nn.Module, rows: PromptRows, xn: torch.Tensor, masks: tuple) -> PromptRows:
     """A block on prompt rows that are not queries: p <- p + proj(LN1 p), p <- p + MLP(LN2 p) (+ layer scale, drop
     path). `xn` = norm1(rows.values)."""
+    check_pass_through(block.attn, xn.shape[-1])
     rows = add_branch(rows, block.ls1(output_projection(block.attn, xn, xn)), masks[0])
     return add_branch(rows, block.ls2(block.mlp(block.norm2(rows.values))), masks[1])
-
-
-def _check_pass_through(attn: nn.Module, width: int) -> None:
-    if attn.num_heads * attn.head_dim != width:
-        raise ValueError(f"prompt rows pass through unchanged, which needs heads * head_dim == width; got "
-                         f"{attn.num_heads * attn.head_dim} != {width}")
 
 
 # ----- cached prompt keys/values for inference -----
@@ -123,33 +126,34 @@ class PromptKVCache:
 
 def shared_prompt_kv(model) -> list[dict[str, torch.Tensor]]:
     """For every block, {"sip": kv, "ssp": kv, "shared": [sip | ssp] kv}: keys|values (1, L, 2 * width) of the
-    prompts entering it.
+    input-independent prompts entering it.
 
-    Only valid where prompts are not queries before the last block and no drop path is active (eval mode).
+    Only valid where those prompts are not queries before the last block and no drop path is active (eval mode).
     """
-    cfg, levels = model.config, model._level_of_start
     out, sip = [], None
-    for i, blk in enumerate(model.vit.blocks):
-        entry = {}
-        if cfg.sip:
-            if i in levels:
-                sip = PromptRows(model.sip_prompts[levels[i]])
+    for step in model.plan.steps:
+        blk, entry = model.vit.blocks[step.index], {}
+        if "sip" in step.prompts:
+            if "sip" not in step.carried:
+                sip = PromptRows(model.inserted_prompt("sip", step))
             xn = blk.norm1(sip.values)
             entry["sip"] = project_kv(blk.attn, xn)
-            if i + 1 < model.depth and i + 1 not in levels:
-                _check_pass_through(blk.attn, xn.shape[-1])
+            if "sip" in step.hands_on:
                 sip = identity_rows_update(blk, sip, xn, (None, None))
-        if cfg.ssp:
-            entry["ssp"] = project_kv(blk.attn, blk.norm1(model.ssp_prompt.unsqueeze(0)))
+        if "ssp" in step.prompts:
+            entry["ssp"] = project_kv(blk.attn, blk.norm1(model.inserted_prompt("ssp", step)))
         entry["shared"] = torch.cat(list(entry.values()), dim=1)  # [SIP | SSP] for blocks without an AP
         out.append(entry)
     return out
 
 
 def uses_prompt_cache(model) -> bool:
-    """Eval mode, prompts queries only in the last block, and no gradient wanted for the prompts."""
-    cfg = model.config
-    if model.training or not cfg.da or cfg.prompt_queries != "last" or not (cfg.sip or cfg.ssp):
+    """Eval mode, cached prompts that are queries in no block but the last (decoupled attention everywhere), and
+    no gradient wanted for the prompts."""
+    steps = model.plan.steps
+    if model.training or not any(k in CACHED_KINDS for s in steps for k in s.prompts):
+        return False
+    if any(s.attention != "decoupled" or (s.prompts_query and not s.last) for s in steps):
         return False
     prompts = [*model.sip_prompts, *([model.ssp_prompt] if model.ssp_prompt is not None else [])]
     return not (torch.is_grad_enabled() and any(p.requires_grad for p in prompts))
@@ -178,22 +182,21 @@ def _batch_prompt_kv(segments: list[_Segment], batch: int, shared_kv: torch.Tens
     return torch.cat(parts, dim=1)
 
 
-def _run_block(model, i: int, img: torch.Tensor, segments: list[_Segment], query_rows: str, need_cls: bool,
-               outputs: set[str], shared_kv: torch.Tensor | None = None):
-    """Block i on image tokens `img` (B, n, D) and prompt segments.
+def _run_block(model, step: BlockStep, img: torch.Tensor, segments: list[_Segment], rows: RowsRead,
+               shared_kv: torch.Tensor | None = None):
+    """Block `step.index` on image tokens `img` (B, n, D) and prompt segments, computing the rows in `rows`.
 
-    query_rows: "all" image rows, "cls" (row 0 only) or "cls+topk" (row 0, then the top_k PML targets).
-    Returns (image rows out, CLS logits (B, heads, 1, n) or None, top-k index or None, {name: PromptRows out}).
+    Returns (image rows out: all, CLS only, or CLS then the PML targets; CLS logits (B, heads, 1, n) or None;
+    PML target index or None; {kind: PromptRows out}).
     """
-    cfg, blk = model.config, model.vit.blocks[i]
+    blk = model.vit.blocks[step.index]
     attn, training = blk.attn, model.training
     B, n, D = img.shape
-    last = i == model.depth - 1
-    prompts_attend = not cfg.da or cfg.prompt_queries == "all" or last
     masks = (drop_path_mask(blk.drop_path1, B, training, img), drop_path_mask(blk.drop_path2, B, training, img))
     share_rows = not (training and _has_active_dropout(blk))
+    joint_attention = step.attention == "joint"
 
-    wanted = [seg for seg in segments if seg.name in outputs]
+    wanted = [seg for seg in segments if seg.name in rows.prompts]
     for seg in segments:
         if seg.kv is None and seg.xn is None:
             if not share_rows:
@@ -201,51 +204,50 @@ def _run_block(model, i: int, img: torch.Tensor, segments: list[_Segment], query
             seg.xn = blk.norm1(seg.rows.values)
     xn = blk.norm1(img)
     joint = None
-    if segments and (not cfg.da or (wanted and prompts_attend)):
+    if segments and (joint_attention or (wanted and step.prompts_query)):
         # some queries attend to image and prompt keys at once: project both in one go, so the joint keys are
         # not a second copy of the image keys
         xn_p = torch.cat([seg.rows.per_sample(seg.xn, B) for seg in segments], dim=1)
         kv_all = project_kv(attn, torch.cat([xn, xn_p], dim=1))
         kv, kv_p = kv_all[:, :n], kv_all[:, n:]
         joint = split_kv(attn, kv_all)
-        q = project_q(attn, xn if query_rows == "all" else xn[:, :1])
+        q = project_q(attn, xn if rows.image == "all" else xn[:, :1])
     else:
         # prompt keys|values projected once per distinct prompt row, then spread over the batch
         for seg in segments:
             if seg.kv is None:
                 seg.kv = project_kv(attn, seg.xn)
         kv_p = _batch_prompt_kv(segments, B, shared_kv)
-        if query_rows == "all":
+        if rows.image == "all":
             q, kv = project_qkv(attn, xn)
         else:
             kv = project_kv(attn, xn)
             q = project_q(attn, xn[:, :1])
     k, v = split_kv(attn, kv)
-    if need_cls or query_rows == "cls+topk":
+    cls_logits = None
+    if rows.cls_logits:
         with torch.no_grad():  # only read by top-k selections, which pass no gradient
-            cls_logits = query_logits(attn, q[:, :, :1], k)
-    else:
-        cls_logits = None
-    topk = top_attended_tokens(cls_logits, n, cfg.top_k) if query_rows == "cls+topk" else None
-    if query_rows == "all":
+            cls_logits = attention_logits(attn, q[:, :, :1], k)
+    targets = model.pml_targets(cls_logits, n) if rows.targets else None
+    if rows.image == "all":
         rows_x, rows_xn = img, xn
-    elif query_rows == "cls":
+    elif rows.image == "cls":
         rows_x, rows_xn = img[:, :1], xn[:, :1]
-    else:
-        index = torch.cat([topk.new_zeros(B, 1), topk], dim=1)
+    else:  # "cls+targets"
+        index = torch.cat([targets.new_zeros(B, 1), targets], dim=1)
         rows_x, rows_xn = gather_tokens(img, index), gather_tokens(xn, index)
         q = torch.cat([q, project_q(attn, rows_xn[:, 1:])], dim=2)
-    if joint is not None and not cfg.da:
+    if joint is not None and joint_attention:
         out = sdpa(attn, q, *joint, training)
     else:
         k_p, v_p = split_kv(attn, kv_p) if kv_p is not None else (None, None)  # batch 1: shared by all samples
-        out = decoupled_sdpa(attn, q, k, v, k_p, v_p, cfg.da_scale, training)
+        out = decoupled_sdpa(attn, q, k, v, k_p, v_p, model.config.da_scale, training)
     y = masked_residual(rows_x, blk.ls1(output_projection(attn, merge_heads(out), rows_xn)), masks[0])
     y = masked_residual(y, blk.ls2(blk.mlp(blk.norm2(y))), masks[1])
 
     # prompt outputs that a later step reads
     new: dict[str, PromptRows] = {}
-    if wanted and prompts_attend:  # joint softmax over image and prompt keys: outputs differ per sample
+    if wanted and step.prompts_query:  # joint softmax over image and prompt keys: outputs differ per sample
         xp = torch.cat([seg.rows.per_sample(seg.rows.values, B) for seg in wanted], dim=1)
         xnp = torch.cat([seg.rows.per_sample(seg.xn, B) for seg in wanted], dim=1)
         outp = sdpa(attn, project_q(attn, xnp), *joint, training)
@@ -253,11 +255,10 @@ def _run_block(model, i: int, img: torch.Tensor, segments: list[_Segment], query
         yp = masked_residual(yp, blk.ls2(blk.mlp(blk.norm2(yp))), masks[1])
         for seg, part in zip(wanted, yp.split([seg.rows.values.shape[1] for seg in wanted], dim=1)):
             new[seg.name] = PromptRows(part)
-    elif wanted:
-        _check_pass_through(attn, D)
+    else:
         for seg in wanted:
             new[seg.name] = identity_rows_update(blk, seg.rows, seg.xn, masks)
-    return y, cls_logits, topk, new
+    return y, cls_logits, targets, new
 
 
 # ----- the whole forward -----
@@ -272,48 +273,30 @@ def fast_forward(model, x: torch.Tensor, head_only: bool) -> tuple[torch.Tensor,
 
     head_only=True returns only the CLS row (B, 1, D) (enough for a 'token'-pooled head); else all image rows.
     """
-    cfg, levels, ap_rows = model.config, model._level_of_start, model._ap_row
+    plan, pml = model.plan, model.config.pml and model.training
     img = model.embed(x)
     B, n = img.shape[:2]
-    want_pml = cfg.pml and model.training
     cache = model.prompt_cache.lookup(model) if uses_prompt_cache(model) else None
-    sip = ap = None
-    cls_logits, topk, new = None, None, {}
-    for i in range(model.depth):
-        last = i == model.depth - 1
-        if i in levels:
-            sip = PromptRows(model.sip_prompts[levels[i]]) if cfg.sip else None
-            ap = PromptRows(model._attribute_prompt(ap_rows[i], img, cls_logits, n)) if i in ap_rows else None
-        else:
-            sip, ap = new.get("sip"), new.get("ap")  # carried outputs (SIP: from the cache when there is one)
+    cached = CACHED_KINDS if cache is not None else ()
+    cls_logits, targets, outputs = None, None, {}
+    for step in plan.steps:
         segments = []
-        if cfg.sip:
-            segments.append(_Segment("sip", None, cache[i]["sip"]) if cache is not None else _Segment("sip", sip))
-        if ap is not None:
-            segments.append(_Segment("ap", ap))
-        if cfg.ssp:
-            segments.append(_Segment("ssp", None, cache[i]["ssp"]) if cache is not None
-                            else _Segment("ssp", PromptRows(model.ssp_prompt.unsqueeze(0))))
-        if last:
-            query_rows = "all" if not head_only else ("cls+topk" if want_pml else "cls")
-            outputs = {"sip", "ap", "ssp"} if want_pml else set()
-        else:
-            query_rows = "all"
-            outputs = set() if i + 1 in levels else ({"ap"} if cache is not None else {"sip", "ap"})
-        need_cls = (i + 1) in ap_rows or (last and want_pml)
-        shared_kv = cache[i]["shared"] if cache is not None and ap is None else None
-        img, cls_logits, topk, new = _run_block(model, i, img, segments, query_rows, need_cls, outputs, shared_kv)
-    losses = {}
-    if cfg.pml:
-        if want_pml:
-            prompts = [new[s.name].per_sample(new[s.name].values, B) for s in segments]
-            if topk is None:
-                topk = top_attended_tokens(cls_logits, n, cfg.top_k)
-                targets = gather_tokens(img, topk)
+        for kind in step.prompts:
+            if kind in cached:
+                segments.append(_Segment(kind, None, cache[step.index][kind]))
+            elif kind in step.carried:
+                segments.append(_Segment(kind, outputs[kind]))
             else:
-                targets = img[:, 1:]
-            losses["pml"] = prompt_matching_loss(torch.cat(prompts, dim=1) if prompts else img[:, :0], targets)
+                segments.append(_Segment(kind, PromptRows(model.inserted_prompt(kind, step, img, cls_logits))))
+        rows = plan.rows_read(step, head_only, pml, skip=cached)
+        shared_kv = cache[step.index]["shared"] if cache is not None and "ap" not in step.prompts else None
+        img, cls_logits, targets, outputs = _run_block(model, step, img, segments, rows, shared_kv)
+    losses = {}
+    if model.config.pml:
+        if pml:  # on the last block's outputs, before the final norm
+            prompts = [outputs[k].per_sample(outputs[k].values, B) for k in plan.steps[-1].prompts]
+            image_targets = img[:, 1:] if head_only else gather_tokens(img, targets)
+            losses["pml"] = prompt_matching_loss(torch.cat(prompts, dim=1) if prompts else img[:, :0], image_targets)
         else:
             losses["pml"] = img.new_zeros(())
-    tokens = img[:, :1] if head_only else img
-    return model.vit.norm(tokens), losses
+    return model.vit.norm(img[:, :1] if head_only else img), losses

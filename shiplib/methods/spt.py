@@ -20,7 +20,7 @@ from .registry import register_method
 from .vpt import PromptConfig, VPTDeep
 
 
-@dataclass
+@dataclass(frozen=True)
 class SPTConfig(PromptConfig):
     prompt_dropout: float = 0.0  # SPT's reference has no prompt dropout
     init: str = "kmeans"  # "kmeans" | "random" | "mean_pool"
@@ -39,6 +39,11 @@ class SPTConfig(PromptConfig):
 class SelfPromptTuning(VPTDeep):
     config_class = SPTConfig
     needs_data = True
+
+    @classmethod
+    def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict:
+        """Prompts drawn from random images' tokens: k-means would only add build time."""
+        return dict(init="random")
 
     def __init__(self, vit: VisionTransformer, num_classes: int, config: SPTConfig, data=None):
         if data is None:

@@ -10,7 +10,7 @@ Facts from the official code (KMnP/vpt, `src/models/vit_prompt/vit.py`, configs 
 - standard joint-softmax attention: prompts are queries, keys and values in every block (plain timm blocks);
 - the classifier reads the final-normed CLS token (`forward_head` after the prompts are removed).
 
-Deliberate differences, for a controlled comparison with SHIP (ship_spec.md §9):
+Deliberate differences, for a controlled comparison with SHIP (docs/ship_computation.md §9):
 - training recipe = SHIP's (§1): drop path 0.1 active while training. Official VPT keeps the frozen encoder in eval
   mode while training (no stochastic depth).
 - default K = 50. VPT tunes K per task over {1, 5, 10, 50, 100, 200}; 50 is SHIP's most common K (11 of 19 tasks).
@@ -45,7 +45,7 @@ def remove_prompts(x: torch.Tensor, num_prefix: int, num_prompts: int) -> torch.
     return torch.cat([x[:, :num_prefix], x[:, num_prefix + num_prompts:]], dim=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptConfig(MethodConfig):
     """Options of every prompt method."""
 
@@ -60,7 +60,7 @@ class PromptConfig(MethodConfig):
             raise ValueError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VPTConfig(PromptConfig):
     pass
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..engine import RunConfig, load_results, resolve_config, run_experiment
+from ..engine.resolved import paths_for
 from ..engine.results import is_finished
 from .tables import check_metric, format_mean_std
 
@@ -107,15 +108,13 @@ def variant_config(variant: AblationVariant | str, task: str, seed: int = 1, **s
 
 def missing_runs(tasks, seeds=(1,), tags=None, factors=None, **settings) -> list[RunConfig]:
     """Configurations of the chosen variants whose result file does not exist yet (same check as `sweep`)."""
-    from ..engine.run import paths_for
-
     missing = []
     for v in select_variants(tags, factors):
         for task in tasks:
             for seed in seeds:
                 cfg = variant_config(v, task, seed, **dict(settings))
                 resolved = resolve_config(cfg)
-                if not is_finished(paths_for(resolved)["result"], resolved["identity"]):
+                if not is_finished(paths_for(resolved).result, resolved.identity()):
                     missing.append(cfg)
     return missing
 

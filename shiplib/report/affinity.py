@@ -10,24 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch.utils.data import DataLoader
 
+from ..backbones import create_backbone
+from ..data import build_dataset, get_task
+from ..engine.defaults import BENCHMARK_DEFAULTS
 from ..hierarchy import (adjacent_affinity_stats, extract_block_features, inter_layer_affinity, level_of_block,
                          load_affinity, threshold_sweep)
 
 
 def benchmark_backbone(task: str, backbone=None, img_size: int | None = None) -> tuple:
     """(backbone spec, image size) of a task's benchmark unless given."""
-    from ..data import get_task
-    from ..engine.defaults import BENCHMARK_DEFAULTS
-
     defaults = BENCHMARK_DEFAULTS[get_task(task).benchmark]
     return backbone or defaults["backbone"], img_size or defaults["img_size"]
 
 
 def task_backbone(task: str, backbone=None, pretrained: bool = True):
     """The frozen backbone (eval mode) used for a task: `backbone`, else its benchmark's default."""
-    from ..backbones import create_backbone
-
     spec, _ = benchmark_backbone(task, backbone)
     return create_backbone(spec, pretrained=pretrained).eval()
 
@@ -39,11 +38,6 @@ def task_affinities(tasks, backbone=None, pretrained: bool = True, split: str = 
 
     `backbone`/`img_size` default to the task's benchmark defaults (the mini ViT at 32 px for mini tasks).
     """
-    from torch.utils.data import DataLoader
-
-    from ..backbones import create_backbone
-    from ..data import build_dataset
-
     models, out = {}, {}
     for task in tasks:
         spec, size = benchmark_backbone(task, backbone, img_size)

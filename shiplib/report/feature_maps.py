@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data import build_dataset
 from ..hierarchy import resolve_vit
+from .affinity import benchmark_backbone
 
 KINDS = ("pca", "norm", "cos_next")
 
@@ -20,9 +22,6 @@ KINDS = ("pca", "norm", "cos_next")
 def sample_images(task: str, n: int = 4, split: str = "test", data_root=None, preset: str = "ship",
                   img_size: int | None = None, seed: int = 0) -> dict:
     """`n` images of a task (a seeded draw): model inputs (n, C, H, W), the raw RGB arrays, labels, indices."""
-    from ..data import build_dataset
-    from .affinity import benchmark_backbone
-
     _, size = benchmark_backbone(task, None, img_size)
     ds = build_dataset(task, split, root=data_root, preset=preset, img_size=size)
     if not 0 < n <= len(ds):

@@ -17,6 +17,7 @@ temporary file in the same folder, then `os.replace`).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
@@ -26,8 +27,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from cycler import cycler
 
+from ..bench import load_bench
+from ..repro import tolerance as repro_tolerance, within
+from ..utils.paths import find_repo_root
 from . import figures
+from .affinity import task_affinities
+from .histories import history_frame
+from .notebook import pick_tasks
+from .tables import benchmark_summary
 
 #: Where the README figures live (relative to the repository root, the notebooks' working folder).
 FIGURES_DIR = "docs/figures"
@@ -66,9 +76,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 def readme_rc() -> dict:
     """rcParams of the README figures: seaborn's "whitegrid" style and "notebook" context (what `setup_notebook`
     sets), DejaVu Sans (shipped with matplotlib), white background, matplotlib's default text rendering."""
-    import seaborn as sns
-    from cycler import cycler
-
     return {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
             "axes.prop_cycle": cycler(color=sns.color_palette("deep")),
             "font.family": ["sans-serif"], "font.sans-serif": ["DejaVu Sans"],
@@ -104,8 +111,6 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 
 def png_bytes(fig, dpi: int = DPI) -> bytes:
     """The PNG of `fig` as `write_figure` writes it (fixed style, dpi and metadata)."""
-    import io
-
     buf = io.BytesIO()
     with readme_style():
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1, facecolor="white",
@@ -248,28 +253,17 @@ def efficiency_figure(bench: dict):
 def committed_data(name: str, root: str | os.PathLike | None = None, data_root=None) -> pd.DataFrame:
     """A README figure's data recomputed from the committed inputs, as its notebook computes it with default
     parameters (`root`: the repository, default: the one around the working folder)."""
-    from ..utils.paths import find_repo_root
-
     root = Path(root) if root is not None else find_repo_root()
     if root is None:
         raise FileNotFoundError("not inside the shiplib repository: pass root")
     if name == "affinity_heatmaps":
-        from .affinity import task_affinities
-        from .notebook import pick_tasks
-
         data_root = data_root if data_root is not None else root / "data" / "mini-vtab"
         return affinity_data(task_affinities(pick_tasks("mini", 1), max_images=250, data_root=data_root))
     if name == "loss_curves":
-        from .histories import history_frame
-
         return loss_curves_data(history_frame(root / "results", task="mini_mnist", runs=["vpt_deep", "ship"]))
     if name == "mini_results":
-        from .tables import benchmark_summary
-
         return mini_results_data(benchmark_summary(root / "results", "mini", "acc_last", "final"))
     if name == "efficiency":
-        from ..bench import load_bench
-
         return efficiency_data(load_bench(root / "results" / "bench" / "ship_vit_base_patch16_224.json"))
     raise KeyError(f"unknown README figure {name!r}; known: {', '.join(README_FIGURES)}")
 
@@ -290,10 +284,6 @@ def csv_differences(csv_path: str | os.PathLike, data: pd.DataFrame, tolerance: 
         out += [f"line {k + 1}: file {g!r} != computed {w!r}"
                 for k, (g, w) in enumerate(zip(got_lines, want_lines)) if g != w]
         return out[:limit]
-    import io
-
-    from ..repro import tolerance as repro_tolerance, within
-
     describe = repro_tolerance(tolerance).describe()
     got, exp = pd.read_csv(io.StringIO(text)), pd.read_csv(io.StringIO(want))
     if list(got.columns) != list(exp.columns):
@@ -317,8 +307,6 @@ def check_readme_figure(name: str, folder: str | os.PathLike | None = None, data
                         **kw) -> list[str]:
     """Differences between `<folder>/<name>.csv` (default: the repository's docs/figures) and the data
     recomputed now (`committed_data`) or given."""
-    from ..utils.paths import find_repo_root
-
     spec = README_FIGURES[name]
     if folder is None:
         root = find_repo_root()

@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .ablations import REFERENCE
 from .affinity import adjacent_frame, adjacent_stats_frame, levels_frame
+from .tables import task_order
 
 #: Widest figure, in inches (JupyterLab shows figures at 100 dpi: ~1000 px, a page's width).
 PAGE_WIDTH = 10.0
@@ -296,8 +298,6 @@ def plot_loss_curves(history: pd.DataFrame, columns=("ce", "loss"), errorbar="sd
 # ----- results and ablations -----
 def _task_list(summary: pd.DataFrame) -> list:
     """Tasks of a summary in their benchmark's order (natural → specialized → structured), else as they come."""
-    from .tables import task_order
-
     present = list(dict.fromkeys(summary["task"]))
     benchmarks = list(dict.fromkeys(summary["benchmark"])) if "benchmark" in summary else []
     if len(benchmarks) == 1:
@@ -353,8 +353,6 @@ def plot_task_accuracies(summary: pd.DataFrame, title: str = "", runs=None, ncol
 def plot_ablation(summary: pd.DataFrame, factor: str):
     """Components: Δ accuracy vs the reference per task; sweeps: accuracy vs the factor's value per task
     (dashed: the reference run with its per-task default)."""
-    from .ablations import REFERENCE
-
     sub = summary[summary["factor"] == factor]
     if sub.empty:
         raise ValueError(f"no results for ablation factor {factor!r}")

@@ -1,6 +1,7 @@
 """Small helpers that keep the notebooks thin: working folder, display setup, run descriptions, task picks."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..data.tasks import GROUPS, get_task, list_tasks
+from ..engine import RunConfig, ResolvedRun
+from ..errors import ConfigError
 from ..utils.paths import find_repo_root
 
 
@@ -19,7 +22,7 @@ def setup_notebook(chdir: bool = True) -> None:
 
     Returns nothing, so that a notebook cell ending with it shows no output (the working folder is
     `os.getcwd()`)."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: seaborn loads matplotlib (about a second); only this setup needs it
 
     root = find_repo_root()
     if chdir and root is not None:
@@ -32,9 +35,9 @@ def setup_notebook(chdir: bool = True) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
 
 
-def describe_config(resolved: dict) -> pd.DataFrame:
+def describe_config(run: ResolvedRun) -> pd.DataFrame:
     """What a run will use: every run setting and method option with its value and where it came from."""
-    ident, sources = resolved["identity"], resolved["sources"]
+    ident, sources = run.identity(), run.sources
     skip = {"options", "task", "benchmark", "method", "seed"}
     rows = [(k, v, sources.get(k, "")) for k, v in ident.items() if k not in skip]
     rows += [(f"option {k}", v, sources.get(k, "")) for k, v in ident["options"].items()]
@@ -45,8 +48,6 @@ def describe_config(resolved: dict) -> pd.DataFrame:
 
 def cli_command(cfg) -> str:
     """The `python -m shiplib run …` command that trains the same run as `run_experiment(cfg)`."""
-    from ..engine import RunConfig
-
     base = RunConfig(task=cfg.task, method=cfg.method)
     parts = ["python", "-m", "shiplib", "run", "--task", cfg.task, "--method", cfg.method, "--seed", str(cfg.seed)]
     flags = dict(protocol="--protocol", tag="--tag", results_dir="--results", runs_dir="--runs",
@@ -64,12 +65,25 @@ def cli_command(cfg) -> str:
 
 
 def pick_tasks(benchmark: str = "mini", per_group: int = 1, tasks=None) -> list[str]:
-    """`tasks` if given, else the first `per_group` tasks of each group (registry order)."""
+    """`tasks` if given (a list, or text as papermill's `-p` passes it: '["a", "b"]' or 'a, b'), else the first
+    `per_group` tasks of each group (registry order). Unknown names are a ConfigError listing the valid ones."""
     if tasks is not None:
-        return [get_task(t).name for t in tasks]
+        if isinstance(tasks, str):
+            text = tasks.strip()
+            try:
+                tasks = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"tasks {tasks!r} is not a JSON list ({e.msg}); give a list such as "
+                                  "[\"mini_mnist\", \"mini_clevr_count\"] or 'mini_mnist, mini_clevr_count'") from None
+        try:
+            return [get_task(str(t).strip()).name for t in tasks]
+        except KeyError as e:
+            raise ConfigError(e.args[0] if e.args else str(e)) from None
     names = list_tasks(benchmark=benchmark)
     if not names:
-        raise ValueError(f"no tasks registered for benchmark {benchmark!r}")
+        raise ConfigError(f"no tasks registered for benchmark {benchmark!r}; valid: vtab1k, mini")
+    if not isinstance(per_group, int) or per_group < 1:
+        raise ConfigError(f"per_group must be a positive integer, got {per_group!r}")
     picked = [t for g in GROUPS for t in [n for n in names if get_task(n).group == g][:per_group]]
     return picked
 

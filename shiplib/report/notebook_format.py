@@ -12,6 +12,8 @@ from pathlib import Path
 
 import nbformat
 
+from ..utils.io import atomic_write_text
+
 #: The kernel `scripts/setup.sh` registers for the project's .venv (``python -m ipykernel install --user``).
 KERNEL_NAME = "shiplib"
 KERNELSPEC = {"display_name": "Python 3 (shiplib)", "language": "python", "name": KERNEL_NAME}
@@ -51,15 +53,13 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
 
 
 def write_notebook(nb: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
-    from ..utils.io import atomic_write_text
-
     return atomic_write_text(path, notebook_text(canonical_notebook(nb)))
 
 
 def execute_notebook(path: str | os.PathLike, parameters: dict | None = None, out: str | os.PathLike | None = None,
                      timeout: int | None = 3600) -> Path:
     """Run a notebook with papermill (its parameters cell, the project kernel) and write it in committed form."""
-    import papermill as pm
+    import papermill as pm  # deferred: papermill loads the Jupyter client stack, needed only to execute notebooks
 
     path = Path(path)
     nb = pm.execute_notebook(str(path), None, parameters=parameters or {}, kernel_name=KERNEL_NAME,

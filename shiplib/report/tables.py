@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import repro
 from ..data.tasks import GROUPS, get_task, list_tasks
 from ..engine.defaults import official_settings, published_results
-from ..engine.results import load_results
+from ..engine.results import load_results, read_result, result_path
+from ..utils.io import atomic_write_text
 from ..utils.units import format_seconds
 
 METRICS = {
@@ -289,8 +291,6 @@ def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
     that reproduces it (the exact value is in the result file). The wall time is rendered as `<number> s`. No
     paths, dates or host names.
     """
-    from .. import repro
-
     committed = committed_twin(result, committed_dir)[1] if committed_dir is not None else None
 
     def accuracy(metric: str):
@@ -352,8 +352,6 @@ def task_comparison(result: dict) -> pd.DataFrame:
 def committed_twin(result: dict, committed_dir="results") -> tuple[str, dict | None]:
     """The committed result of the same (task, run, seed, protocol) as `result` and made with the same settings,
     as (its path as shown, the result or None)."""
-    from ..engine.results import read_result, result_path
-
     path = result_path(committed_dir, result["benchmark"], result["task"], result["method"], result["seed"],
                        result["protocol"], tag=result.get("tag"))
     shown = display_path(path, committed_dir)
@@ -367,8 +365,6 @@ def committed_comparison(result: dict, committed_dir="results") -> pd.DataFrame:
     """This run against the committed run with the same settings, within `shiplib.repro`'s cross-machine
     tolerances: reference value, tolerance and verdict per quantity (the same table on every machine that
     reproduces the run; this run's own numbers are in its result file and `result_summary`)."""
-    from .. import repro
-
     shown, committed = committed_twin(result, committed_dir)
     if committed is None:
         return repro.comparison_table([]).rename_axis(f"no committed run with the same settings at {shown}")
@@ -432,8 +428,6 @@ def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
 def write_tables(results_dir="results", out_dir="results/tables", protocol: str = "final",
                  metrics=("acc_last", "acc_max_over_epochs"), decimals: int = 1, include_tagged: bool = False) -> list:
     """Render the VTAB-1k and mini-VTAB tables as CSV and markdown files (written atomically); returns the paths."""
-    from ..utils.io import atomic_write_text
-
     out, paths = Path(out_dir), []
     frames = {f"vtab1k_{protocol}": vtab1k_table(results_dir, protocol=protocol, metrics=list(metrics),
                                                  include_tagged=include_tagged)}

@@ -1,54 +1,100 @@
-"""Atomic writes, so that a crash never leaves a half-written result or checkpoint."""
+"""Atomic writes, so that a crash never leaves a half-written result or checkpoint, and moving bad files aside."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+#: Suffix of a file that could not be read and was moved aside (`checkpoint.pt` -> `checkpoint.pt.corrupt`).
+CORRUPT_SUFFIX = ".corrupt"
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Write `path` so that a reader sees the old file or the complete new one, never a partial file.
+
+    Yields a temporary path next to `path` (same folder, so the final rename stays on one file system); write the
+    content there. On a clean exit the temporary file is flushed to disk and renamed over `path`; on an exception
+    it is removed and `path` is left as it was. Parent folders are created.
+
+        with atomic_write("results/x.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, a=a)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results should be readable like any written file
+        yield Path(tmp)
+        _fsync(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; written files should be readable like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return _atomic(path, write)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    import torch
+def atomic_write_jsonl(path: str | os.PathLike, records: list[dict]) -> Path:
+    """A whole JSON-lines file at once (a log rewritten from its source of truth never holds a line twice)."""
+    return atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def atomic_save_npy(path: str | os.PathLike, array) -> Path:
+    """np.save without a half-written file (through a handle, so numpy does not append '.npy' to the temp name)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array))
+    return Path(path)
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """np.savez without a half-written file (through a handle, so numpy does not append '.npz' to the temp name)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -61,22 +107,30 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    import hashlib
+def aside_path(path: str | os.PathLike, suffix: str = CORRUPT_SUFFIX) -> Path:
+    """`<name><suffix>`, or `<name><suffix>.1`, `.2`, … when that exists: files set aside earlier are kept."""
+    path = Path(path)
+    candidate, n = path.with_name(path.name + suffix), 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}{suffix}.{n}")
+    return candidate
 
+
+def move_aside(path: str | os.PathLike, reason: str, suffix: str = CORRUPT_SUFFIX) -> Path:
+    """Rename an unreadable file to `aside_path(path, suffix)` (never over a file set aside before), log a warning
+    naming both, and return the new path. The file is kept for inspection; the caller carries on as if it were
+    absent."""
+    path = Path(path)
+    aside = aside_path(path, suffix)
+    os.replace(path, aside)
+    log.warning("%s cannot be read (%s); moved it aside to %s", path, reason, aside.name)
+    return aside
+
+
+def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_save_npy(path: str | os.PathLike, array) -> Path:
-    """np.save without a half-written file (through a handle, so numpy does not append '.npy' to the temp name)."""
-    import numpy as np
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array))
-
-    return _atomic(path, write)

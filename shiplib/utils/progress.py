@@ -34,7 +34,7 @@ def _in_kernel() -> bool:
 
 def _has_ipywidgets() -> bool:
     try:
-        import ipywidgets  # noqa: F401
+        import ipywidgets  # noqa: F401  (an optional dependency: whether it is installed decides the mode)
     except ImportError:
         return False
     return True
@@ -89,7 +89,7 @@ def progress_bar(iterable=None, *, leave: bool = True, disable: bool | None = Fa
     if disable or mode == "off" or (mode == "lines" and not leave):
         return _std.tqdm(iterable, disable=True, **kwargs)
     if mode == "widgets":
-        from tqdm.notebook import tqdm as notebook_tqdm
+        from tqdm.notebook import tqdm as notebook_tqdm  # deferred: it needs ipywidgets, present only in notebooks
 
         kwargs.pop("dynamic_ncols", None)
         return notebook_tqdm(iterable, leave=leave, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from .common import IMAGE_SIZE, ImageSet, rng_for, split_counts
 
@@ -43,8 +44,6 @@ def _floor(size: int, top: int, bottom: int) -> np.ndarray:
 
 
 def render_scene(rng: np.random.Generator, count: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
     s = SUPERSAMPLE
     top, bottom = int(rng.integers(150, 191)), int(rng.integers(100, 141))
     canvas = Image.fromarray(_floor(IMAGE_SIZE * s, top, bottom), "RGB")

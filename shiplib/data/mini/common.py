@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from ...utils.io import sha256_file
 
 IMAGE_SIZE = 32
 BASE_SEED = 20241222  # fixed: the committed data depend on it
@@ -28,8 +33,6 @@ def require(module: str, pip_name: str, purpose: str):
 
 
 def package_version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:
@@ -76,8 +79,6 @@ def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 
 def resize_uint8(img: np.ndarray, size: int = IMAGE_SIZE, resample: str = "box") -> np.ndarray:
     """Resize with PIL's fixed-point resampler (bit-stable across machines, unlike float pipelines)."""
-    from PIL import Image
-
     filters = {"box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
                "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
     out = Image.fromarray(np.ascontiguousarray(img)).resize((size, size), filters[resample])
@@ -100,10 +101,6 @@ def png_bytes(img: np.ndarray) -> bytes:
     which zlib build Pillow links; a 32x32 RGB file still fits one 4 KiB disk block, and git compresses it anyway.
     No text chunks, no timestamps.
     """
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format="PNG", compress_level=0, optimize=False)
     return buf.getvalue()
@@ -120,8 +117,6 @@ def sha256_bytes(data: bytes) -> str:
 
 def tree_sha256(root: str | os.PathLike, rel_paths: list[str]) -> str:
     """One hash over `sha256  relpath` lines (sorted), i.e. over the names and bytes of the given files."""
-    from ...utils.io import sha256_file
-
     root = Path(root)
     lines = "".join(f"{sha256_file(root / p)}  {p}\n" for p in sorted(rel_paths))
     return hashlib.sha256(lines.encode()).hexdigest()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from .common import IMAGE_SIZE, TEST, ImageSet, gray_to_rgb, rng_for, split_counts
 
@@ -67,8 +68,6 @@ def factor_values():
 
 def render(shape: int, scale: int, orient: int, pos_x: int, pos_y: int) -> np.ndarray:
     """One example from factor indices: uint8 (32, 32) grey image."""
-    from PIL import Image, ImageDraw
-
     scales, orients, positions = factor_values()
     s, th = scales[scale] * HALF_EXTENT, orients[orient]
     span = RENDER_SIZE - 2 * MARGIN

@@ -9,6 +9,7 @@ mirrored, with a random contrast and brightness change. Test patches come from t
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from .common import IMAGE_SPLITS, TEST, ImageSet, gray_to_rgb, require, resize_uint8, rng_for, split_counts
 from .patches import dihedral, jitter_contrast, random_box, split_band
@@ -32,8 +33,6 @@ OFFSET_RANGE = (-30, 30)  # brightness shift in grey levels
 
 def load_regions() -> list[np.ndarray]:
     """Grey uint8 region of every class, in CLASSES order."""
-    from PIL import Image
-
     data = require("skimage.data", "scikit-image", "mini_textures (images bundled with scikit-image)")
     out = []
     for _, fn, box, _ in CLASSES:

@@ -1,0 +1,70 @@
+"""The first stage of a run: everything that can be checked before loading data or building the model.
+
+`validate_before_work(run)` checks the method's options (by building its config), the device, the memory limit
+setting, a backbone file (present, header readable), that the results and runs folders can be created and
+written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
+every line parses, labels are in range, images exist and are not empty; images are decoded only when read). Each
+problem is a clear error naming the setting or path, the value and how to fix it.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..backbones.loading import check_backbone_file
+from ..data.checks import check_split
+from ..data.folder import TaskLocation, locate_task
+from ..errors import ConfigError
+from ..methods import MethodConfig, get_method
+from .resolved import ResolvedRun
+from .resources import check_device, memory_limit
+
+
+def validate_before_work(run: ResolvedRun) -> TaskLocation:
+    """Check `run` before any work; returns where its data is (the build stage reads exactly that folder)."""
+    check_method_options(run)
+    check_device(run.runtime.device)
+    memory_limit()  # a garbled $SHIPLIB_MEMORY_LIMIT fails now, not after the model is built
+    check_backbone_file(run.model.backbone)
+    paths = run.paths
+    check_writable_folder(paths.result.parent, "results folder", run.runtime.results_dir, "--results")
+    check_writable_folder(paths.work_dir, "runs folder", run.runtime.runs_dir, "--runs")
+    return check_data(run)
+
+
+def check_method_options(run: ResolvedRun) -> MethodConfig:
+    """Build the method's config from the run's options: a bad value fails here, naming the option."""
+    cls = get_method(run.method)
+    try:
+        return cls.config_class.from_options(run.method, dict(run.options))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid option for method {run.method!r}: {e}. Change it with --set <option>=<value> "
+                          f"(options: {', '.join(cls.config_class.option_names())}).") from e
+
+
+def check_writable_folder(folder: Path, what: str, setting: str, flag: str) -> None:
+    """`folder` exists or can be created, and a file can be written in it (tried, not guessed from permissions:
+    root ignores them, a read-only mount does not)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"the {what} {setting!r} cannot be used: {blocker} is a file, not a folder. "
+                          f"Choose another folder with {flag}.")
+    probe_in = existing if existing is not None else Path.cwd()
+    try:
+        with tempfile.TemporaryFile(dir=probe_in):
+            pass
+    except OSError as e:
+        raise ConfigError(f"the {what} {setting!r} is not writable ({folder} would be created in {probe_in}: "
+                          f"{e.strerror or e}). Choose a writable folder with {flag}.") from None
+
+
+def check_data(run: ResolvedRun) -> TaskLocation:
+    """The task's folder, with the list files of the run's two splits sound (labels in range, images present)."""
+    location = locate_task(run.task.name, run.runtime.data_root)
+    for split in dict.fromkeys((run.train_split, run.eval_split)):
+        check_split(location.task_dir, split, num_classes=run.task.num_classes)
+    return location
+
