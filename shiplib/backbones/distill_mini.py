@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -228,10 +228,6 @@ def export_distilled(vit: nn.Module, cfg: DistillConfig, history: list[dict], el
     )
     atomic_write_json(card_path, card)
     return card
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(DistillConfig)]
 
 
 def distill_and_export(cfg: DistillConfig | None = None, work_dir: str | Path = "runs/distill/main",
