@@ -1,4 +1,5 @@
-"""The committed mini backbone (checkpoint + card) and the evidence machinery recorded in its card."""
+"""The committed Fashion-MNIST mini backbone (`mini_fmnist`: checkpoint + card) and the evidence machinery
+recorded in mini backbone cards."""
 from __future__ import annotations
 
 import json
@@ -16,22 +17,15 @@ from shiplib.backbones.loading import state_dict_architecture
 from shiplib.hierarchy import validate_affinity
 from shiplib.utils.io import sha256_file
 
+from _backbone_cards import card_fixtures
+
 CARD_FIELDS = ("name", "description", "architecture", "parameters", "data", "training", "epochs", "seed",
                "test_accuracy", "history", "wall_time_minutes", "file", "sha256", "licence")
 MAX_CHECKPOINT_BYTES = 10 * 1024 * 1024
+NAME = "mini_fmnist"
 
 
-@pytest.fixture(scope="module")
-def checkpoint():
-    path = mini.mini_checkpoint_path()
-    if not path.is_file() or not mini.mini_card_path().is_file():
-        pytest.skip(f"{path} (or its card) is absent: build it with notebooks/pretrain_mini.ipynb (train=True)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def card(checkpoint):
-    return json.loads(mini.mini_card_path().read_text())
+checkpoint, card = card_fixtures(NAME)
 
 
 # ---------------------------------------------------------------- the committed checkpoint
@@ -40,7 +34,7 @@ def card(checkpoint):
 def test_card_has_every_field(card):
     missing = [f for f in CARD_FIELDS if f not in card]
     assert not missing, f"card lacks {missing}"
-    assert card["file"] == mini.mini_checkpoint_path().name
+    assert card["file"] == mini.mini_checkpoint_path(name=NAME).name
     # an interim export (run not finished) records how many epochs its weights have seen
     assert len(card["history"]) == card.get("epochs_completed", card["epochs"]) <= card["epochs"]
     assert card.get("complete", True) == (len(card["history"]) == card["epochs"])
@@ -69,7 +63,7 @@ def test_architecture_matches_mini_arch(checkpoint, card):
 
 def test_checkpoint_path_spec_equals_mini(checkpoint):
     """Loading the file by path (its card is the sidecar that names the heads) gives the same backbone."""
-    by_name, by_path = create_backbone("mini").eval(), create_backbone(str(checkpoint)).eval()
+    by_name, by_path = create_backbone(NAME).eval(), create_backbone(str(checkpoint)).eval()
     x = torch.randn(4, 3, MINI_ARCH["img_size"], MINI_ARCH["img_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(by_name(x), by_path(x))

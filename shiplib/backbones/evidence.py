@@ -24,7 +24,7 @@ from ..hierarchy import extract_block_features, inter_layer_affinity
 from ..utils.io import atomic_write_json, sha256_file
 from ..utils.progress import progress_bar
 from .loading import create_backbone, load_state_dict_file
-from .mini import create_mini_vit, mini_card_path, mini_checkpoint_path
+from .mini import checkpoint_dir, create_mini_vit, mini_card_path, mini_checkpoint_path
 from .pretrain_mini import evaluate_classifier, fmnist_tensors
 
 #: Inverse regularisation strengths tried on val200 (features are standardised, so one grid fits all tasks).
@@ -134,17 +134,18 @@ def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransform
 
 
 def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = None,
-                         checkpoint_path: str | os.PathLike | None = None) -> dict:
+                         checkpoint_path: str | os.PathLike | None = None, name: str = "mini") -> dict:
     """Store `evidence` under the card's `evidence` key (atomic rewrite); returns the new card.
 
-    The card's sha256 must still match the checkpoint, so the evidence is tied to these exact weights.
+    The card's sha256 must still match the checkpoint, so the evidence is tied to these exact weights. Paths not
+    given: the committed mini backbone `name` (`shiplib.backbones.mini.MINI_CHECKPOINTS`).
     """
-    card_path = Path(card_path or mini_card_path())
+    card_path = Path(card_path or mini_card_path(name=name))
     if not card_path.is_file():
         raise FileNotFoundError(f"card {card_path} does not exist: pretrain the backbone first "
                                 "(notebooks/pretrain_mini.ipynb)")
     card = json.loads(card_path.read_text())
-    checkpoint_path = Path(checkpoint_path or card_path.with_name(card.get("file", mini_checkpoint_path().name)))
+    checkpoint_path = Path(checkpoint_path or card_path.with_name(card.get("file", mini_checkpoint_path(name=name).name)))
     digest = sha256_file(checkpoint_path)
     if digest != card.get("sha256"):
         raise ValueError(f"{checkpoint_path} has sha256 {digest} but the card {card_path} records "
@@ -155,15 +156,15 @@ def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = N
     return card
 
 
-def pretrained_and_random_mini(seed: int = 0) -> tuple[VisionTransformer, VisionTransformer]:
-    """The committed mini backbone and a same-architecture random one (seeded), both headless."""
+def pretrained_and_random_mini(seed: int = 0, name: str = "mini") -> tuple[VisionTransformer, VisionTransformer]:
+    """The committed mini backbone `name` and a same-architecture random one (seeded), both headless."""
     torch.manual_seed(seed)
-    return create_backbone("mini"), create_backbone("mini", pretrained=False)
+    return create_backbone(name), create_backbone(name, pretrained=False)
 
 
-def load_card(card_path: str | os.PathLike | None = None) -> dict:
-    """The mini backbone's card (JSON next to the checkpoint)."""
-    card_path = Path(card_path or mini_card_path())
+def load_card(card_path: str | os.PathLike | None = None, name: str = "mini") -> dict:
+    """The card of the mini backbone `name` (JSON next to the checkpoint), or the one at `card_path`."""
+    card_path = Path(card_path or mini_card_path(name=name))
     if not card_path.is_file():
         raise FileNotFoundError(f"card {card_path} does not exist: pretrain the backbone first "
                                 "(notebooks/pretrain_mini.ipynb with train=True)")
@@ -172,7 +173,7 @@ def load_card(card_path: str | os.PathLike | None = None) -> dict:
 
 def verify_checkpoint(card: dict, checkpoint_path: str | os.PathLike | None = None) -> str:
     """The checkpoint's sha256 when it equals the card's; ValueError otherwise."""
-    checkpoint_path = Path(checkpoint_path or mini_checkpoint_path())
+    checkpoint_path = Path(checkpoint_path or checkpoint_dir() / card["file"])
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} does not exist")
     digest = sha256_file(checkpoint_path)
@@ -186,7 +187,7 @@ def checkpoint_test_accuracy(card: dict, checkpoint_path: str | os.PathLike | No
                              every: int = 1) -> float:
     """Top-1 % of the checkpoint (with its Fashion-MNIST head) on Fashion-MNIST test, every `every`-th image."""
     model = create_mini_vit(num_classes=card["architecture"]["num_classes"])
-    model.load_state_dict(load_state_dict_file(checkpoint_path or mini_checkpoint_path()))
+    model.load_state_dict(load_state_dict_file(checkpoint_path or checkpoint_dir() / card["file"]))
     x, y = fmnist_tensors("test", size=card["architecture"]["img_size"])
     return evaluate_classifier(model, x[::every], y[::every])
 

@@ -1,4 +1,4 @@
-"""Supervised pretraining of the mini backbone on Fashion-MNIST, resumable epoch by epoch.
+"""Supervised pretraining of the mini backbone on Fashion-MNIST (`backbone="mini_fmnist"`), resumable epoch by epoch.
 
 `pretrain_mini()` is what `notebooks/pretrain_mini.ipynb` calls; it writes the safetensors
 checkpoint and its JSON card into `data/checkpoints/`.
@@ -19,7 +19,7 @@ from ..utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write
 from ..utils.progress import progress_bar
 from ..utils.seed import derived_seed, seed_everything
 from .pretrain_recipe import adamw, set_lr, warmup_cosine_lr
-from .mini import CHECKPOINT_NAME, MINI_ARCH, create_mini_vit, mini_card_path, mini_checkpoint_path
+from .mini import MINI_ARCH, MINI_CHECKPOINTS, create_mini_vit, mini_card_path, mini_checkpoint_path
 
 
 @dataclass
@@ -55,6 +55,8 @@ def fmnist_tensors(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tens
 
 
 #: training augmentations: name -> (max shift in pixels, horizontal flips)
+#: The backbone name this recipe's checkpoint is loaded by.
+BACKBONE_NAME = "mini_fmnist"
 AUGMENTATIONS = {"none": (0, False), "hflip": (0, True), "shift+hflip": (2, True)}
 
 
@@ -108,8 +110,8 @@ def pretrain_mini(
     """
     cfg = config or PretrainConfig()
     work_dir = Path(work_dir)
-    checkpoint_path = Path(checkpoint_path or mini_checkpoint_path())
-    card_path = Path(card_path or mini_card_path())
+    checkpoint_path = Path(checkpoint_path or mini_checkpoint_path(name=BACKBONE_NAME))
+    card_path = Path(card_path or mini_card_path(name=BACKBONE_NAME))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -193,10 +195,10 @@ def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: 
     """Write the safetensors weights and their JSON card (an incomplete run says so in the card)."""
     if not history:
         raise ValueError("no finished epoch to export")
-    atomic_save_safetensors(model.state_dict(), checkpoint_path, metadata={"name": CHECKPOINT_NAME})
+    atomic_save_safetensors(model.state_dict(), checkpoint_path, metadata={"name": MINI_CHECKPOINTS[BACKBONE_NAME]})
     done = len(history)
     card = dict(
-        name=CHECKPOINT_NAME,
+        name=MINI_CHECKPOINTS[BACKBONE_NAME],
         description="12-block narrow ViT (patch 4, 32 px) pretrained with labels on Fashion-MNIST by shiplib; "
                     "the offline default backbone for mini-VTAB. Not the paper's ViT-B/16 in21k.",
         architecture=dict(timm_class="timm.models.vision_transformer.VisionTransformer", **MINI_ARCH, num_classes=10),
@@ -230,7 +232,7 @@ def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     model.load_state_dict(state["model"])
     return export_checkpoint(model, cfg, state["history"], state["elapsed"],
-                             Path(checkpoint_path or mini_checkpoint_path()), Path(card_path or mini_card_path()))
+                             Path(checkpoint_path or mini_checkpoint_path(name=BACKBONE_NAME)), Path(card_path or mini_card_path(name=BACKBONE_NAME)))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pretrain_mini`

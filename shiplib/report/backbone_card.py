@@ -1,5 +1,5 @@
-"""Figures and tables of the mini backbone's card (`data/checkpoints/vit_mini_fmnist.json`): its pretraining
-curves, the linear-probe evidence and the inter-layer affinity (`notebooks/pretrain_mini.ipynb`).
+"""Figures and tables of a mini backbone's card (`data/checkpoints/vit_mini_*.json`): its pretraining curves, the
+linear-probe evidence and the inter-layer affinity (`notebooks/pretrain_mini.ipynb`, `notebooks/distill_mini.ipynb`).
 
 Imported separately from `shiplib.report` (it loads matplotlib). Each plot function draws one new figure and
 returns it; the caller shows or saves it.
@@ -21,16 +21,26 @@ def training_history(card: dict) -> pd.DataFrame:
 
 
 def training_curves(card: dict) -> tuple[Figure, pd.DataFrame]:
-    """Loss, train/test accuracy and learning rate per epoch, side by side; returns the figure and the history."""
+    """Per epoch, side by side: the loss (one curve per target for a distilled backbone), train/test accuracy when
+    the card has them (supervised pretraining) and the learning rate; returns the figure and the history."""
     hist = training_history(card)
-    smoothing = (card.get("training") or {}).get("label_smoothing")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    loss_title = "training loss" + (f" (label smoothing {smoothing})" if smoothing else "")
-    sns.lineplot(data=hist, x="epoch", y="train_loss", marker="o", ax=axes[0]).set_title(loss_title)
-    acc_long = hist.melt(id_vars="epoch", value_vars=["train_acc", "test_acc"], var_name="split",
-                         value_name="accuracy %")
-    sns.lineplot(data=acc_long, x="epoch", y="accuracy %", hue="split", marker="o", ax=axes[1]).set_title("accuracy")
-    sns.lineplot(data=hist, x="epoch", y="lr", marker="o", ax=axes[2]).set_title("learning rate at epoch end")
+    targets = [c for c in hist.columns if c.startswith("loss_")]
+    has_acc = {"train_acc", "test_acc"} <= set(hist.columns)
+    fig, axes = plt.subplots(1, 2 + has_acc, figsize=(13 if has_acc else 9, 3.4))
+    if targets:
+        long = hist.melt(id_vars="epoch", value_vars=targets, var_name="target", value_name="loss")
+        long["target"] = long["target"].str.removeprefix("loss_")
+        sns.lineplot(data=long, x="epoch", y="loss", hue="target", marker="o", ax=axes[0])
+        axes[0].set_title("distillation losses (per target)")
+    else:
+        smoothing = (card.get("training") or {}).get("label_smoothing")
+        loss_title = "training loss" + (f" (label smoothing {smoothing})" if smoothing else "")
+        sns.lineplot(data=hist, x="epoch", y="train_loss", marker="o", ax=axes[0]).set_title(loss_title)
+    if has_acc:
+        acc_long = hist.melt(id_vars="epoch", value_vars=["train_acc", "test_acc"], var_name="split",
+                             value_name="accuracy %")
+        sns.lineplot(data=acc_long, x="epoch", y="accuracy %", hue="split", marker="o", ax=axes[1]).set_title("accuracy")
+    sns.lineplot(data=hist, x="epoch", y="lr", marker="o", ax=axes[-1]).set_title("learning rate at epoch end")
     fig.tight_layout()
     return fig, hist
 
