@@ -103,7 +103,7 @@ def tiny_vit_file(tmp_path_factory) -> Path:
 # ----- report fixtures: result files in the engine's format without training -----
 def fake_result(task: str, method: str, seed: int, acc_last: float, acc_max: float | None = None,
                 tag: str | None = None, protocol: str = "final", trainable: int = 1000, epochs: int = 3,
-                losses=None, options: dict | None = None) -> dict:
+                losses=None, options: dict | None = None, levels=None) -> dict:
     """A result dict with the fields `run_experiment` writes that the readers use (accuracies in %)."""
     from shiplib.data import get_task
 
@@ -120,7 +120,8 @@ def fake_result(task: str, method: str, seed: int, acc_last: float, acc_max: flo
                             options=options or {}),
                 parameters=dict(trainable=trainable, trainable_without_head=trainable - 10, head=10,
                                 frozen=5000, total=5000 + trainable),
-                history=history, wall_time_s=1.0, device="cpu", identity={})
+                history=history, wall_time_s=1.0, device="cpu", identity={},
+                **({} if levels is None else {"hierarchy": dict(levels=list(levels))}))
 
 
 @pytest.fixture

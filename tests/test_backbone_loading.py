@@ -118,7 +118,7 @@ def test_mini_random():
 
 def test_mini_pretrained_loads_the_committed_checkpoint():
     if not mini.mini_checkpoint_path().is_file():
-        pytest.skip(f"{mini.mini_checkpoint_path()} not built yet (run notebooks/pretrain_mini.ipynb)")
+        pytest.skip(f"{mini.mini_checkpoint_path()} not built yet (python -m shiplib.backbones.distill_mini)")
     from shiplib.backbones import load_state_dict_file
 
     vit = create_backbone("mini")
@@ -128,9 +128,11 @@ def test_mini_pretrained_loads_the_committed_checkpoint():
 
 def test_mini_pretrained_missing_checkpoint_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))  # a project folder without data/checkpoints
-    assert mini.mini_checkpoint_path() == tmp_path / "data" / "checkpoints" / "vit_mini_fmnist.safetensors"
-    with pytest.raises(BackboneError, match="pretrain_mini"):
+    assert mini.mini_checkpoint_path() == tmp_path / "data" / "checkpoints" / "vit_mini_distill.safetensors"
+    with pytest.raises(BackboneError, match="distill_mini"):
         create_backbone("mini")
+    with pytest.raises(BackboneError, match="pretrain_mini"):
+        create_backbone("mini_fmnist")
     monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path / "nowhere"))
     with pytest.raises(BackboneError, match=r"data/checkpoints, but \$SHIPLIB_HOME is '.*nowhere', which does not"):
         create_backbone("mini")
@@ -198,7 +200,7 @@ def test_non_vit_module():
 
 
 def test_nonsense_spec_type():
-    with pytest.raises(BackboneError, match="timm name, a file path, a mini name .mini, mini_fmnist"):
+    with pytest.raises(BackboneError, match="timm name, a file path, a mini name .mini, mini_distill, mini_fmnist"):
         create_backbone(42)
 
 
@@ -207,13 +209,14 @@ def test_mini_names_and_a_missing_checkpoint_says_how_to_train_it(monkeypatch, t
 
     from shiplib.backbones import mini
 
-    a, b = create_backbone("mini"), create_backbone("mini_fmnist")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    default = create_backbone("mini")
+    assert same(default, create_backbone("mini_distill")) and not same(default, create_backbone("mini_fmnist"))
     monkeypatch.setitem(mini.MINI_CHECKPOINTS, "mini_other", "vit_mini_other")
     monkeypatch.setitem(mini.MINI_RECIPES, "vit_mini_other", "`make other`")
     with pytest.raises(BackboneError, match="vit_mini_other.safetensors is missing: train it with `make other`"):
         create_backbone("mini_other")
-    with pytest.raises(KeyError, match="valid: mini, mini_fmnist"):
+    with pytest.raises(KeyError, match="valid: mini, mini_distill, mini_fmnist"):
         mini.mini_card_path(name="nope")
 
 

@@ -207,7 +207,7 @@ def test_curve_and_ablation_figures(tmp_path, write_fake_result):
     path = write_fake_result("svhn", "ship", 1, 80.0)
     write_fake_result("svhn", "ship", 2, 82.0)
     write_fake_result("svhn", "vpt_deep", 1, 70.0)
-    for tag, acc in (("no-sip", 75.0), ("K=5", 79.0), ("K=50", 81.0)):
+    for tag, acc in (("no-sip", 75.0), ("K=5", 79.0), ("K=40", 81.0)):
         write_fake_result("svhn", "ship", 1, acc, tag=tag)
     fig = figures.plot_run_curves(read_result(path))
     assert len(fig.axes) == 2

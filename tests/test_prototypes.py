@@ -12,6 +12,7 @@ from shiplib.hierarchy import (
     extract_block_features,
     inter_layer_affinity,
     load_prototype_bank,
+    random_bank_like,
     save_prototype_bank,
     semantic_levels,
 )
@@ -34,6 +35,20 @@ def test_prototypes_shape_determinism_and_cluster_means():
     np.testing.assert_allclose(bank, means, rtol=1e-5, atol=1e-5)
     assert np.linalg.norm(bank, axis=1).max() > 2  # not L2-normalised
     np.testing.assert_allclose(attribute_prototypes(torch.from_numpy(x), k=4, seed=42), bank)
+
+
+def test_random_bank_keeps_shape_and_per_dimension_scale_but_not_the_clusters():
+    x = blobs(n=2000, d=8, centres=4)
+    bank = torch.from_numpy(attribute_prototypes(x, k=50, seed=42))
+    rand = random_bank_like(bank, seed=3)
+    assert rand.shape == bank.shape and rand.dtype == torch.float32
+    assert torch.equal(rand, random_bank_like(bank, seed=3)) and not torch.equal(rand, random_bank_like(bank, seed=4))
+    torch.testing.assert_close(rand.mean(0), bank.mean(0), atol=0.5 * bank.std(0).max().item(), rtol=0)
+    torch.testing.assert_close(rand.std(0), bank.std(0), rtol=0.35, atol=0)
+    # k-means centroids sit on the 4 blobs; Gaussian draws fill the space between them
+    centres = torch.from_numpy(attribute_prototypes(x, k=4, seed=42))
+    gap = lambda b: torch.cdist(b, centres).min(dim=1).values.median()
+    assert gap(rand) > 3 * gap(bank)
 
 
 def test_prototypes_subsample_only_above_max_samples():

@@ -28,7 +28,8 @@ def test_variants_are_unique_valid_and_cover_every_factor():
         select_variants(factors=["depth"])
 
 
-@pytest.mark.parametrize("tag", ["no-sip", "sip-only", "alpha=0.90", "K=5", "protos=50", "da_scale=0.05"])
+@pytest.mark.parametrize("tag", ["no-sip", "sip-only", "alpha=0.95", "K=5", "protos=50", "protos=random",
+                                 "da_scale=0.3"])
 def test_sweep_command_and_variant_config_are_the_cli_path(tag):
     (cmd,) = sweep_commands(tasks=["svhn"], seeds=["2"], tags=[tag])
     argv = cmd.split()[3:]  # drop "python -m shiplib"
@@ -52,11 +53,11 @@ def test_summary_and_tables_from_tagged_results(tmp_path, write_fake_result):
             write_fake_result(task, "ship", seed, base + shift)
             write_fake_result(task, "ship", seed, base - 5 + shift, tag="no-sip")
             write_fake_result(task, "ship", seed, base - 1 + shift, tag="K=5")
-        write_fake_result("dtd", "ship", seed, 60.0 + shift, tag="K=50")  # one task only
+        write_fake_result("dtd", "ship", seed, 60.0 + shift, tag="K=40")  # one task only
     write_fake_result("dtd", "ship", 1, 1.0, tag="unrelated-tag")  # not an ablation variant: ignored
     write_fake_result("dtd", "vpt_deep", 1, 1.0)  # other method: ignored
     res = ablation_results(tmp_path / "results", benchmark="vtab1k")
-    assert set(res["variant"]) == {REFERENCE, "no-sip", "K=5", "K=50"}
+    assert set(res["variant"]) == {REFERENCE, "no-sip", "K=5", "K=40"}
     summary = ablation_summary(res)
     row = summary[(summary["variant"] == "no-sip") & (summary["task"] == "dtd")].iloc[0]
     assert (row["mean"], row["delta"], row["n_seeds"]) == (66.0, -5.0, 2)
@@ -65,8 +66,8 @@ def test_summary_and_tables_from_tagged_results(tmp_path, write_fake_result):
     assert list(comp.index) == [REFERENCE, "no-sip"]
     assert comp.loc["no-sip", "Δ vs reference"] == -5.0 and comp.loc[REFERENCE, "mean over tasks"] == 76.0
     k = ablation_table(summary, "prompt_length")
-    assert list(k.index) == [REFERENCE, "K=5", "K=50"] and k.loc["K=5", "value"] == 5
-    assert np.isnan(k.loc["K=50", "mean over tasks"])  # svhn missing: no mean over tasks
+    assert list(k.index) == [REFERENCE, "K=5", "K=40"] and k.loc["K=5", "value"] == 5
+    assert np.isnan(k.loc["K=40", "mean over tasks"])  # svhn missing: no mean over tasks
     assert ablation_table(summary, "da_scale").index.tolist() == [REFERENCE]
     assert ablation_summary(ablation_results(tmp_path / "none")).empty
 
@@ -75,16 +76,16 @@ def test_run_missing_variants_through_the_engine(tiny_task_root, tiny_vit_file, 
     settings = dict(backbone=str(tiny_vit_file), img_size=32, epochs=1, batch_size=16, lr=1e-2, prompt_length=2,
                     num_prototypes=4, threshold=0.9, data_root=str(tiny_task_root), progress=False,
                     results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"))
-    tags = ["no-ap", "protos=10"]
+    tags = ["no-ap", "protos=25"]
     todo = missing_runs(["svhn"], seeds=[1], tags=tags, **settings)
     assert [c.tag for c in todo] == tags
     results = run_ablations(["svhn"], seeds=[1], tags=tags, **settings)
     assert [(r["tag"], r["config"]["options"]["ap"], r["config"]["options"]["num_prototypes"]) for r in results] \
-        == [("no-ap", False, 4), ("protos=10", True, 10)]
+        == [("no-ap", False, 4), ("protos=25", True, 25)]
     assert missing_runs(["svhn"], seeds=[1], tags=tags, **settings) == []
     assert run_ablations(["svhn"], seeds=[1], tags=tags, **settings) == []
     res = ablation_results(tmp_path / "results", benchmark="vtab1k")
-    assert sorted(res["variant"]) == ["no-ap", "protos=10"]
+    assert sorted(res["variant"]) == ["no-ap", "protos=25"]
 
 
 def test_table_shows_the_variants_tasks_and_the_reference_on_their_seeds(tmp_path, write_fake_result):
@@ -97,3 +98,54 @@ def test_table_shows_the_variants_tasks_and_the_reference_on_their_seeds(tmp_pat
     table = ablation_table(ablation_summary(ablation_results(tmp_path / "results", seeds=[1])), "components")
     assert [c for c in table.columns if c.startswith("mini_")] == ["mini_mnist"]
     assert table.loc["no-sip", "Δ vs reference"] == -5.0  # against the reference's seed 1 only
+
+
+def test_plan_runs_components_on_every_task_and_hyperparameters_on_one_task_per_group():
+    from shiplib.data import list_tasks
+    from shiplib.data.tasks import get_task
+    from shiplib.report import ablation_plan, factor_tasks
+
+    assert factor_tasks("components") == list_tasks("mini")
+    per_group = factor_tasks("threshold")
+    assert len(per_group) == 3 and len({get_task(t).group for t in per_group}) == 3
+    plan = ablation_plan("mini", seeds=(1, 2, 3))
+    counts = {f: sum(v.factor == f for v, _, _ in plan) for f in FACTORS}
+    n_variants = {f: len(select_variants(factors=[f])) for f in FACTORS}
+    assert counts["components"] == n_variants["components"] * 7 * 3
+    assert all(counts[f] == n_variants[f] * 3 * 3 for f in FACTORS if f != "components")
+    # the hyperparameter sweeps have the sizes the paper's questions need (with the reference: one more value)
+    assert n_variants["threshold"] >= 4 and 1.0 in [v.value for v in select_variants(factors=["threshold"])]
+    assert n_variants["prompt_length"] >= 3 and n_variants["da_scale"] >= 3
+    banks = [v.options for v in select_variants(factors=["prototype_bank"])]
+    assert sum("num_prototypes" in o for o in banks) >= 3 and {"prototype_bank": "random"} in banks
+    assert ablation_plan("mini", tags=["K=5"], tasks=["mini_textures"]) == [(get_variant("K=5"), "mini_textures", 1)]
+    (cmd,) = sweep_commands(seeds=[1, 2], tags=["protos=random"])
+    assert f"--tasks {' '.join(per_group)} " in cmd and "--set prototype_bank=random" in cmd
+
+
+def test_table_gives_the_paired_difference_to_the_reference(tmp_path, write_fake_result):
+    for seed in (1, 2, 3):
+        for task, base in (("mini_mnist", 70.0), ("mini_textures", 50.0)):
+            write_fake_result(task, "ship", seed, base + seed)
+            write_fake_result(task, "ship", seed, base + seed - (2.0 if seed < 3 else -1.0), tag="no-pml")
+    res = ablation_results(tmp_path / "results")
+    table = ablation_table(ablation_summary(res), "components", results=res)
+    assert table.loc["no-pml", "paired Δ"] == -1.0 and table.loc["no-pml", "W/T/L"] == "2/0/4"
+    lo, hi = (float(x) for x in table.loc["no-pml", "95% CI"].strip("[]").split(","))
+    assert -2.0 <= lo < -1.0 < hi <= 1.0
+    assert np.isnan(table.loc[REFERENCE, "paired Δ"])
+
+
+def test_threshold_table_shows_the_levels_each_alpha_gave(tmp_path, write_fake_result):
+    for seed in (1, 2):
+        for task, levels in (("mini_mnist", [0, 3, 7]), ("mini_ihc_dab", [0, 5])):
+            write_fake_result(task, "ship", seed, 60.0, levels=levels)
+            write_fake_result(task, "ship", seed, 58.0, tag="alpha=0.00", levels=[0])
+            write_fake_result(task, "ship", seed, 59.0, tag="alpha=1.00", levels=range(12))
+    res = ablation_results(tmp_path / "results")
+    table = ablation_table(ablation_summary(res), "threshold", results=res)
+    assert table.loc[REFERENCE, "levels per task"] == "3 / 2"
+    assert table.loc["alpha=0.00", "levels per task"] == "1 / 1"
+    assert table.loc["alpha=1.00", "levels per task"] == "12 / 12"
+    assert table.loc["alpha=0.00", "paired Δ"] == -2.0 and table.loc["alpha=0.00", "W/T/L"] == "0/0/4"
+    assert "levels per task" not in ablation_table(ablation_summary(res), "components").columns

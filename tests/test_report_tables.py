@@ -259,3 +259,19 @@ def test_format_numbers_is_plain_text_with_fixed_decimals():
     assert out["acc"].tolist() == ["52.3", "–"] and out["protocol"].tolist() == ["last epoch", "x"]
     assert out["runs"].tolist() == [2, 3]
     assert isinstance(out, pd.DataFrame) and "0x" not in repr(out) and 'id="T_' not in out.to_html()
+
+
+def test_overview_table_has_one_row_per_method_in_display_order(tmp_path, write_fake_result):
+    from shiplib.report import markdown_table, overview_table
+
+    for seed, shift in ((1, 0.0), (2, 2.0)):
+        for task in ("mini_mnist", "mini_textures"):
+            write_fake_result(task, "ship", seed, 60.0 + shift, trainable=900 if task == "mini_mnist" else 1100)
+            write_fake_result(task, "linear", seed, 50.0 + shift, trainable=100)
+    write_fake_result("mini_mnist", "ship", 1, 1.0, tag="no-sip")  # a variant: not a row
+    table = overview_table(tmp_path / "results")
+    assert list(table.index) == ["linear", "ship"]
+    assert table.loc["ship", "mnist"] == "61.0 ± 1.4" and table.loc["ship", "clevr_count"] == ""
+    assert table.loc["ship", "trainable (with head, mean over tasks)"] == "1,000" and table.loc["ship", "runs"] == "4"
+    assert table.loc["linear", "mean of 7"] == ""  # only with a result on every task
+    assert markdown_table(table).startswith("| method | mnist | textures |")

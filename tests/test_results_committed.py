@@ -44,7 +44,7 @@ def _made_with_other_weights(paths) -> list[str]:
 def test_committed_results_were_made_with_the_committed_mini_weights():
     stale = _made_with_other_weights(committed(t, m, s) for t in list_tasks("mini") for m in list_methods()
                                      for s in SEEDS)
-    assert not stale, f"{len(stale)} results predate data/checkpoints/vit_mini_fmnist.safetensors, e.g. " \
+    assert not stale, f"{len(stale)} results predate the committed mini backbone's weights, e.g. " \
                       f"{stale[:3]}: re-run them with python -m shiplib sweep ... --force"
 
 
@@ -86,3 +86,64 @@ def test_committed_files_hold_no_absolute_path_of_the_machine_that_wrote_them():
                                                               *(RESULTS.parent / "data" / "checkpoints").glob("*.json")]
                  if any(f'"{r}' in p.read_text() for r in roots)]
     assert not offenders, f"{len(offenders)} committed files record an absolute path, e.g. {offenders[:3]}"
+
+
+# ---------------------------------------------------------------- SHIP's ablations (shiplib.report.ABLATION_VARIANTS)
+def _ablation_runs():
+    from shiplib.report import ablation_plan
+
+    return ablation_plan("mini", seeds=SEEDS)
+
+
+def _ablation_path(variant, task, seed):
+    return result_path(RESULTS, "mini", task, "ship", seed, tag=variant.tag)
+
+
+def test_committed_ablation_results_use_the_current_settings():
+    from shiplib.report import variant_config
+
+    other = []
+    for variant, task, seed in _ablation_runs():
+        path = _ablation_path(variant, task, seed)
+        if path.is_file() and read_result(path)["identity"] != resolve_config(variant_config(variant, task, seed)).identity():
+            other.append(str(path.relative_to(RESULTS)))
+    assert not other, f"{len(other)} ablation results were made with other settings, e.g. {other[:3]}"
+
+
+def test_committed_ablation_results_were_made_with_the_committed_mini_weights():
+    stale = _made_with_other_weights(p for p in (_ablation_path(*run) for run in _ablation_runs()) if p.is_file())
+    assert not stale, f"{len(stale)} ablation results predate the committed mini weights, e.g. {stale[:3]}"
+
+
+# ---------------------------------------------------------------- the README's numbers are the committed data's
+README = RESULTS.parent / "README.md"
+
+
+def test_readme_table_is_the_overview_of_the_committed_results():
+    from shiplib.report import markdown_table, overview_table
+
+    table = markdown_table(overview_table(RESULTS))
+    assert table in README.read_text(encoding="utf-8"), f"README's mini-VTAB table is not:\n{table}"
+
+
+def test_readme_answers_ship_vs_vpt_deep_with_the_paired_comparison():
+    from shiplib.engine import load_results
+    from shiplib.report import paired_comparison
+
+    c = paired_comparison(load_results(RESULTS, protocol="final", benchmark="mini"), "ship", "vpt_deep")
+    assert c.n_pairs == 7 * len(SEEDS)
+    assert c.sentence() in " ".join(README.read_text(encoding="utf-8").split()), c.sentence()
+
+
+@pytest.mark.parametrize("name, row", [("mini_distill", "`mini` (distilled)"),
+                                       ("mini_distill", "same architecture, random weights"),
+                                       ("mini_fmnist", "`mini_fmnist` (Fashion-MNIST, supervised)")])
+def test_readme_probe_table_is_the_cards(name, row):
+    from shiplib.backbones.evidence import load_card, probe_table
+
+    table = probe_table(load_card(name=name))
+    column = "random_init" if "random" in row else "pretrained"
+    line = next(ln for ln in README.read_text(encoding="utf-8").splitlines() if ln.startswith(f"| {row} |"))
+    cells = [c.strip().strip("*") for c in line.strip("|").split("|")[1:]]
+    expected = [f"{v:.1f}" for v in table[column].drop(index="mean")] + [f"{table.loc['mean', column]:.1f}"]
+    assert cells == expected, (row, cells, expected)

@@ -326,6 +326,13 @@ def test_levels_and_bank_from_training_images():
     m2 = shiplib.build_model("ship", backbone=vit, num_classes=C, pretrained=False, data=images, levels=[0, 3],
                              num_prototypes=6, prompt_length=K)
     assert m2.levels == [0, 3] and torch.allclose(m2.prototype_bank, m.prototype_bank, atol=1e-5)
+    # the random-bank ablation: the same shape and scale, other vectors, from data or from a given bank
+    m3 = shiplib.build_model("ship", backbone=vit, num_classes=C, pretrained=False, data=images, levels=[0, 3],
+                             num_prototypes=6, prompt_length=K, prototype_bank="random")
+    assert m3.prototype_bank.shape == m.prototype_bank.shape
+    assert not torch.allclose(m3.prototype_bank, m.prototype_bank, atol=1e-3)
+    m4 = build(vit, levels=[0, 3], prototypes=m.prototype_bank, prototype_bank="random")
+    assert torch.equal(m4.prototype_bank, m3.prototype_bank)
 
 
 # ---------- bad inputs ----------
@@ -366,6 +373,8 @@ def test_bad_options_fail_clearly():
         build(levels=[0], da_scale=1.5)
     with pytest.raises(ValueError, match="on/off switch"):
         build(levels=[0], sip="yes")
+    with pytest.raises(ValueError, match="prototype_bank must be one of"):
+        build(levels=[0], prototype_bank="uniform")
     with pytest.raises(ValueError, match="no class token"):
         build(tiny_vit(class_token=False, global_pool="avg"), levels=[0])
     m = build(levels=[0, 2], top_k=30).train()

@@ -1,7 +1,11 @@
-"""The offline default backbone: a 12-block narrow ViT (patch 4, 32 px) pretrained on Fashion-MNIST.
+"""The offline backbones: a 12-block narrow ViT (patch 4, 32 px), with committed weights under three names.
 
-Same depth as ViT-B/16, so the semantic hierarchy has as many layers to group; small enough to
-pretrain on two CPU cores (see `shiplib.backbones.pretrain_mini`).
+- `mini` (the default) = `mini_distill`: distilled from ImageNet EfficientNet-Lite0 on offline views
+  (`shiplib.backbones.distill_mini`);
+- `mini_fmnist`: supervised on Fashion-MNIST (`shiplib.backbones.pretrain_mini`).
+
+Same depth as ViT-B/16, so the semantic hierarchy has as many layers to group; small enough to pretrain on two
+CPU cores.
 """
 from __future__ import annotations
 
@@ -26,9 +30,8 @@ MINI_ARCH = dict(
 )
 #: Where the committed checkpoint and its card live, relative to the project folder (`shiplib.utils.paths`).
 CHECKPOINT_FOLDER = Path("data") / "checkpoints"
-CHECKPOINT_NAME = "vit_mini_fmnist"
-#: Backbone names that load a committed mini checkpoint -> its file stem in `data/checkpoints`.
-MINI_CHECKPOINTS = {"mini": CHECKPOINT_NAME, "mini_fmnist": "vit_mini_fmnist", "mini_distill": "vit_mini_distill"}
+#: Backbone names that load a committed mini checkpoint -> its file stem in `data/checkpoints` ("mini": the default).
+MINI_CHECKPOINTS = {"mini": "vit_mini_distill", "mini_distill": "vit_mini_distill", "mini_fmnist": "vit_mini_fmnist"}
 #: How each checkpoint is made (said when its file is missing).
 MINI_RECIPES = {"vit_mini_fmnist": "notebooks/pretrain_mini.ipynb (or `python -m shiplib.backbones.pretrain_mini`)",
                 "vit_mini_distill": "`python -m shiplib.backbones.distill_mini`"}

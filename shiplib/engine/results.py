@@ -133,7 +133,7 @@ _COLUMNS = ("benchmark", "task", "group", "method", "tag", "seed", "protocol", "
 
 
 def result_row(result: dict, path=None) -> dict:
-    """One flat row of a result: identity, accuracies (%), main hyperparameters, parameter counts."""
+    """One flat row of a result: identity, accuracies (%), main hyperparameters, parameter counts, levels."""
     row = {k: result.get(k) for k in _COLUMNS}
     cfg = result.get("config", {})
     for key in ("lr", "weight_decay", "backbone", "img_size", "batch_size"):
@@ -143,6 +143,8 @@ def result_row(result: dict, path=None) -> dict:
             row[f"opt.{key}"] = value
     for key, value in (result.get("parameters") or {}).items():
         row[f"params.{key}"] = value
+    levels = (result.get("hierarchy") or {}).get("levels")
+    row["n_levels"] = len(levels) if levels is not None else None  # semantic levels the run's model used
     row["path"] = None if path is None else str(path)
     return row
 

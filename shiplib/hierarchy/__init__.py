@@ -22,6 +22,7 @@ from shiplib.hierarchy.prototypes import (
     attribute_prototypes,
     compute_task_hierarchy,
     load_prototype_bank,
+    random_bank_like,
     save_prototype_bank,
 )
 
@@ -32,5 +33,5 @@ __all__ = [
     "semantic_levels", "level_ranges", "level_of_block", "threshold_sweep", "decision_margins",
     "check_level_order",
     "check_level_starts",
-    "attribute_prototypes", "load_prototype_bank", "save_prototype_bank", "compute_task_hierarchy",
+    "attribute_prototypes", "load_prototype_bank", "random_bank_like", "save_prototype_bank", "compute_task_hierarchy",
 ]

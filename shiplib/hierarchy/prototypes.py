@@ -72,6 +72,15 @@ def attribute_prototypes(
     return bank.astype(np.float32)
 
 
+def random_bank_like(bank, seed: int = 42) -> torch.Tensor:
+    """A (k, D) float32 bank of Gaussian draws with `bank`'s per-dimension mean and std: the scale (and the massive
+    dimensions) of the real bank without its cluster structure. The ablation "random prototypes"."""
+    bank = load_prototype_bank(bank).double()
+    g = torch.Generator().manual_seed(int(seed))
+    std = bank.std(dim=0, unbiased=False) if len(bank) > 1 else bank.abs().mean(dim=0)
+    return (bank.mean(dim=0) + std * torch.randn(bank.shape, generator=g, dtype=torch.float64)).float()
+
+
 def _single_tensor(obj, source: str) -> torch.Tensor:
     if isinstance(obj, dict):
         if BANK_KEY in obj:

@@ -47,9 +47,10 @@ Choices where the official code has no answer (documented behaviour, spec §10):
 Hierarchy sources, in priority order: `levels`; `affinity` + `threshold`; `threshold >= 1` (every block its own
 level, as the official code, which then never reads the affinity); `data` + `threshold` (block features of the frozen
 backbone -> affinity -> levels). The bank (needed only when an AP is used): `prototypes`, else k-means on the
-last-block features of `data` (`num_prototypes`, `prototype_seed`, `feature_pool`). `data` is read only when a
-level or bank source is missing (the features are then extracted once, in eval mode, before any prompt exists);
-`SHIP.data_needs(options)` says which.
+last-block features of `data` (`num_prototypes`, `prototype_seed`, `feature_pool`); `prototype_bank="random"`
+(an ablation, not in the official code) swaps it for random vectors of the same shape and per-dimension scale.
+`data` is read only when a level or bank source is missing (the features are then extracted once, in eval mode,
+before any prompt exists); `SHIP.data_needs(options)` says which.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ..hierarchy import (attribute_prototypes, check_level_order, check_level_starts, extract_block_features,
                          extract_last_layer_features, inter_layer_affinity, load_affinity, load_prototype_bank,
-                         semantic_levels, validate_affinity)
+                         random_bank_like, semantic_levels, validate_affinity)
 from ..layers.block_parts import check_block
 from ..layers.decoupled_attention import decoupled_block_forward
 from ..layers.joint_attention import joint_block_forward
@@ -79,6 +80,7 @@ from .ship_plan import BlockPlan, BlockStep, attribute_prompt_starts
 PROMPT_QUERIES = ("last", "all")
 IMPLEMENTATIONS = ("fast", "reference")
 FEATURE_POOLS = ("cls", "mean")
+PROTOTYPE_BANKS = ("kmeans", "random")
 ABLATION_SWITCHES = ("sip", "ssp", "ap", "pml", "da")
 CIFAR100_LEVELS = (0, 2, 4, 6, 8, 11)  # official cifar100 level starts (spec §7), for 12 blocks
 
@@ -115,6 +117,7 @@ class ShipConfig(MethodConfig):
     feature_pool: str = "cls"  # block features from `data`: CLS token or patch mean (official: unknown)
     num_prototypes: int = 200  # k-means clusters when the bank is computed from `data`
     prototype_seed: int = 42  # official KMeans random_state
+    prototype_bank: str = "kmeans"  # "random": Gaussian draws at the bank's per-dimension mean/std (ablation)
     sip: bool = True  # semantic-independent prompts (one per level)
     ssp: bool = True  # semantic-shared prompt (every block)
     ap: bool = True  # attribute prompts
@@ -144,6 +147,8 @@ class ShipConfig(MethodConfig):
         check_implementation(self.implementation)
         if self.prompt_queries not in PROMPT_QUERIES:
             raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
+        if self.prototype_bank not in PROTOTYPE_BANKS:
+            raise ValueError(f"prototype_bank must be one of {PROTOTYPE_BANKS}, got {self.prototype_bank!r}")
         if self.feature_pool not in FEATURE_POOLS:
             raise ValueError(f"feature_pool must be one of {FEATURE_POOLS}, got {self.feature_pool!r}")
         for name in ("da_scale", "ap_mix_scale"):
@@ -233,12 +238,17 @@ def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> 
 
 
 def resolve_prototypes(cfg: ShipConfig, width: int, features: _TrainingFeatures) -> torch.Tensor:
-    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data` (spec §4)."""
+    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data` (spec §4);
+    `prototype_bank="random"` then replaces it by `random_bank_like` draws (seeded by `prototype_seed`)."""
     if cfg.prototypes is not None:
-        return load_prototype_bank(cfg.prototypes, expected_dim=width)
-    if features.available:
-        bank = attribute_prototypes(features.last_block(), k=cfg.num_prototypes, seed=cfg.prototype_seed)
-        return load_prototype_bank(bank, expected_dim=width)
+        bank = load_prototype_bank(cfg.prototypes, expected_dim=width)
+    elif features.available:
+        bank = load_prototype_bank(attribute_prototypes(features.last_block(), k=cfg.num_prototypes,
+                                                        seed=cfg.prototype_seed), expected_dim=width)
+    else:
+        bank = None
+    if bank is not None:
+        return random_bank_like(bank, cfg.prototype_seed) if cfg.prototype_bank == "random" else bank
     raise ValueError("attribute prompts (ap=True) need a prototype bank: pass prototypes=<(k, D) array/tensor or "
                      ".npy/.pt/.safetensors path>, or data=<loader of training images> to cluster the frozen "
                      "backbone's last-block features; or switch them off with ap=False")

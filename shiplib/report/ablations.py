@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..data.tasks import list_tasks
 from ..engine import RunConfig, load_results, resolve_config, run_experiment
 from ..engine.resolved import paths_for
 from ..engine.results import is_finished
+from .notebook import pick_tasks
+from .paired import paired_comparison
 from .tables import check_metric, format_mean_std
 
 METHOD = "ship"
@@ -20,11 +23,18 @@ REFERENCE = "ship (all on, defaults)"
 #: Factors in display order, with what each varies.
 FACTORS = {
     "components": "switch one part off (SIP, SSP, AP, PML, decoupled attention) or keep SIP only",
-    "threshold": "share threshold α of the semantic-level search (1.0: every block its own level)",
+    "threshold": "share threshold α of the semantic-level search (1.0: every block its own level; low: one level)",
     "prompt_length": "K, tokens per semantic-independent prompt",
-    "num_prototypes": "attribute prototypes (k-means clusters of last-block features)",
+    "prototype_bank": "attribute prototypes: k-means with k clusters of last-block features, or a random bank "
+                      "(Gaussian draws at the k-means bank's per-dimension mean and std)",
     "da_scale": "decoupled-attention scale s in (1 - s)·image-image + s·image-prompt",
 }
+#: Which tasks each factor is run on: "all" tasks of the benchmark, or the first task of each "group".
+#: α values around the default 0.9: one that gives a single level on the mini backbone (its blocks' affinity to
+#: block 0 stays above it on every mini task), two between, and 1.0.
+ONE_LEVEL_AND_OTHER_ALPHAS = (0.0, 0.8, 0.95, 1.0)
+FACTOR_TASKS = {"components": "all", "threshold": "group", "prompt_length": "group", "prototype_bank": "group",
+                "da_scale": "group"}
 
 
 @dataclass(frozen=True)
@@ -40,14 +50,17 @@ class AblationVariant:
 
 
 def _variants() -> tuple[AblationVariant, ...]:
+    """Each hyperparameter around its mini default (α 0.9, K 10, k-means k 200, s 0.1), which the reference runs."""
     out = [AblationVariant(f"no-{part}", "components", f"no {part.upper()}", {part: False})
            for part in ("sip", "ssp", "ap", "pml", "da")]
     out.append(AblationVariant("sip-only", "components", "SIP only",
                                dict(ssp=False, ap=False, pml=False, da=False)))
-    out += [AblationVariant(f"alpha={a:.2f}", "threshold", a, {"threshold": a}) for a in (0.85, 0.9, 0.95, 0.98, 1.0)]
-    out += [AblationVariant(f"K={k}", "prompt_length", k, {"prompt_length": k}) for k in (1, 5, 10, 20, 50)]
-    out += [AblationVariant(f"protos={k}", "num_prototypes", k, {"num_prototypes": k}) for k in (10, 50, 100, 200)]
-    out += [AblationVariant(f"da_scale={s:g}", "da_scale", s, {"da_scale": s}) for s in (0.0, 0.05, 0.1, 0.2, 0.5)]
+    out += [AblationVariant(f"alpha={a:.2f}", "threshold", a, {"threshold": a}) for a in ONE_LEVEL_AND_OTHER_ALPHAS]
+    out += [AblationVariant(f"K={k}", "prompt_length", k, {"prompt_length": k}) for k in (5, 20, 40)]
+    out += [AblationVariant(f"protos={k}", "prototype_bank", f"k-means, k={k}", {"num_prototypes": k})
+            for k in (25, 50, 100)]
+    out.append(AblationVariant("protos=random", "prototype_bank", "random, k=200", {"prototype_bank": "random"}))
+    out += [AblationVariant(f"da_scale={s:g}", "da_scale", s, {"da_scale": s}) for s in (0.02, 0.3, 0.5)]
     return tuple(out)
 
 
@@ -72,6 +85,22 @@ def select_variants(tags=None, factors=None) -> list[AblationVariant]:
     return [v for v in chosen if factors is None or v.factor in factors]
 
 
+def factor_tasks(factor: str, benchmark: str = "mini", tasks=None) -> list[str]:
+    """The tasks the factor's variants run on (`FACTOR_TASKS`), or `tasks` when given."""
+    if factor not in FACTORS:
+        raise ValueError(f"unknown ablation factor {factor!r}; valid: {', '.join(FACTORS)}")
+    if tasks is not None:
+        return pick_tasks(benchmark, tasks=tasks)
+    return list_tasks(benchmark=benchmark) if FACTOR_TASKS[factor] == "all" else pick_tasks(benchmark, 1)
+
+
+def ablation_plan(benchmark: str = "mini", seeds=(1,), tags=None, factors=None,
+                  tasks=None) -> list[tuple[AblationVariant, str, int]]:
+    """Every (variant, task, seed) of the chosen variants; tasks per factor unless `tasks` is given."""
+    return [(v, task, int(seed)) for v in select_variants(tags, factors)
+            for task in factor_tasks(v.factor, benchmark, tasks) for seed in seeds]
+
+
 def _cli_value(value) -> str:
     return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -83,13 +112,15 @@ def variants_frame() -> pd.DataFrame:
                          for v in ABLATION_VARIANTS])
 
 
-def sweep_commands(tasks=("mini",), seeds=("1",), tags=None, factors=None, extra: str = "") -> list[str]:
-    """The CLI commands that run the chosen variants (one `sweep` per variant; finished runs are skipped)."""
+def sweep_commands(tasks=None, seeds=("1",), tags=None, factors=None, extra: str = "",
+                   benchmark: str = "mini") -> list[str]:
+    """The CLI commands that run the chosen variants (one `sweep` per variant, on its factor's tasks unless `tasks`
+    is given; finished runs are skipped)."""
     cmds = []
     for v in select_variants(tags, factors):
         flags = " ".join(f"--set {k}={_cli_value(x)}" for k, x in v.options.items())
-        cmd = (f"python -m shiplib sweep --tasks {' '.join(map(str, tasks))} --methods {METHOD} "
-               f"--seeds {' '.join(map(str, seeds))} --tag {v.tag} {flags}")
+        cmd = (f"python -m shiplib sweep --tasks {' '.join(factor_tasks(v.factor, benchmark, tasks))} "
+               f"--methods {METHOD} --seeds {' '.join(map(str, seeds))} --tag {v.tag} {flags}")
         cmds.append(f"{cmd} {extra}".strip())
     return cmds
 
@@ -106,22 +137,23 @@ def variant_config(variant: AblationVariant | str, task: str, seed: int = 1, **s
     return base.with_overrides({**settings, **v.options})  # the variant's own options win
 
 
-def missing_runs(tasks, seeds=(1,), tags=None, factors=None, **settings) -> list[RunConfig]:
-    """Configurations of the chosen variants whose result file does not exist yet (same check as `sweep`)."""
+def missing_runs(tasks=None, seeds=(1,), tags=None, factors=None, benchmark: str = "mini",
+                 **settings) -> list[RunConfig]:
+    """Configurations of the planned variant runs (`ablation_plan`) whose result file does not exist yet (the
+    same check as `sweep`)."""
     missing = []
-    for v in select_variants(tags, factors):
-        for task in tasks:
-            for seed in seeds:
-                cfg = variant_config(v, task, seed, **dict(settings))
-                resolved = resolve_config(cfg)
-                if not is_finished(paths_for(resolved).result, resolved.identity()):
-                    missing.append(cfg)
+    for v, task, seed in ablation_plan(benchmark, seeds, tags, factors, tasks):
+        cfg = variant_config(v, task, seed, **dict(settings))
+        resolved = resolve_config(cfg)
+        if not is_finished(paths_for(resolved).result, resolved.identity()):
+            missing.append(cfg)
     return missing
 
 
-def run_ablations(tasks, seeds=(1,), tags=None, factors=None, **settings) -> list[dict]:
+def run_ablations(tasks=None, seeds=(1,), tags=None, factors=None, benchmark: str = "mini",
+                  **settings) -> list[dict]:
     """Run every missing variant run (resumable; finished ones are skipped) and return the new results."""
-    return [run_experiment(cfg) for cfg in missing_runs(tasks, seeds, tags, factors, **settings)]
+    return [run_experiment(cfg) for cfg in missing_runs(tasks, seeds, tags, factors, benchmark, **settings)]
 
 
 def ablation_results(results_dir="results", benchmark: str = "mini", protocol: str = "final",
@@ -131,10 +163,12 @@ def ablation_results(results_dir="results", benchmark: str = "mini", protocol: s
     df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
     if seeds is not None and not df.empty:
         df = df[df["seed"].isin([int(s) for s in seeds])]
-    cols = ["factor", "variant", "value", "task", "seed", "acc_last", "acc_max_over_epochs"]
+    cols = ["factor", "variant", "value", "task", "seed", "acc_last", "acc_max_over_epochs", "n_levels"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df = df[df["method"] == METHOD].copy()
+    if "n_levels" not in df:
+        df["n_levels"] = None
     known = {v.tag: v for v in ABLATION_VARIANTS}
     untagged = df["tag"].isna() | (df["tag"] == "")
     df = df[untagged | df["tag"].isin(list(known))]
@@ -146,21 +180,32 @@ def ablation_results(results_dir="results", benchmark: str = "mini", protocol: s
 
 
 def ablation_summary(results: pd.DataFrame, metric: str = "acc_last") -> pd.DataFrame:
-    """Per (factor, variant, task): mean, std and number of seeds; plus the difference to the reference's mean."""
+    """Per (factor, variant, task): mean, std and number of seeds, the difference to the reference's mean, and the
+    number of semantic levels the variant's model had."""
     check_metric(metric)
-    cols = ["factor", "variant", "value", "task", "mean", "std", "n_seeds", "delta"]
+    cols = ["factor", "variant", "value", "task", "mean", "std", "n_seeds", "delta", "levels"]
     if results.empty:
         return pd.DataFrame(columns=cols)
     g = results.groupby(["factor", "variant", "task"], sort=False, dropna=False)
     out = g[metric].agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["value"] = g["value"].first().values
+    out["levels"] = pd.to_numeric(g["n_levels"].first(), errors="coerce").values  # a task's levels do not vary by seed
     ref = out[out["variant"] == REFERENCE].set_index("task")["mean"]
     out["delta"] = out["mean"] - out["task"].map(ref)
     return out[cols]
 
 
-def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: int = 1) -> pd.DataFrame:
-    """Rows: the reference and the factor's variants; columns: "mean ± std" per task, mean over tasks, Δ mean.
+def ablation_paired(results: pd.DataFrame, tag: str, metric: str = "acc_last", **kw):
+    """`shiplib.report.paired_comparison` of variant `tag` − the reference over the (task, seed) cells both have."""
+    runs = results.assign(method=METHOD, tag=[None if v == REFERENCE else v for v in results["variant"]])
+    return paired_comparison(runs, f"{METHOD}+{tag}", METHOD, metric, **kw)
+
+
+def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: int = 1,
+                   results: pd.DataFrame | None = None, metric: str = "acc_last") -> pd.DataFrame:
+    """Rows: the reference and the factor's variants; columns: "mean ± std" per task, mean over tasks, Δ mean;
+    with `results` (`ablation_results`) also the paired difference to the reference over (task, seed) cells, its
+    95 % bootstrap CI and wins/ties/losses.
 
     Only tasks on which some variant of the factor has a result are shown; the means over tasks are given only for
     rows with a value on every task the reference has.
@@ -173,12 +218,18 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     order = [REFERENCE] + [v.tag for v in ABLATION_VARIANTS if v.factor == factor]
     order = [v for v in order if v in set(sub["variant"])]
     variant_tasks = set(sub.loc[sub["variant"] != REFERENCE, "task"])
-    tasks = [t for t in dict.fromkeys(sub["task"]) if t in variant_tasks or not variant_tasks]  # tasks with variants
+    registry = {t: i for i, t in enumerate(list_tasks())}
+    tasks = sorted((t for t in dict.fromkeys(sub["task"]) if t in variant_tasks or not variant_tasks),
+                   key=lambda t: registry.get(t, len(registry)))  # tasks with variants, in registry order
     sub = sub[sub["task"].isin(tasks)]
     means = sub.pivot(index="variant", columns="task", values="mean").reindex(index=order, columns=tasks)
     stds = sub.pivot(index="variant", columns="task", values="std").reindex(index=order, columns=tasks)
     out = pd.DataFrame(index=order)
     out["value"] = [None if v == REFERENCE else get_variant(v).value for v in order]
+    if factor == "threshold":  # what α does: the number of semantic levels on each task
+        levels = sub.pivot(index="variant", columns="task", values="levels").reindex(index=order, columns=tasks)
+        out["levels per task"] = [" / ".join("–" if pd.isna(n) else str(int(n)) for n in row)
+                                  for row in levels.itertuples(index=False)]
     for t in tasks:
         out[t] = [format_mean_std(m, s, decimals) for m, s in zip(means[t], stds[t])]
     ref_tasks = [t for t in tasks if pd.notna(means.loc[REFERENCE, t])] if REFERENCE in means.index else tasks
@@ -186,5 +237,11 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     task_mean = means[ref_tasks or tasks].mean(axis=1).where(complete)
     out["mean over tasks"] = task_mean.round(decimals)
     out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals)
+    if results is not None:
+        rows = {v: ablation_paired(results[results["task"].isin(tasks)], v, metric) for v in order if v != REFERENCE}
+        out["paired Δ"] = [None if v == REFERENCE else round(rows[v].mean_diff, decimals) for v in order]
+        out["95% CI"] = [None if v == REFERENCE else f"[{rows[v].ci_low:.{decimals}f}, {rows[v].ci_high:.{decimals}f}]"
+                         for v in order]
+        out["W/T/L"] = [None if v == REFERENCE else f"{rows[v].wins}/{rows[v].ties}/{rows[v].losses}" for v in order]
     out.index.name = factor
     return out

@@ -17,13 +17,11 @@ import seaborn as sns
 
 from .ablations import REFERENCE
 from .affinity import adjacent_frame, adjacent_stats_frame, levels_frame
-from .tables import task_order
+from .tables import METHODS, task_order
 
 #: Widest figure, in inches (JupyterLab shows figures at 100 dpi: ~1000 px, a page's width).
 PAGE_WIDTH = 10.0
 
-#: The methods in display order.
-METHODS = ("linear", "full", "vpt_shallow", "vpt_deep", "spt", "sep", "ship")
 #: One colour per method, used by every figure that colours methods (Okabe-Ito based: distinct hues and lightness,
 #: readable with the common colour-vision deficiencies). "timm" is the plain backbone in efficiency figures.
 METHOD_COLORS = {
@@ -351,8 +349,8 @@ def plot_task_accuracies(summary: pd.DataFrame, title: str = "", runs=None, ncol
 
 
 def plot_ablation(summary: pd.DataFrame, factor: str):
-    """Components: Δ accuracy vs the reference per task; sweeps: accuracy vs the factor's value per task
-    (dashed: the reference run with its per-task default)."""
+    """Named variants (components, prototype banks): Δ accuracy vs the reference per task; numeric sweeps: accuracy
+    vs the factor's value per task (dashed: the reference run with its per-task default)."""
     sub = summary[summary["factor"] == factor]
     if sub.empty:
         raise ValueError(f"no results for ablation factor {factor!r}")
@@ -361,10 +359,10 @@ def plot_ablation(summary: pd.DataFrame, factor: str):
     ax = axes[0, 0]
     tasks = list(dict.fromkeys(sub["task"]))
     palette = dict(zip(tasks, sns.color_palette(n_colors=len(tasks))))
-    if factor == "components":
+    if not pd.to_numeric(sub["value"], errors="coerce").notna().all():
         sns.barplot(data=sub, x="variant", y="delta", hue="task", palette=palette, ax=ax)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(ylabel="Δ accuracy vs SHIP (points)", xlabel="", title="component ablation")
+        ax.set(ylabel="Δ accuracy vs SHIP (points)", xlabel="", title=f"{factor.replace('_', ' ')} ablation")
     else:
         sub = sub.astype({"value": float})
         sns.lineplot(data=sub, x="value", y="mean", hue="task", palette=palette, marker="o", ax=ax)

@@ -36,6 +36,8 @@ METRIC_NOTES = {
     "acc_max_over_epochs": "best accuracy over the evaluated epochs, selected on the evaluation split "
                            "(optimistic when that split is the test set)",
 }
+#: The methods in display order (tables and figures).
+METHODS = ("linear", "full", "vpt_shallow", "vpt_deep", "spt", "sep", "ship")
 MEAN_3G = "mean (3g)"
 #: The published row whose trainable-parameter counts ship with shiplib (official_settings(), per task).
 OFFICIAL_SHIP_ROW = "SHIP official"
@@ -254,6 +256,30 @@ def mini_table(results_dir="results", metric: str = "acc_last", protocol: str = 
     """mini-VTAB: one row per run, "mean ± std" over seeds per task, then group means and both overall means
     (the methods' untagged runs; `include_tagged=True` adds ablation variants)."""
     return seed_table(results_dir, "mini", metric, protocol, decimals, include_tagged)
+
+
+def overview_table(results_dir="results", benchmark: str = "mini", metric: str = "acc_last",
+                   protocol: str = "final", decimals: int = 1) -> pd.DataFrame:
+    """The compact table of the README: one row per method (`METHODS` order), "mean ± std" over seeds per task
+    (short task names), the mean over tasks with the std over seeds of each seed's task mean, the trainable
+    parameters with the head (mean over tasks: heads and SHIP's levels differ by task) and the number of runs."""
+    check_metric(metric)
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark))
+    tasks = task_order(benchmark)
+    summary = seed_summary(df, metric)
+    means, stds = _accuracy_wide(summary, tasks, "mean"), _accuracy_wide(summary, tasks, "std")
+    runs = [m for m in METHODS if m in means.index] + sorted(set(means.index) - set(METHODS))
+    out = pd.DataFrame(index=pd.Index(runs, name="method"))
+    for t in tasks:
+        out[t.removeprefix(f"{benchmark}_")] = [format_mean_std(means.loc[r, t], stds.loc[r, t], decimals)
+                                                for r in runs]
+    spread = seed_std_of_task_mean(df, metric, tasks)
+    out[f"mean of {len(tasks)}"] = [format_mean_std(means.loc[r, tasks].mean(skipna=False), spread.get(r), decimals)
+                                    for r in runs]  # blank unless every task has a result
+    trainable = with_run_column(df).groupby(["run", "task"])["params.trainable"].mean().groupby(level="run").mean()
+    out["trainable (with head, mean over tasks)"] = [f"{round(trainable[r]):,}" for r in runs]
+    out["runs"] = with_run_column(df).groupby("run").size().reindex(runs).astype(int).astype(str)
+    return out
 
 
 def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "acc_last", protocol: str = "final",
