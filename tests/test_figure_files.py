@@ -27,11 +27,12 @@ def _close_figures():
     plt.close("all")
 
 
-def test_registry_names_the_four_figures_and_their_notebooks():
-    assert NAMES == ["affinity_heatmaps", "loss_curves", "mini_results", "efficiency"]
+def test_registry_names_the_five_figures_and_their_notebooks():
+    assert NAMES == ["affinity_heatmaps", "loss_curves", "mini_results", "ablations", "efficiency"]
     assert {n: f.notebook for n, f in ff.README_FIGURES.items()} == {
         "affinity_heatmaps": "notebooks/affinity.ipynb", "loss_curves": "notebooks/loss_curves.ipynb",
-        "mini_results": "notebooks/results.ipynb", "efficiency": "notebooks/efficiency.ipynb"}
+        "mini_results": "notebooks/results.ipynb", "ablations": "notebooks/ablations.ipynb",
+        "efficiency": "notebooks/efficiency.ipynb"}
     for spec in ff.README_FIGURES.values():
         assert (REPO / spec.notebook).is_file() and spec.caption
 
@@ -60,7 +61,7 @@ def test_notebook_writes_the_figure(name):
         f'{spec.notebook} has no code cell calling write_figure(..., "{name}")'
 
 
-@pytest.mark.parametrize("name", ["loss_curves", "mini_results", "efficiency"])
+@pytest.mark.parametrize("name", ["loss_curves", "mini_results", "ablations", "efficiency"])
 def test_csv_equals_the_data_computed_now(name):
     assert ff.README_FIGURES[name].tolerance is None  # exact: read from committed files, no model run
     assert ff.check_readme_figure(name) == []

@@ -149,3 +149,38 @@ def test_threshold_table_shows_the_levels_each_alpha_gave(tmp_path, write_fake_r
     assert table.loc["alpha=1.00", "levels per task"] == "12 / 12"
     assert table.loc["alpha=0.00", "paired Δ"] == -2.0 and table.loc["alpha=0.00", "W/T/L"] == "0/0/4"
     assert "levels per task" not in ablation_table(ablation_summary(res), "components").columns
+
+
+def test_table_columns_follow_the_benchmarks_task_order_whatever_order_the_files_come_in(tmp_path,
+                                                                                         write_fake_result):
+    from shiplib.report import task_order
+
+    written = ["mini_clevr_count", "mini_ihc_dab", "mini_mnist"]  # structured, specialized, natural
+    for task in written:
+        write_fake_result(task, "ship", 1, 60.0)
+        write_fake_result(task, "ship", 1, 55.0, tag="no-ap")
+    table = ablation_table(ablation_summary(ablation_results(tmp_path / "results")), "components")
+    shown = [c for c in table.columns if c.startswith("mini_")]
+    assert sorted(shown) == sorted(written)
+    assert shown == [t for t in task_order("mini") if t in written] == ["mini_mnist", "mini_ihc_dab", "mini_clevr_count"]
+
+
+def test_ablations_figure_plots_each_variants_paired_difference(tmp_path, write_fake_result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from shiplib.report.figure_files import ablations_figure
+
+    for seed in (1, 2, 3):
+        for task, base in (("mini_mnist", 70.0), ("mini_textures", 50.0)):
+            write_fake_result(task, "ship", seed, base + seed)
+            write_fake_result(task, "ship", seed, base + seed + 1.0, tag="K=5")
+            write_fake_result(task, "ship", seed, base + seed - 2.0, tag="no-pml")
+    fig, data = ablations_figure(ablation_results(tmp_path / "results"))
+    assert list(data["variant"]) == ["no-pml", "K=5"]  # ABLATION_VARIANTS order, whatever order the files have
+    row = data.set_index("variant").loc["no-pml"]
+    assert (row.mean_diff, row.ci_low, row.ci_high, row.wins, row.losses, row.n_pairs, row.n_tasks) == \
+        (-2.0, -2.0, -2.0, 0, 6, 6, 2)
+    ax = fig.axes[0]
+    assert [c.lines[0].get_xdata()[0] for c in ax.containers] == data["mean_diff"].tolist()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["no-pml  (0/0/6)", "K=5  (6/0/0)"]

@@ -115,6 +115,33 @@ def test_committed_ablation_results_were_made_with_the_committed_mini_weights():
     assert not stale, f"{len(stale)} ablation results predate the committed mini weights, e.g. {stale[:3]}"
 
 
+def _committed_factors() -> list[str]:
+    return sorted({v.factor for v, task, seed in _ablation_runs() if _ablation_path(v, task, seed).is_file()})
+
+
+def test_each_committed_ablation_factor_is_complete():
+    """A factor is committed with all its planned (variant, task, seed) runs, so that its table compares like with like."""
+    factors = _committed_factors()
+    missing = [f"{task}/ship+{v.tag}/seed{seed}" for v, task, seed in _ablation_runs()
+               if v.factor in factors and not _ablation_path(v, task, seed).is_file()]
+    assert factors and not missing, f"{len(missing)} runs of the committed factors {factors} are missing, e.g. " \
+                                    f"{missing[:3]}: scripts/run_mini_benchmark.sh ablations"
+
+
+def test_a_committed_ablation_result_is_reproduced_by_rerunning_it(tmp_path):
+    """One variant run (SHIP without PML on mini_mnist, seed 1) re-run through the variant's own configuration."""
+    from shiplib.report import get_variant, variant_config
+
+    variant = get_variant("no-pml")
+    path = _ablation_path(variant, "mini_mnist", 1)
+    r = read_result(path)
+    again = run_experiment(variant_config(variant, "mini_mnist", 1, threads=1, progress=False,
+                                          results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs")))
+    assert again["identity"] == r["identity"]
+    failed = [(c.name, c.value, c.reference) for c in repro.result_comparisons(again, r) if not c.ok]
+    assert not failed, f"the re-run differs from {path.relative_to(RESULTS.parent)} beyond shiplib.repro's tolerances: {failed}"
+
+
 # ---------------------------------------------------------------- the README's numbers are the committed data's
 README = RESULTS.parent / "README.md"
 
@@ -147,3 +174,28 @@ def test_readme_probe_table_is_the_cards(name, row):
     cells = [c.strip().strip("*") for c in line.strip("|").split("|")[1:]]
     expected = [f"{v:.1f}" for v in table[column].drop(index="mean")] + [f"{table.loc['mean', column]:.1f}"]
     assert cells == expected, (row, cells, expected)
+
+
+@pytest.mark.parametrize("factor", ["components", "threshold", "prompt_length", "prototype_bank", "da_scale"])
+def test_readme_ablation_tables_are_the_committed_results(factor):
+    from shiplib.report import ablation_results, ablation_summary, ablation_table, markdown_table
+
+    if factor not in _committed_factors():
+        pytest.skip(f"no committed {factor} ablation results (scripts/run_mini_benchmark.sh ablations)")
+    results = ablation_results(RESULTS, "mini", seeds=SEEDS)
+    table = markdown_table(ablation_table(ablation_summary(results), factor, results=results))
+    assert table in README.read_text(encoding="utf-8"), f"README's {factor} ablation table is not:\n{table}"
+
+
+def test_committed_alphas_give_one_level_and_every_block_its_own_level():
+    """α = 0 groups all blocks into one semantic level, α = 1 makes each of the 12 blocks its own level."""
+    if "threshold" not in _committed_factors():
+        pytest.skip("no committed threshold ablation results (scripts/run_mini_benchmark.sh ablations)")
+    wrong = {}
+    for variant, task, seed in _ablation_runs():
+        expected = {"alpha=0.00": [0], "alpha=1.00": list(range(12))}.get(variant.tag)
+        if expected is not None:
+            levels = read_result(_ablation_path(variant, task, seed))["hierarchy"]["levels"]
+            if levels != expected:
+                wrong[f"{task}/ship+{variant.tag}/seed{seed}"] = levels
+    assert not wrong, f"level starts other than expected: {wrong}"

@@ -16,7 +16,7 @@ from ..engine.resolved import paths_for
 from ..engine.results import is_finished
 from .notebook import pick_tasks
 from .paired import paired_comparison
-from .tables import check_metric, format_mean_std
+from .tables import check_metric, format_mean_std, task_order
 
 METHOD = "ship"
 REFERENCE = "ship (all on, defaults)"
@@ -201,6 +201,22 @@ def ablation_paired(results: pd.DataFrame, tag: str, metric: str = "acc_last", *
     return paired_comparison(runs, f"{METHOD}+{tag}", METHOD, metric, **kw)
 
 
+def ablation_paired_frame(results: pd.DataFrame, metric: str = "acc_last", factors=None) -> pd.DataFrame:
+    """Per variant with results (in `ABLATION_VARIANTS` order, optionally only `factors`): its paired difference to
+    the reference over the (task, seed) cells both have (`ablation_paired`), the 95 % bootstrap CI, wins/ties/losses
+    and the numbers of pairs and tasks."""
+    cols = ["factor", "variant", "value", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "n_pairs",
+            "n_tasks"]
+    present = set(results["variant"]) if not results.empty else set()
+    rows = []
+    for v in select_variants(factors=factors):
+        if v.tag in present and REFERENCE in present:
+            c = ablation_paired(results, v.tag, metric)
+            rows.append(dict(factor=v.factor, variant=v.tag, value=str(v.value),
+                             **{k: getattr(c, k) for k in cols[3:]}))
+    return pd.DataFrame(rows, columns=cols)
+
+
 def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: int = 1,
                    results: pd.DataFrame | None = None, metric: str = "acc_last") -> pd.DataFrame:
     """Rows: the reference and the factor's variants; columns: "mean ± std" per task, mean over tasks, Δ mean;
@@ -218,9 +234,9 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     order = [REFERENCE] + [v.tag for v in ABLATION_VARIANTS if v.factor == factor]
     order = [v for v in order if v in set(sub["variant"])]
     variant_tasks = set(sub.loc[sub["variant"] != REFERENCE, "task"])
-    registry = {t: i for i, t in enumerate(list_tasks())}
+    rank = {t: i for i, t in enumerate(task_order(None))}
     tasks = sorted((t for t in dict.fromkeys(sub["task"]) if t in variant_tasks or not variant_tasks),
-                   key=lambda t: registry.get(t, len(registry)))  # tasks with variants, in registry order
+                   key=lambda t: rank.get(t, len(rank)))  # tasks with variants, in the tables' task order
     sub = sub[sub["task"].isin(tasks)]
     means = sub.pivot(index="variant", columns="task", values="mean").reindex(index=order, columns=tasks)
     stds = sub.pivot(index="variant", columns="task", values="std").reindex(index=order, columns=tasks)
@@ -238,7 +254,8 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     out["mean over tasks"] = task_mean.round(decimals)
     out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals)
     if results is not None:
-        rows = {v: ablation_paired(results[results["task"].isin(tasks)], v, metric) for v in order if v != REFERENCE}
+        paired = ablation_paired_frame(results[results["task"].isin(tasks)], metric, [factor]).set_index("variant")
+        rows = {v: paired.loc[v] for v in order if v != REFERENCE}
         out["paired Δ"] = [None if v == REFERENCE else round(rows[v].mean_diff, decimals) for v in order]
         out["95% CI"] = [None if v == REFERENCE else f"[{rows[v].ci_low:.{decimals}f}, {rows[v].ci_high:.{decimals}f}]"
                          for v in order]

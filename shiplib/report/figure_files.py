@@ -34,6 +34,7 @@ from ..bench import load_bench
 from ..repro import tolerance as repro_tolerance, within
 from ..utils.paths import find_repo_root
 from . import figures
+from .ablations import ablation_paired_frame, ablation_results
 from .affinity import task_affinities
 from .histories import history_frame
 from .notebook import pick_tasks
@@ -64,6 +65,9 @@ README_FIGURES: dict[str, ReadmeFigure] = {f.name: f for f in (
                  "Training cross-entropy and loss per epoch, VPT-deep vs SHIP on mini_mnist (paper Fig. 3)", None),
     ReadmeFigure("mini_results", "notebooks/results.ipynb",
                  "mini-VTAB test accuracy (last epoch) per task and method, mean ± std over seeds", None),
+    ReadmeFigure("ablations", "notebooks/ablations.ipynb",
+                 "SHIP's ablations on mini-VTAB: each variant minus full SHIP, paired over (task, seed), 95 % CI",
+                 None),
     ReadmeFigure("efficiency", "notebooks/efficiency.ipynb",
                  "Eval and training-step time of SHIP (fast path, reference) vs the plain timm ViT-B/16 "
                  "(saved benchmark)", None),
@@ -231,6 +235,25 @@ def mini_results_figure(summary: pd.DataFrame, metric: str = "acc_last", protoco
     return fig, data
 
 
+def ablations_data(results: pd.DataFrame, metric: str = "acc_last") -> pd.DataFrame:
+    """`ablation_paired_frame` with the differences rounded to 1e-6 points: a mean of equal accuracies is 0, not
+    the ±1e-16 that another summation order leaves."""
+    data = ablation_paired_frame(results, metric)
+    cols = ["mean_diff", "ci_low", "ci_high"]
+    data[cols] = data[cols].astype(float).round(6) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return data
+
+
+def ablations_figure(results: pd.DataFrame, metric: str = "acc_last"):
+    """Every ablation variant's paired difference to full SHIP with its CI, from `ablation_results` (seeds as run)."""
+    data = ablations_data(results, metric)
+    seeds = sorted(results["seed"].unique()) if not results.empty else []
+    title = f"SHIP ablations: accuracy at the {METRIC_TITLES.get(metric, metric)}, seeds {', '.join(map(str, seeds))}"
+    with readme_style():
+        fig = figures.plot_ablation_forest(data, title=title)
+    return fig, data
+
+
 def efficiency_figure(bench: dict):
     """Eval and training-step seconds per batch of a saved SHIP benchmark (`shiplib.bench.load_bench`)."""
     data = efficiency_data(bench)
@@ -263,6 +286,8 @@ def committed_data(name: str, root: str | os.PathLike | None = None, data_root=N
         return loss_curves_data(history_frame(root / "results", task="mini_mnist", runs=["vpt_deep", "ship"]))
     if name == "mini_results":
         return mini_results_data(benchmark_summary(root / "results", "mini", "acc_last", "final"))
+    if name == "ablations":
+        return ablations_data(ablation_results(root / "results", "mini", seeds=(1, 2, 3)))
     if name == "efficiency":
         return efficiency_data(load_bench(root / "results" / "bench" / "ship_vit_base_patch16_224.json"))
     raise KeyError(f"unknown README figure {name!r}; known: {', '.join(README_FIGURES)}")

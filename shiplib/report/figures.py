@@ -375,6 +375,35 @@ def plot_ablation(summary: pd.DataFrame, factor: str):
     return fig
 
 
+def plot_ablation_forest(paired: pd.DataFrame, title: str = ""):
+    """Every variant's paired difference to full SHIP (dot) with its 95 % CI (bar), from `ablation_paired_frame`:
+    one row per variant, grouped and coloured by factor; the label gives wins/ties/losses over the pairs."""
+    if paired.empty:
+        raise ValueError("no ablation results to plot")
+    factors = list(dict.fromkeys(paired["factor"]))
+    palette = dict(zip(factors, sns.color_palette("deep", n_colors=len(factors))))
+    fig, axes = _figure(1, 1, figsize=(PAGE_WIDTH * 0.8, 0.26 * len(paired) + 1.2))
+    ax = axes[0, 0]
+    for y, row in enumerate(paired.itertuples(index=False)):
+        ax.errorbar([row.mean_diff], [y], xerr=[[row.mean_diff - row.ci_low], [row.ci_high - row.mean_diff]],
+                    fmt="o", color=palette[row.factor], ecolor=palette[row.factor], markersize=5, capsize=2.5,
+                    elinewidth=1.4, label=row.factor.replace("_", " "))
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(paired)),
+                  [f"{r.variant}  ({r.wins}/{r.ties}/{r.losses})" for r in paired.itertuples(index=False)], fontsize=9)
+    ax.set_ylim(len(paired) - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("variant − full SHIP, accuracy points (dot: mean over (task, seed) pairs; bar: 95 % bootstrap CI)",
+                  fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), title="factor", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize=8, title_fontsize=9, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
 # ----- efficiency -----
 def plot_efficiency(table: pd.DataFrame, title: str = ""):
     """Per method (rows of `shiplib.bench.efficiency_table`): images/s in eval and in training, peak memory of a

@@ -54,8 +54,9 @@ def run_label(method: str, tag=None) -> str:
     return method if tag is None or (isinstance(tag, float) and np.isnan(tag)) or tag == "" else f"{method}+{tag}"
 
 
-def task_order(benchmark: str) -> list[str]:
-    """The benchmark's tasks, grouped natural → specialized → structured (registry order inside a group)."""
+def task_order(benchmark: str | None) -> list[str]:
+    """The benchmark's tasks (None: every registered task), grouped natural → specialized → structured (registry
+    order inside a group)."""
     tasks = list_tasks(benchmark=benchmark)
     if not tasks:
         raise ValueError(f"no tasks registered for benchmark {benchmark!r} (vtab1k: VTAB-1k; mini: mini-VTAB, "
