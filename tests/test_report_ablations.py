@@ -184,3 +184,13 @@ def test_ablations_figure_plots_each_variants_paired_difference(tmp_path, write_
     ax = fig.axes[0]
     assert [c.lines[0].get_xdata()[0] for c in ax.containers] == data["mean_diff"].tolist()
     assert [t.get_text() for t in ax.get_yticklabels()] == ["no-pml  (0/0/6)", "K=5  (6/0/0)"]
+
+
+def test_a_difference_that_rounds_to_zero_reads_zero_whatever_its_sign(tmp_path, write_fake_result):
+    for seed in (1, 2):
+        write_fake_result("mini_mnist", "ship", seed, 60.0 + seed)
+        write_fake_result("mini_mnist", "ship", seed, 60.0 + seed - (0.02 if seed == 1 else 0.04), tag="no-ap")
+    res = ablation_results(tmp_path / "results")
+    table = ablation_table(ablation_summary(res), "components", results=res)
+    assert str(table.loc["no-ap", "Δ vs reference"]) == "0.0" and str(table.loc["no-ap", "paired Δ"]) == "0.0"
+    assert table.loc["no-ap", "95% CI"] == "[0.0, 0.0]"

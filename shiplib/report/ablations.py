@@ -241,7 +241,8 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     means = sub.pivot(index="variant", columns="task", values="mean").reindex(index=order, columns=tasks)
     stds = sub.pivot(index="variant", columns="task", values="std").reindex(index=order, columns=tasks)
     out = pd.DataFrame(index=order)
-    out["value"] = [None if v == REFERENCE else get_variant(v).value for v in order]
+    out["value"] = pd.Series([None if v == REFERENCE else get_variant(v).value for v in order], index=order,
+                             dtype=object)  # object: K stays 5, not 5.0
     if factor == "threshold":  # what α does: the number of semantic levels on each task
         levels = sub.pivot(index="variant", columns="task", values="levels").reindex(index=order, columns=tasks)
         out["levels per task"] = [" / ".join("–" if pd.isna(n) else str(int(n)) for n in row)
@@ -252,12 +253,14 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     complete = means[ref_tasks].notna().all(axis=1) if ref_tasks else means.notna().all(axis=1)
     task_mean = means[ref_tasks or tasks].mean(axis=1).where(complete)
     out["mean over tasks"] = task_mean.round(decimals)
-    out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals)
+    # + 0.0: a difference that rounds to zero reads 0.0 whatever the sign of its float noise
+    out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals) + 0.0
     if results is not None:
         paired = ablation_paired_frame(results[results["task"].isin(tasks)], metric, [factor]).set_index("variant")
         rows = {v: paired.loc[v] for v in order if v != REFERENCE}
-        out["paired Δ"] = [None if v == REFERENCE else round(rows[v].mean_diff, decimals) for v in order]
-        out["95% CI"] = [None if v == REFERENCE else f"[{rows[v].ci_low:.{decimals}f}, {rows[v].ci_high:.{decimals}f}]"
+        out["paired Δ"] = [None if v == REFERENCE else round(rows[v].mean_diff, decimals) + 0.0 for v in order]
+        out["95% CI"] = [None if v == REFERENCE else f"[{round(rows[v].ci_low, decimals) + 0.0:.{decimals}f}, "
+                         f"{round(rows[v].ci_high, decimals) + 0.0:.{decimals}f}]"
                          for v in order]
         out["W/T/L"] = [None if v == REFERENCE else f"{rows[v].wins}/{rows[v].ties}/{rows[v].losses}" for v in order]
     out.index.name = factor
