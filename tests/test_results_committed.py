@@ -48,16 +48,24 @@ def test_committed_results_were_made_with_the_committed_mini_weights():
                       f"{stale[:3]}: re-run them with python -m shiplib sweep ... --force"
 
 
-def test_a_committed_result_is_reproduced_by_rerunning_it(tmp_path):
-    """The cheapest committed run (linear probe) re-run with its seed and thread count: within the cross-machine
-    tolerances (bit for bit on the machine that made it)."""
-    path = committed("mini_mnist", "linear", 1)
+def assert_rerun_reproduces(path, config: RunConfig):
+    """`config` re-run (1 thread, into a scratch folder) gives the committed result at `path` within the
+    cross-machine tolerances (bit for bit on the machine that made it)."""
     r = read_result(path)
-    again = run_experiment(RunConfig(task="mini_mnist", method="linear", seed=1, threads=1, progress=False,
-                                     results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs")))
+    again = run_experiment(config)
     assert again["identity"] == r["identity"]
     failed = [(c.name, c.value, c.reference) for c in repro.result_comparisons(again, r) if not c.ok]
     assert not failed, f"the re-run differs from {path.relative_to(RESULTS.parent)} beyond shiplib.repro's tolerances: {failed}"
+
+
+def scratch(tmp_path) -> dict:
+    return dict(threads=1, progress=False, results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"))
+
+
+def test_a_committed_result_is_reproduced_by_rerunning_it(tmp_path):
+    """The cheapest committed run (linear probe) re-run with its seed and thread count."""
+    assert_rerun_reproduces(committed("mini_mnist", "linear", 1),
+                            RunConfig(task="mini_mnist", method="linear", seed=1, **scratch(tmp_path)))
 
 
 def test_tuned_learning_rates_are_the_validation_choices_of_the_committed_tune_runs():
@@ -133,13 +141,8 @@ def test_a_committed_ablation_result_is_reproduced_by_rerunning_it(tmp_path):
     from shiplib.report import get_variant, variant_config
 
     variant = get_variant("no-pml")
-    path = _ablation_path(variant, "mini_mnist", 1)
-    r = read_result(path)
-    again = run_experiment(variant_config(variant, "mini_mnist", 1, threads=1, progress=False,
-                                          results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs")))
-    assert again["identity"] == r["identity"]
-    failed = [(c.name, c.value, c.reference) for c in repro.result_comparisons(again, r) if not c.ok]
-    assert not failed, f"the re-run differs from {path.relative_to(RESULTS.parent)} beyond shiplib.repro's tolerances: {failed}"
+    assert_rerun_reproduces(_ablation_path(variant, "mini_mnist", 1),
+                            variant_config(variant, "mini_mnist", 1, **scratch(tmp_path)))
 
 
 # ---------------------------------------------------------------- the README's numbers are the committed data's

@@ -201,6 +201,12 @@ def ablation_paired(results: pd.DataFrame, tag: str, metric: str = "acc_last", *
     return paired_comparison(runs, f"{METHOD}+{tag}", METHOD, metric, **kw)
 
 
+def rounded(x, decimals: int):
+    """`x` (a number or a pandas object) rounded, with -0.0 as 0.0: a difference that rounds to zero reads 0.0
+    whatever the sign of its float noise."""
+    return (x.round(decimals) if isinstance(x, (pd.Series, pd.DataFrame)) else round(float(x), decimals)) + 0.0
+
+
 def ablation_paired_frame(results: pd.DataFrame, metric: str = "acc_last", factors=None) -> pd.DataFrame:
     """Per variant with results (in `ABLATION_VARIANTS` order, optionally only `factors`): its paired difference to
     the reference over the (task, seed) cells both have (`ablation_paired`), the 95 % bootstrap CI, wins/ties/losses
@@ -253,14 +259,13 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     complete = means[ref_tasks].notna().all(axis=1) if ref_tasks else means.notna().all(axis=1)
     task_mean = means[ref_tasks or tasks].mean(axis=1).where(complete)
     out["mean over tasks"] = task_mean.round(decimals)
-    # + 0.0: a difference that rounds to zero reads 0.0 whatever the sign of its float noise
-    out["Δ vs reference"] = (task_mean - task_mean.get(REFERENCE, float("nan"))).round(decimals) + 0.0
+    out["Δ vs reference"] = rounded(task_mean - task_mean.get(REFERENCE, float("nan")), decimals)
     if results is not None:
         paired = ablation_paired_frame(results[results["task"].isin(tasks)], metric, [factor]).set_index("variant")
         rows = {v: paired.loc[v] for v in order if v != REFERENCE}
-        out["paired Δ"] = [None if v == REFERENCE else round(rows[v].mean_diff, decimals) + 0.0 for v in order]
-        out["95% CI"] = [None if v == REFERENCE else f"[{round(rows[v].ci_low, decimals) + 0.0:.{decimals}f}, "
-                         f"{round(rows[v].ci_high, decimals) + 0.0:.{decimals}f}]"
+        out["paired Δ"] = [None if v == REFERENCE else rounded(rows[v].mean_diff, decimals) for v in order]
+        out["95% CI"] = [None if v == REFERENCE else f"[{rounded(rows[v].ci_low, decimals):.{decimals}f}, "
+                         f"{rounded(rows[v].ci_high, decimals):.{decimals}f}]"
                          for v in order]
         out["W/T/L"] = [None if v == REFERENCE else f"{rows[v].wins}/{rows[v].ties}/{rows[v].losses}" for v in order]
     out.index.name = factor

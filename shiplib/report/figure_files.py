@@ -34,7 +34,7 @@ from ..bench import load_bench
 from ..repro import tolerance as repro_tolerance, within
 from ..utils.paths import find_repo_root
 from . import figures
-from .ablations import ablation_paired_frame, ablation_results
+from .ablations import ablation_paired_frame, ablation_results, rounded
 from .affinity import task_affinities
 from .histories import history_frame
 from .notebook import pick_tasks
@@ -240,7 +240,7 @@ def ablations_data(results: pd.DataFrame, metric: str = "acc_last") -> pd.DataFr
     the ±1e-16 that another summation order leaves."""
     data = ablation_paired_frame(results, metric)
     cols = ["mean_diff", "ci_low", "ci_high"]
-    data[cols] = data[cols].astype(float).round(6) + 0.0  # + 0.0 turns -0.0 into 0.0
+    data[cols] = rounded(data[cols].astype(float), 6)
     return data
 
 
