@@ -315,6 +315,10 @@ def browser(lab: Lab):
     service = Service(executable_path=lab.chromedriver, log_output=str(lab.tmp / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=opts)
     try:
+        # Headless chromium leaves the page unfocused on some machines (document.hasFocus() false, no focus
+        # events): JupyterLab then has no current widget, and menus and Ctrl+S act on nothing. A person's
+        # browser window has focus; "emulate a focused page" gives the test the same on every machine.
+        driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
         driver.set_page_load_timeout(60)
         driver.set_script_timeout(30)
         yield driver
@@ -328,8 +332,20 @@ def browser(lab: Lab):
 
 
 # ----- reading JupyterLab's page -----
+#: JupyterLab's widget for the notebook named arguments[0], found by its path among the main area's widgets (not
+#: by `shell.currentWidget`, which follows keyboard focus and is empty where the browser window has none).
+FIND_PANEL_JS = r"""
+const findPanel = (name) => {
+  const app = window.jupyterapp;
+  if (!app) return null;
+  for (const w of app.shell.widgets('main'))
+    if (w.context && w.sessionContext && w.context.path.endsWith(name)) return w;
+  return null;
+};
+"""
+
 #: The state of the notebook tab named arguments[0]: DOM first (what a person sees), models for diagnosis.
-STATE_JS = r"""
+STATE_JS = FIND_PANEL_JS + r"""
 const name = arguments[0];
 const out = {dialog: null, tab: false, dirtyTab: null, panel: false, indicator: null, kernelLabel: null,
              app: !!window.jupyterapp};
@@ -349,8 +365,10 @@ if (panel) {
   out.prompts = [...panel.querySelectorAll('.jp-Notebook .jp-Cell.jp-CodeCell .jp-InputPrompt')]
       .map(p => p.textContent.trim());
 }
-const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-if (w && w.context && w.sessionContext && w.context.path.endsWith(name)) {
+const cur = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+out.focus = {document: document.hasFocus(), current: cur ? cur.title.label : null};
+const w = findPanel(name);
+if (w) {
   const k = w.sessionContext.session && w.sessionContext.session.kernel;
   out.model = {ready: w.context.isReady && w.sessionContext.isReady, dirty: w.context.model.dirty,
                kernel: k ? k.name : null, status: k ? k.status : null,
@@ -359,11 +377,12 @@ if (w && w.context && w.sessionContext && w.context.path.endsWith(name)) {
 return out;
 """
 
-#: Per cell of the visible notebook: kind, prompt, outputs (mime type, text, images), errors in the model.
-CELLS_JS = r"""
+#: Per cell of the visible notebook (named arguments[0]): kind, prompt, outputs (mime type, text, images), errors
+#: in the model.
+CELLS_JS = FIND_PANEL_JS + r"""
 const panel = [...document.querySelectorAll('.jp-NotebookPanel')].find(p => !p.classList.contains('lm-mod-hidden'));
 const cells = [...panel.querySelectorAll('.jp-Notebook .jp-Cell')];
-const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+const w = findPanel(arguments[0]);
 const models = w && w.content && w.content.model ? [...w.content.model.cells] : [];
 return cells.map((c, i) => {
   const code = c.classList.contains('jp-CodeCell');
@@ -421,6 +440,7 @@ def open_notebook(driver, lab: Lab, name: str, committed: dict) -> dict:
     idle, and that state has held for SETTLE s. Fails at once on a dialog (e.g. a kernel picker)."""
     workspace = f"test-{secrets.token_hex(4)}"
     driver.get(f"{lab.url}/lab/workspaces/{workspace}/tree/notebooks/{name}?token={lab.token}")
+    driver.switch_to.window(driver.current_window_handle)  # bring the window to the front, as a person's is
     held = {"since": None}
     want_kernel = committed["metadata"].get("kernelspec", {}).get("name")
 
@@ -446,6 +466,23 @@ def open_notebook(driver, lab: Lab, name: str, committed: dict) -> dict:
         raise AssertionError(f"{exc}; last state: {page_state(driver, name)}") from None
 
 
+def focus_notebook(driver, name: str) -> None:
+    """Click the notebook's tab, as a person does before using a menu or a shortcut on it, and wait until
+    JupyterLab takes it as the current widget (menus and Ctrl+S act on that one)."""
+    from selenium.webdriver.common.by import By
+
+    labels = driver.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel .lm-TabBar-tab .lm-TabBar-tabLabel")
+    label = next((e for e in labels if e.text.strip() == name), None)
+    if label is None:
+        raise AssertionError(f"no tab named {name!r}; tabs: {[e.text for e in labels]}")
+    label.click()
+    try:
+        wait_until(lambda: page_state(driver, name)["focus"]["current"] == name, MENU_TIMEOUT,
+                   f"{name} to become JupyterLab's current widget after a click on its tab")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; focus: {page_state(driver, name)['focus']}") from None
+
+
 def use_menu(driver, top: str, command: str) -> None:
     """Click the main menu `top` (e.g. 'Run'), then its item for `command` (e.g. 'runmenu:run-all')."""
     from selenium.webdriver.common.by import By
@@ -467,7 +504,6 @@ def use_menu(driver, top: str, command: str) -> None:
 def test_notebook_opens_clean(lab, name):
     """Opens without a dialog on its declared kernel, is not modified by opening, and saves byte-identically."""
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     t0 = time.monotonic()
@@ -486,7 +522,7 @@ def test_notebook_opens_clean(lab, name):
                 problems.append(f"runs on kernel {st['model']['kernel']!r}, not its declared {want.get('name')!r}")
             if st["dirtyTab"]:
                 changed = driver.execute_script(
-                    "const w = window.jupyterapp.shell.currentWidget; return w.context.model.toJSON().metadata;")
+                    FIND_PANEL_JS + "return findPanel(arguments[0]).context.model.toJSON().metadata;", name)
                 meta = committed["metadata"]
                 diff = {k: (meta.get(k), changed.get(k)) for k in sorted(set(meta) | set(changed))
                         if meta.get(k) != changed.get(k)}
@@ -495,7 +531,7 @@ def test_notebook_opens_clean(lab, name):
 
             # Save the way a person does (Ctrl+S on the notebook), then compare the file with the committed one.
             before = path.stat().st_mtime_ns
-            driver.find_element(By.CSS_SELECTOR, "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current").click()
+            focus_notebook(driver, name)
             ActionChains(driver).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
             wait_until(lambda: path.stat().st_mtime_ns != before and page_state(driver, name)["dirtyTab"] is False,
                        SAVE_TIMEOUT, f"{name} to be saved by Ctrl+S")
@@ -530,6 +566,7 @@ def test_run_all_in_browser(lab, name):
     with browser(lab) as driver:
         try:
             open_notebook(driver, lab, name, committed)
+            focus_notebook(driver, name)
             use_menu(driver, "Edit", "editmenu:clear-all")
             wait_until(lambda: all(p == "[ ]:" for p in page_state(driver, name)["prompts"]), MENU_TIMEOUT,
                        f"{name}: every prompt to read [ ]: after Clear Outputs of All Cells")
@@ -560,7 +597,7 @@ def test_run_all_in_browser(lab, name):
             finally:
                 ran = time.monotonic() - started
             time.sleep(1.0)  # the last display messages render
-            dom_cells = driver.execute_script(CELLS_JS)
+            dom_cells = driver.execute_script(CELLS_JS, name)
             shot = screenshot(driver, lab.shots / f"run_{stem}.png", full=True)
         except Exception:
             screenshot(driver, lab.shots / f"FAILED_run_{stem}.png", full=True)

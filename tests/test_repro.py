@@ -73,6 +73,26 @@ def test_result_check_passes_on_itself_and_fails_on_a_changed_number():
     assert [c.kind for c in repro.result_comparisons(drift, r) if not c.ok] == ["loss"]
 
 
+def test_comparison_tables_read_the_same_whichever_number_drifts_most():
+    """Two reproductions within tolerance whose largest deviation lies elsewhere (another machine's kernels) give
+    the same table: the committed notebook outputs show these tables."""
+    r = read_result(result_path(ROOT / "results", "mini", "mini_mnist", "ship", 1))
+
+    def drifted(epoch):
+        return dict(r, history=[dict(h, loss=h["loss"] * (1.02 if i == epoch else 1.001))
+                                for i, h in enumerate(r["history"])])
+
+    tables = [repro.comparison_table(repro.result_comparisons(drifted(e), r)) for e in (1, len(r["history"]) - 2)]
+    assert tables[0].equals(tables[1]) and tables[0]["reproduced"].all()
+    ev = load_card()["evidence"]
+    tables = []
+    for i, j in ((0, 1), (7, 4)):
+        aff = copy.deepcopy(ev)
+        aff["affinity"]["matrices"]["pretrained"][i][j] += 6e-5
+        tables.append(repro.comparison_table(repro.evidence_comparisons(aff, ev)))
+    assert tables[0].equals(tables[1]) and tables[0]["reproduced"].all()
+
+
 def test_the_affinity_check_catches_a_changed_weight():
     """Kernel noise stays within the affinity tolerance; a 1 % change of one block's weights does not."""
     from shiplib.backbones.evidence import layer_affinity
