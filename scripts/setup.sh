@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv from the repo's own files (requirements.txt + this package), idempotently, and register its
 # Jupyter kernel "shiplib". Re-running it when nothing changed takes seconds: pip runs only when
-# requirements.txt or pyproject.toml differ from what .venv was built from (a stamp of their hash).
+# requirements.txt, constraints.txt or pyproject.toml differ from what .venv was built from (a stamp of
+# their hash).
 # Optional system parts (Debian/Ubuntu, as root): dataset-fashion-mnist (the mini backbone's pretraining data;
 # its checks skip without it) and, with SHIPLIB_BROWSER=1, chromium + chromium-driver for the browser test.
 set -euo pipefail
@@ -11,13 +12,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.shiplib-setup-stamp
-WANT=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+WANT=$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
   echo "$WANT" > "$STAMP"
 else
-  echo "setup: .venv matches requirements.txt and pyproject.toml; nothing to install"
+  echo "setup: .venv matches requirements.txt, constraints.txt and pyproject.toml; nothing to install"
 fi
 if ! .venv/bin/jupyter kernelspec list 2>/dev/null | grep -q "^ *shiplib "; then
   .venv/bin/python -m ipykernel install --user --name shiplib --display-name "Python 3 (shiplib)" >/dev/null
