@@ -7,7 +7,7 @@
 #   grid       7 methods x 7 tasks x seeds 1-3 with those defaults (final protocol: train800val200 -> test)
 #   ablations  SHIP's variants (shiplib.report.ABLATION_VARIANTS) on their tasks, seeds 1-3
 # Usage: scripts/run_mini_benchmark.sh tune|grid|ablations [results dir] [runs dir]
-# On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 2.5 h (two runs at a time, 1 thread each).
+# On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 3 h (252 runs; two at a time, 1 thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
