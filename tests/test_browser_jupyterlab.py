@@ -440,7 +440,6 @@ def open_notebook(driver, lab: Lab, name: str, committed: dict) -> dict:
     idle, and that state has held for SETTLE s. Fails at once on a dialog (e.g. a kernel picker)."""
     workspace = f"test-{secrets.token_hex(4)}"
     driver.get(f"{lab.url}/lab/workspaces/{workspace}/tree/notebooks/{name}?token={lab.token}")
-    driver.switch_to.window(driver.current_window_handle)  # bring the window to the front, as a person's is
     held = {"since": None}
     want_kernel = committed["metadata"].get("kernelspec", {}).get("name")
 

@@ -175,12 +175,20 @@ def test_readme_probe_table_is_the_cards(name, row):
     assert cells == expected, (row, cells, expected)
 
 
-@pytest.mark.parametrize("factor", list(FACTORS))
-def test_readme_ablation_tables_are_the_committed_results(factor):
-    from shiplib.report import ablation_results, ablation_summary, ablation_table, markdown_table
+@pytest.fixture(scope="module")
+def committed_ablations():
+    from shiplib.report import ablation_results, ablation_summary
 
     results = ablation_results(RESULTS, "mini", seeds=SEEDS)
-    table = markdown_table(ablation_table(ablation_summary(results), factor, results=results))
+    return results, ablation_summary(results)
+
+
+@pytest.mark.parametrize("factor", list(FACTORS))
+def test_readme_ablation_tables_are_the_committed_results(factor, committed_ablations):
+    from shiplib.report import ablation_table, markdown_table
+
+    results, summary = committed_ablations
+    table = markdown_table(ablation_table(summary, factor, results=results))
     assert table in README.read_text(encoding="utf-8"), f"README's {factor} ablation table is not:\n{table}"
 
 

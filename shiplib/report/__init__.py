@@ -3,9 +3,9 @@
 Figures live in `shiplib.report.figures` (imported separately: it loads matplotlib).
 """
 from .ablations import (ABLATION_VARIANTS, FACTOR_TASKS, FACTORS, REFERENCE, AblationVariant, ablation_paired,
-                        ablation_paired_frame,
-                        ablation_plan, ablation_results, ablation_summary, ablation_table, factor_tasks, get_variant,
-                        missing_runs, run_ablations, select_variants, sweep_commands, variant_config, variants_frame)
+                        ablation_paired_frame, ablation_plan, ablation_results, ablation_summary, ablation_table,
+                        factor_tasks, get_variant, missing_runs, run_ablations, select_variants, sweep_commands,
+                        variant_config, variants_frame)
 from .affinity import (adjacent_frame, adjacent_stats_frame, affinity_range, levels_frame, load_affinity_dir,
                        task_affinities, task_backbone)
 from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
@@ -18,8 +18,8 @@ from .tables import (METHODS, METRICS, benchmark_summary, committed_comparison, 
                      write_tables)
 
 __all__ = [
-    "ABLATION_VARIANTS", "FACTOR_TASKS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_paired", "ablation_paired_frame",
-    "ablation_plan", "ablation_results", "ablation_summary", "ablation_table", "factor_tasks", "get_variant",
+    "ABLATION_VARIANTS", "FACTOR_TASKS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_paired",
+    "ablation_paired_frame", "ablation_plan", "ablation_results", "ablation_summary", "ablation_table", "factor_tasks", "get_variant",
     "missing_runs", "run_ablations", "select_variants", "sweep_commands", "variant_config", "variants_frame",
     "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
     "adjacent_frame", "adjacent_stats_frame", "affinity_range", "levels_frame", "load_affinity_dir",

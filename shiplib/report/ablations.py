@@ -262,11 +262,13 @@ def ablation_table(summary: pd.DataFrame, factor: str = "components", decimals: 
     out["Δ vs reference"] = rounded(task_mean - task_mean.get(REFERENCE, float("nan")), decimals)
     if results is not None:
         paired = ablation_paired_frame(results[results["task"].isin(tasks)], metric, [factor]).set_index("variant")
-        rows = {v: paired.loc[v] for v in order if v != REFERENCE}
-        out["paired Δ"] = [None if v == REFERENCE else rounded(rows[v].mean_diff, decimals) for v in order]
-        out["95% CI"] = [None if v == REFERENCE else f"[{rounded(rows[v].ci_low, decimals):.{decimals}f}, "
-                         f"{rounded(rows[v].ci_high, decimals):.{decimals}f}]"
-                         for v in order]
-        out["W/T/L"] = [None if v == REFERENCE else f"{rows[v].wins}/{rows[v].ties}/{rows[v].losses}" for v in order]
+
+        def per_variant(cell):  # the reference row has no difference to itself
+            return [None if v == REFERENCE else cell(paired.loc[v]) for v in order]
+
+        out["paired Δ"] = per_variant(lambda r: rounded(r.mean_diff, decimals))
+        out["95% CI"] = per_variant(lambda r: f"[{rounded(r.ci_low, decimals):.{decimals}f}, "
+                                              f"{rounded(r.ci_high, decimals):.{decimals}f}]")
+        out["W/T/L"] = per_variant(lambda r: f"{r.wins}/{r.ties}/{r.losses}")
     out.index.name = factor
     return out
