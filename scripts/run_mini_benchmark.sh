@@ -6,12 +6,15 @@
 #              shiplib/resources/mini_defaults.csv (tests/test_results_committed.py checks that they agree)
 #   grid       7 methods x 7 tasks x seeds 1-3 with those defaults (final protocol: train800val200 -> test)
 #   ablations  SHIP's variants (shiplib.report.ABLATION_VARIANTS) on their tasks, seeds 1-3
-# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations [results dir] [runs dir]
+#   pilot      the budget pilot of the "scaled" protocol (the official schedule's shape: lr_schedule=scaled, 10 %
+#              warm-up): SHIP and VPT-deep, lr 0.1 and 0.3, on one task per group (train800 -> val200), 10, 20
+#              and 40 epochs, evaluated at every tenth of training; tag pilot-e<epochs>-lr<lr>
+# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot [results dir] [runs dir]
 # On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 3 h (252 runs; two at a time, 1 thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-stage=${1:?"give a stage: tune, grid or ablations"}
+stage=${1:?"give a stage: tune, grid, ablations or pilot"}
 results=${2:-results}
 runs=${3:-runs}
 common=(--launcher local --jobs 2 --threads 1 --results "$results" --runs "$runs")
@@ -42,5 +45,14 @@ case $stage in
                 # each line is "python -m shiplib sweep ..."; run it with this interpreter and the shared flags
                 "$PYTHON" ${cmd#python } "${common[@]}" < /dev/null
             done ;;
-    *) echo "unknown stage '$stage': give tune, grid or ablations" >&2; exit 2 ;;
+    pilot)
+        for epochs in 10 20 40; do
+            for lr in 1e-1 3e-1; do
+                "$PYTHON" -m shiplib sweep --tasks mini_mnist mini_ihc_hema mini_dsprites_loc --methods ship vpt_deep \
+                    --protocol tune --tag "pilot-e$epochs-lr$lr" --epochs "$epochs" --set "lr=$lr" \
+                    --set lr_schedule=scaled --set "warmup_epochs=$((epochs / 10))" --set "eval_every=$((epochs / 10))" \
+                    "${common[@]}"
+            done
+        done ;;
+    *) echo "unknown stage '$stage': give tune, grid, ablations or pilot" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv from the repo's own files (requirements.txt + this package), idempotently, and register its
-# Jupyter kernel "shiplib". Re-running it when nothing changed takes seconds: pip runs only when
+# Create .venv from the repo's own files (requirements.txt + this package), idempotently, register its
+# Jupyter kernel "shiplib" (pointing at this clone's .venv) and create runs/. Re-running it when nothing changed takes seconds: pip runs only when
 # requirements.txt, constraints.txt or pyproject.toml differ from what .venv was built from (a stamp of
 # their hash).
 # Optional system parts (Debian/Ubuntu, as root): dataset-fashion-mnist (the mini backbone's pretraining data;
@@ -20,9 +20,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
 else
   echo "setup: .venv matches requirements.txt, constraints.txt and pyproject.toml; nothing to install"
 fi
-if ! .venv/bin/jupyter kernelspec list 2>/dev/null | grep -q "^ *shiplib "; then
-  .venv/bin/python -m ipykernel install --user --name shiplib --display-name "Python 3 (shiplib)" >/dev/null
-fi
+# the kernel "shiplib" runs this clone's .venv (installed into the venv, which its Jupyter prefers, and for the user)
+.venv/bin/python scripts/register_kernel.py
+mkdir -p runs  # checkpoints, caches and papermill's output notebooks (git-ignored)
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \

@@ -58,3 +58,29 @@ def test_step_mode_agrees_at_epoch_starts_and_moves_within():
 def test_bad_arguments_fail(kwargs):
     with pytest.raises(ValueError):
         LRSchedule(**kwargs)
+
+
+def test_scaled_mode_follows_the_official_shape_at_any_length():
+    """A 10-epoch run in mode "scaled" spends the official fraction of its steps at the warm-up start (2 %), ramps
+    over the next 10 % to the official values and ends on the official last value; the official schedule itself
+    (mode "epoch", 100 epochs) spends the same 2 %."""
+    official = LRSchedule(0.1, epochs=100, warmup_epochs=10)
+    for epochs, warmup, spe in ((10, 1, 15), (20, 2, 12), (40, 4, 7), (100, 10, 1)):
+        s = LRSchedule(0.1, epochs=epochs, warmup_epochs=warmup, mode="scaled")
+        lrs = s.step_values(spe)
+        at_start = sum(lr == 1e-6 for lr in lrs) / len(lrs)
+        assert at_start <= 0.02 + 1e-9, (epochs, at_start)
+        assert set(lrs) <= set(official.epoch_values())  # only values of the official curve
+        assert lrs == sorted(lrs[: len(lrs) * 11 // 100]) + lrs[len(lrs) * 11 // 100:]  # rising through the warm-up
+        assert lrs[-1] == official.epoch_values()[-1]
+    assert sum(lr == 1e-6 for lr in official.epoch_values()) == 2
+    assert LRSchedule(0.1, epochs=100, warmup_epochs=10, mode="scaled").step_values(1) == official.epoch_values()
+
+
+def test_scaled_mode_never_jumps_like_the_compressed_epoch_mode():
+    """The per-epoch schedule squeezed into 10 epochs jumps from 1e-6 to most of the lr in one step."""
+    epoch = LRSchedule(0.3, epochs=10, warmup_epochs=2, mode="epoch").step_values(15)
+    scaled = LRSchedule(0.3, epochs=10, warmup_epochs=1, mode="scaled").step_values(15)
+    jump = lambda lrs: max(b - a for a, b in zip(lrs, lrs[1:]))  # noqa: E731
+    assert jump(epoch) > 0.4 * 0.3
+    assert jump(scaled) <= 0.1 * 0.3 + 1e-9  # one official warm-up step at most

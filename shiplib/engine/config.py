@@ -40,7 +40,7 @@ class RunConfig:
     warmup_epochs: int | None = None
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
-    lr_schedule: str = "epoch"  # "epoch" (official: lr changes once per epoch) or "step"
+    lr_schedule: str = "epoch"  # "epoch" (official: once per epoch), "step" or "scaled" (the official shape)
     batch_size: int = 64  # drop_last=True
     eval_batch_size: int = 128
     eval_every: int = 10  # evaluate at epochs 0, N, 2N, ... and the last one; 0: only the last
@@ -238,6 +238,25 @@ def _validate_runtime(cfg: "RunConfig") -> None:
     _check_positive_int("num_workers (--workers)", cfg.num_workers, allow_zero=True)
 
 
+def _fit_warmup(run: dict, defaults: dict, sources: dict) -> None:
+    """A schedule that can reach its lr: a default warm-up as long as a shorter run is scaled down with the run
+    (the default's warm-up fraction), one set by the user is refused, and so is a floor above the lr."""
+    epochs, warmup = run["epochs"], run["warmup_epochs"]
+    for name in ("min_lr", "warmup_lr"):
+        if run[name] > run["lr"]:
+            raise ConfigError(f"{name}={run[name]:g} is above lr={run['lr']:g}, so the rate would climb instead of "
+                              f"decaying; set {name} below lr (e.g. {name}={min(run[name], run['lr'] / 10):g})")
+    if warmup < epochs:
+        return
+    if sources.get("warmup_epochs") == "user":
+        raise ConfigError(f"warmup_epochs={warmup} is not shorter than epochs={epochs}: the lr would never leave the "
+                          f"warm-up; set warmup_epochs below {epochs} (e.g. warmup_epochs={epochs // 5})")
+    scaled = int(epochs * defaults.get("warmup_epochs", warmup) / max(1, defaults.get("epochs", epochs)))
+    run["warmup_epochs"] = min(scaled, epochs - 1)
+    sources["warmup_epochs"] = (f"scaled to {run['warmup_epochs']} for epochs={epochs} (default: "
+                                f"{warmup} of {defaults.get('epochs')}, from {sources.get('warmup_epochs')})")
+
+
 def eval_epochs(epochs: int, eval_every: int) -> list[int]:
     """Epochs after which the model is evaluated: 0, N, 2N, … and always the last (official: N=10)."""
     marks = set(range(0, epochs, eval_every)) if eval_every > 0 else set()
@@ -294,6 +313,7 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
             raise ConfigError(f"{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} number, "
                               f"got {v!r}")
+    _fit_warmup(run, defaults, sources)
     train_split, eval_split = PROTOCOL_SPLITS[cfg.protocol]
     training = Training(**{f.name: run[f.name] for f in dataclasses.fields(Training) if f.name != "eval_epochs"},
                         eval_epochs=tuple(eval_epochs(run["epochs"], run["eval_every"])))

@@ -27,6 +27,28 @@ def _loss_weights(model: nn.Module) -> dict[str, float]:
     return dict(getattr(model, "loss_weights", None) or {})
 
 
+def trainable_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters by part, for per-step gradient norms: the head, and otherwise the first component of
+    the parameter's name below the wrapped backbone (e.g. `prompts`, `fusion`, `blocks`)."""
+    head = set(model.head_parameter_names()) if hasattr(model, "head_parameter_names") else set()
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        part = "head" if name in head else parts[1] if parts[0] == "vit" and len(parts) > 1 else parts[0]
+        groups.setdefault(part, []).append(p)
+    return groups
+
+
+def _grad_norms(groups: dict[str, list[nn.Parameter]]) -> dict[str, float]:
+    out = {}
+    for part, params in groups.items():
+        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        out[part] = float(torch.stack(grads).norm()) if grads else 0.0
+    return out
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
@@ -38,7 +60,8 @@ def train_one_epoch(
     on_step=None,
     announce_time: bool = False,
 ) -> dict:
-    """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds.
+    """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds,
+    and per step (`step_*`): the loss, the cross-entropy, the lr and each trainable part's gradient norm.
 
     `on_step(epoch, step)` is called after each optimiser step (used by tests to interrupt a run).
     `announce_time`: log how long the epoch will take, timed on its first batch (a warning when it is long).
@@ -51,7 +74,9 @@ def train_one_epoch(
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batch: the training split is smaller than the batch size "
                          "(drop_last=True); lower batch_size")
-    lrs = []
+    lrs, step_loss, step_ce = [], [], []
+    groups = trainable_groups(model)
+    step_grad_norm: dict[str, list[float]] = {part: [] for part in groups}
     start = time.perf_counter()
     bar = progress_bar(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
@@ -69,8 +94,12 @@ def train_one_epoch(
                                      "lower the learning rate (--set lr=...)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for part, norm in _grad_norms(groups).items():
+            step_grad_norm[part].append(norm)
         optimizer.step()
         n = y.shape[0]
+        step_loss.append(loss.item())
+        step_ce.append(ce.item())
         sums["loss"] += loss.item() * n
         sums["ce"] += ce.item() * n
         for name, value in aux.items():
@@ -85,7 +114,8 @@ def train_one_epoch(
             on_step(epoch, step)
     record = {k: v / seen for k, v in sums.items()}
     record.update(lr=lrs[0] if schedule.mode == "epoch" else sum(lrs) / len(lrs), train_acc=100.0 * correct / seen,
-                  steps=steps, train_seconds=time.perf_counter() - start)
+                  steps=steps, train_seconds=time.perf_counter() - start, step_loss=step_loss, step_ce=step_ce,
+                  step_lr=lrs, step_grad_norm=step_grad_norm)
     return record
 
 

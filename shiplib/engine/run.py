@@ -313,6 +313,8 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step: Callable[[int, 
     `on_step(epoch, step)` is called after each optimiser step (tests use it to interrupt a run).
     """
     run = resolve_config(cfg)
+    if run.sources.get("warmup_epochs", "").startswith("scaled"):
+        log.warning("warmup_epochs %s", run.sources["warmup_epochs"])
     data = validate_before_work(run)
     previous = reuse_or_refuse(run, force)
     if previous is not None:
