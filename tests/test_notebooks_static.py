@@ -26,6 +26,7 @@ REQUIRED_PARAMETERS = {
     "ablations": {"results_dir", "run_missing", "factors", "seeds"},
     "efficiency": {"methods", "backbone", "batch", "threads", "bench_file"},
     "pretrain_mini": {"train", "epochs", "recompute_evidence"},
+    "claims": {"results_dir", "benchmark"},
 }
 
 
