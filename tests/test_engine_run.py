@@ -24,9 +24,16 @@ def test_result_file_content(tiny_task_root, tiny_vit_file, tmp_path):
     assert [h["epoch"] for h in hist] == [0, 1, 2] and all(h["steps"] == 4 for h in hist)
     assert r["acc_last"] == hist[-1]["eval_acc"]
     assert r["acc_max_over_epochs"] == max(h["eval_acc"] for h in hist) == hist[r["max_epoch"]]["eval_acc"]
-    assert [h["lr"] for h in hist] == pytest.approx([1e-6, 1e-6, 1e-6 + (1e-2 - 1e-6) / 10])
+    # 3 epochs: the default 10-epoch warm-up is scaled down with the run (to 0), so the cosine starts at once
+    assert r["sources"]["warmup_epochs"].startswith("scaled to 0 for epochs=3")
+    assert [h["lr"] for h in hist] == pytest.approx([1e-2, 1e-2, 1e-5 + 0.5 * (1e-2 - 1e-5) * 1.5])
     for key in ("loss", "ce", "train_acc", "eval_loss"):
         assert all(key in h for h in hist)
+    for h in hist:  # per step: loss, CE, lr and the gradient norm of each trainable part
+        assert len(h["step_loss"]) == len(h["step_ce"]) == len(h["step_lr"]) == h["steps"] == 4
+        assert set(h["step_grad_norm"]) == {"head"} and len(h["step_grad_norm"]["head"]) == 4
+        assert all(n > 0 for n in h["step_grad_norm"]["head"]) and h["step_ce"] == pytest.approx(h["step_loss"])
+        assert sum(h["step_ce"]) / 4 == pytest.approx(h["ce"])  # equal batches: the epoch mean is the steps' mean
     assert r["overrides"]["lr"] == 1e-2 and r["sources"]["lr"] == "user"
     assert r["config"]["batch_size"] == 16 and r["config"]["options"]["drop_path_rate"] == 0.0
     assert set(r["versions"]) >= {"torch", "timm", "numpy", "shiplib"}

@@ -60,3 +60,15 @@ def test_small_lrs_are_shown_exactly(write_fake_result, tmp_path):
     assert "3e-05" in shown and "0.0," not in shown and "[0.0" not in shown and "0.000030" not in shown
     for lr in (3e-5, 2.5e-4, 1 / 3, 0.1):
         assert float(format_lr(lr)) == lr
+
+
+def test_runs_of_another_study_never_mix_into_the_choice(write_fake_result, tmp_path):
+    write_tune_run(write_fake_result, "mini_mnist", "ship", 0.1, 50.0)
+    write_tune_run(write_fake_result, "mini_mnist", "ship", 0.3, 40.0)
+    path = write_fake_result("mini_mnist", "ship", 0, 99.0, protocol="tune", tag="pilot-e40-lr3e-1")
+    r = pd.read_json(path, typ="series")
+    r["config"]["lr"] = 0.3
+    path.write_text(r.to_json())
+    assert selected_lr(lr_grid(tmp_path / "results")).loc["ship", "lr"] == 0.1
+    pilot = lr_grid(tmp_path / "results", tag_prefix="pilot-e40-lr")
+    assert list(pilot.index) == [("ship", "3e-01")] and pilot["mean"].iloc[0] == 99.0

@@ -55,6 +55,44 @@ def history_frame(results_dir="results", task: str | None = None, runs=None, see
     return frame.astype({c: float for c in HISTORY_COLUMNS})
 
 
+STEP_COLUMNS = ("loss", "ce", "lr")
+
+
+def step_rows(result: dict) -> list[dict]:
+    """One row per optimiser step of one result (runs that recorded per-step values): identity columns, epoch,
+    step, the fraction of training done, loss, ce, lr and `grad_norm.<part>` for each trainable part."""
+    ident = dict(task=result["task"], run=run_label(result["method"], result.get("tag")), seed=result["seed"])
+    epochs = result["history"]
+    total = sum(len(h.get("step_loss", ())) for h in epochs)
+    rows, done = [], 0
+    for h in epochs:
+        for i in range(len(h.get("step_loss", ()))):
+            row = {**ident, "epoch": h["epoch"], "step": done, "fraction": done / total,
+                   **{c: h[f"step_{c}"][i] for c in STEP_COLUMNS}}
+            row.update({f"grad_norm.{part}": norms[i] for part, norms in h.get("step_grad_norm", {}).items()})
+            rows.append(row)
+            done += 1
+    return rows
+
+
+def step_frame(results_dir="results", task: str | None = None, runs=None, benchmark: str | None = None,
+               protocol: str | None = "final") -> pd.DataFrame:
+    """Long frame of per-step training values (one row per run, seed and step) of the matching result files;
+    results written before per-step logging contribute no rows."""
+    keep_runs = None if runs is None else set(runs)
+    rows = []
+    for path in find_result_files(results_dir):
+        r = read_result(path)
+        if any(v is not None and r.get(k) != v for k, v in (("task", task), ("benchmark", benchmark),
+                                                             ("protocol", protocol))):
+            continue
+        if keep_runs is not None and run_label(r["method"], r.get("tag")) not in keep_runs:
+            continue
+        rows += step_rows(r)
+    return pd.DataFrame(rows, columns=None if rows else ["task", "run", "seed", "epoch", "step", "fraction",
+                                                          *STEP_COLUMNS])
+
+
 def final_losses(history: pd.DataFrame, column: str = "ce") -> pd.DataFrame:
     """Per run: mean ± std over seeds of the last epoch's value of `column`, and the number of seeds."""
     if history.empty:

@@ -8,6 +8,8 @@ precision would show small floats as 0.00.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -19,14 +21,20 @@ def format_lr(lr) -> str:
     return np.format_float_scientific(float(lr), trim="-", exp_digits=2)
 
 
-def lr_grid(results_dir="results", benchmark: str = "mini") -> pd.DataFrame:
-    """Validation accuracy (acc_last, %) of every tune run: one row per (method, lr), one column per task, + mean
-    and the number of runs.
+def lr_grid(results_dir="results", benchmark: str = "mini", tag_prefix: str = "lr") -> pd.DataFrame:
+    """Validation accuracy (acc_last, %) of the tune runs of one study: one row per (method, lr), one column per
+    task, + mean and the number of runs.
+
+    A study is the tune runs tagged `<tag_prefix><lr>` (`lr1e-1`: the committed lr tuning; other prefixes name
+    other studies, e.g. a budget pilot), so runs made under another protocol never mix into the choice.
 
     The `lr` index level holds exact labels (`format_lr`), in increasing numeric order within each method; the
     accuracies are numbers.
     """
     df = load_results(results_dir, protocol="tune", benchmark=benchmark)
+    if not df.empty:
+        study = re.compile(re.escape(tag_prefix) + r"[0-9.eE+-]+")
+        df = df[[isinstance(t, str) and bool(study.fullmatch(t)) for t in df["tag"]]]
     if df.empty:
         return pd.DataFrame()
     grid = df.pivot_table(index=["method", "lr"], columns="task", values="acc_last", aggfunc="mean")
