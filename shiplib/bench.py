@@ -79,11 +79,10 @@ def build_bench_model(method: str, backbone: Any = DEFAULT_BENCH_BACKBONE, num_c
     vit = create_backbone(backbone, pretrained=pretrained)
     opts = {**cls.bench_options(vit, seed), **(options or {})}
     data = None
-    if cls.needs_images(opts):
+    if cls.data_key(cls.config_class.from_options(method, opts)) is not None:
         g = torch.Generator().manual_seed(seed)
         data = [torch.randn(16, 3, *vit.patch_embed.img_size, generator=g)]
-    kw = dict(data=data) if cls.needs_data else {}
-    return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, **kw, **opts)
+    return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, data=data, **opts)
 
 
 def has_reference_implementation(model: nn.Module) -> bool:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from ..utils.progress import progress_bar
+from .base import embed_tokens
 
 PROTOTYPE_INITS = ("kmeans", "random", "mean_pool")
 
@@ -71,18 +72,17 @@ def _candidates(patches: torch.Tensor, init: str, num_prompts: int) -> torch.Ten
 
 
 @torch.no_grad()
-def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_tokens: int,
+def sample_block_input_tokens(vit: VisionTransformer, data, num_prompts: int, init: str, max_tokens: int,
                               seed: int) -> list[torch.Tensor]:
     """Per block, a uniform sample (<= max_tokens, D) of the candidates built from that block's input tokens.
 
-    `model` is a `PeftModel` (its `embed`, `vit.blocks` and `num_prefix_tokens` are used) run prompt-free in eval mode.
+    The frozen, prompt-free `vit` runs in eval mode.
     """
     if init not in PROTOTYPE_INITS:
         raise ValueError(f"init must be one of {PROTOTYPE_INITS}, got {init!r}")
-    vit = model.vit
     device = next(vit.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    prefix = model.num_prefix_tokens
+    prefix = vit.num_prefix_tokens
     keys = torch.empty(0)
     pools: list[torch.Tensor] | None = None
     was_training = vit.training
@@ -91,7 +91,7 @@ def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_toke
     try:
         for x in progress_bar(iter_image_batches(data), total=total, desc="SPT: block-input tokens", unit="batch",
                       disable=None):
-            h = model.embed(x.to(device))
+            h = embed_tokens(vit, x.to(device))
             n_new = h.shape[0] * (num_prompts if init == "mean_pool" else h.shape[1] - prefix)
             # Priority sampling: a uniform random key per candidate; the max_tokens largest keys survive.
             all_keys = torch.cat([keys, torch.rand(n_new, generator=gen)])
@@ -124,10 +124,10 @@ def _kmeans_centres(tokens: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(km.cluster_centers_).float()
 
 
-def token_prototypes(model, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
+def token_prototypes(vit: VisionTransformer, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
                      seed: int = 0) -> torch.Tensor:
     """SPT prompts: (depth, K, D), row i built from the tokens entering block i of the frozen backbone."""
-    pools = sample_block_input_tokens(model, data, num_prompts, init, max_tokens, seed)
+    pools = sample_block_input_tokens(vit, data, num_prompts, init, max_tokens, seed)
     n = len(pools[0])
     if n < num_prompts:
         raise ValueError(f"only {n} candidate tokens were collected but num_prompts={num_prompts}: give more "
