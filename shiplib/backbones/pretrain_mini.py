@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..data.fashion_mnist import LICENCE, load_fashion_mnist
 from ..utils.io import atomic_save_safetensors, atomic_write_json, sha256_file
+from ..utils.checks import choice
 from ..utils.seed import derived_seed, seed_everything
 from .mini import MINI_ARCH, MINI_CHECKPOINTS, create_mini_vit, mini_card_path, mini_checkpoint_path
 from .recipe_loop import RecipeModules, StepWarmupCosine, load_state, run_epochs, train_steps
@@ -38,8 +39,7 @@ class PretrainConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {self.augment!r}")
+        choice("augment", self.augment, sorted(AUGMENTATIONS))
 
     def recipe(self) -> dict:
         """Everything but `threads` (which changes speed, not the weights)."""

@@ -18,6 +18,7 @@ import torch.nn as nn
 from ..errors import ConfigError, StateError
 from ..engine.optim import create_optimizer
 from ..engine.schedule import set_lr
+from ..utils.checks import positive_int
 from ..utils.io import atomic_torch_save, atomic_write_jsonl
 from ..utils.progress import progress_bar
 
@@ -102,8 +103,7 @@ def run_epochs(work_dir: str | Path, modules: RecipeModules, optimizer: torch.op
     Returns the history of every finished epoch (records with `epoch` first and `seconds` last) and the seconds
     spent, `elapsed` included.
     """
-    if stop_after is not None and stop_after < 1:
-        raise ConfigError(f"stop_after must be a positive number of epochs, got {stop_after}")
+    positive_int("stop_after", stop_after, allow_none=True)
     work_dir = Path(work_dir)
     state_path, log_path = work_dir / "last.pt", work_dir / "log.jsonl"
     config = dict(config, state_format=STATE_FORMAT)

@@ -146,14 +146,16 @@ def load_or_compute_data_inputs(method, config, vit, dataset, cache_path: Path, 
     cached; returns the arrays and whether they came from the cache."""
     cached = _read_cache(cache_path)
     if cached is not None:
-        log.info("data inputs: using the cache %s", cache_path)
+        log.info("data step: using the cache %s", cache_path)
         return cached, True
-    log.info("data inputs of %s: reading %d training images", method.method, len(dataset))
+    key = method.data_key(config)
+    log.info("data step of %s on %d training images (%s)", method.method, len(dataset),
+             ", ".join(f"{k}={v}" for k, v in key.items()))
     was_training = vit.training
     vit.to(device)
     arrays = {name: np.asarray(a) for name, a in
               method.data_inputs(vit, eval_loader(dataset, batch_size, num_workers), config).items()}
     vit.train(was_training)
-    atomic_save_npz(cache_path, **arrays, **{_KEY: np.array(json.dumps(method.data_key(config)))})
-    log.info("data inputs: cached in %s", cache_path)
+    atomic_save_npz(cache_path, **arrays, **{_KEY: np.array(json.dumps(key))})
+    log.info("data step: cached in %s", cache_path)
     return arrays, False

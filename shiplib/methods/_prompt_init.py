@@ -21,12 +21,14 @@ SPT details and where we differ from that reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import choice
+from ..utils.images import iter_image_batches
+from ..utils.kmeans import kmeans
 from ..utils.progress import progress_bar
 from .base import embed_tokens
 
@@ -46,24 +48,6 @@ def xavier_prompt_bound(vit: VisionTransformer) -> float:
     return math.sqrt(6.0 / (fan + vit.embed_dim))
 
 
-def iter_image_batches(data) -> Iterator[torch.Tensor]:
-    """Image batches from an image tensor (N, C, H, W) or an iterable yielding x or (x, y, ...)."""
-    if isinstance(data, torch.Tensor):
-        if data.ndim != 4:
-            raise ValueError(f"an image tensor must be (N, C, H, W), got shape {tuple(data.shape)}")
-        yield from data.split(64)
-        return
-    if not isinstance(data, Iterable):
-        raise TypeError(f"data must be a DataLoader/iterable of image batches or an image tensor, "
-                        f"got {type(data).__name__}")
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"each batch must be an image tensor (B, C, H, W) or a tuple (x, y, ...); got {got}")
-        yield x
-
-
 def _candidates(patches: torch.Tensor, init: str, num_prompts: int) -> torch.Tensor:
     """Candidate prompt vectors of one block input: (B, N, D) patch tokens -> (n, D)."""
     if init == "mean_pool":
@@ -78,8 +62,7 @@ def sample_block_input_tokens(vit: VisionTransformer, data, num_prompts: int, in
 
     The frozen, prompt-free `vit` runs in eval mode.
     """
-    if init not in PROTOTYPE_INITS:
-        raise ValueError(f"init must be one of {PROTOTYPE_INITS}, got {init!r}")
+    choice("init", init, PROTOTYPE_INITS)
     device = next(vit.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     prefix = vit.num_prefix_tokens
@@ -112,18 +95,6 @@ def sample_block_input_tokens(vit: VisionTransformer, data, num_prompts: int, in
     return pools
 
 
-def _kmeans_centres(tokens: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    # deferred: sklearn takes about a second to import and only the k-means init needs it
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    # k-means++ seeding makes many small BLAS calls; multithreaded BLAS spins on them and was measured 10-25x
-    # slower on a shared 2-core machine. sklearn's Lloyd loop still uses all cores through OpenMP.
-    with threadpool_limits(limits=1, user_api="blas"):
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(tokens.numpy())
-    return torch.from_numpy(km.cluster_centers_).float()
-
-
 def token_prototypes(vit: VisionTransformer, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
                      seed: int = 0) -> torch.Tensor:
     """SPT prompts: (depth, K, D), row i built from the tokens entering block i of the frozen backbone."""
@@ -136,7 +107,7 @@ def token_prototypes(vit: VisionTransformer, data, num_prompts: int, init: str =
     out = []
     for i, pool in enumerate(progress_bar(pools, desc=f"SPT: {init} prototypes", unit="block", leave=False)):
         if init == "kmeans":
-            out.append(_kmeans_centres(pool, num_prompts, seed + i))
+            out.append(torch.from_numpy(kmeans(pool.numpy(), num_prompts, seed + i, n_init=1).cluster_centers_).float())
         else:
             out.append(pool[torch.randperm(n, generator=gen)[:num_prompts]])
     return torch.stack(out)

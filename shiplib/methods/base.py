@@ -14,6 +14,13 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import positive_int
+
+
+#: Field metadata of an option that only a data step fills (`PeftModel.data_inputs`): left out of the option
+#: defaults (`to_dict`) while unset, so it is no run setting and no part of a run's identity.
+DATA_STEP_ONLY = {"data_step_only": True}
+
 
 @dataclass(frozen=True)
 class MethodConfig:
@@ -51,6 +58,8 @@ class MethodConfig:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if v is None and f.metadata.get("data_step_only"):
+                continue
             # Arrays/tensors (e.g. a prototype bank) are recorded by shape, not by value.
             out[f.name] = f"<{type(v).__name__} {tuple(v.shape)}>" if hasattr(v, "shape") else v
         return out
@@ -100,8 +109,7 @@ class PeftModel(nn.Module):
         super().__init__()
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"expected a timm VisionTransformer, got {type(vit).__name__}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        positive_int("num_classes", num_classes)
         self.config = config
         self.num_classes = num_classes
         self.vit = vit

@@ -72,6 +72,7 @@ from ..layers.block_parts import check_block
 from ..layers.decoupled_attention import decoupled_block_forward
 from ..layers.joint_attention import joint_block_forward
 from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
+from ..utils.checks import choice, is_int, positive_int
 from .base import MethodConfig, PeftModel
 from .registry import register_method
 from .ship_fast import PromptKVCache, fast_forward, head_reads_cls_only
@@ -91,18 +92,12 @@ LEVEL_SOURCES_HELP = (
 )
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _is_real(v) -> bool:
     return isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def check_implementation(value: str) -> str:
-    if value not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {value!r}")
-    return value
+    return choice("implementation", value, IMPLEMENTATIONS)
 
 
 @dataclass(frozen=True)
@@ -136,21 +131,16 @@ class ShipConfig(MethodConfig):
     def validate(self) -> None:
         super().validate()
         for name in ("prompt_length", "num_prototypes", "num_attribute_prompts", "ssp_length", "ap_length", "top_k"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not _is_int(self.prototype_seed):
+            positive_int(name, getattr(self, name))
+        if not is_int(self.prototype_seed):
             raise ValueError(f"prototype_seed must be an int, got {self.prototype_seed!r}")
         for name in ABLATION_SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is an on/off switch: give True or False, got {getattr(self, name)!r}")
         check_implementation(self.implementation)
-        if self.prompt_queries not in PROMPT_QUERIES:
-            raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
-        if self.prototype_bank not in PROTOTYPE_BANKS:
-            raise ValueError(f"prototype_bank must be one of {PROTOTYPE_BANKS}, got {self.prototype_bank!r}")
-        if self.feature_pool not in FEATURE_POOLS:
-            raise ValueError(f"feature_pool must be one of {FEATURE_POOLS}, got {self.feature_pool!r}")
+        choice("prompt_queries", self.prompt_queries, PROMPT_QUERIES)
+        choice("prototype_bank", self.prototype_bank, PROTOTYPE_BANKS)
+        choice("feature_pool", self.feature_pool, FEATURE_POOLS)
         for name in ("da_scale", "ap_mix_scale"):
             v = getattr(self, name)
             if not _is_real(v) or not 0.0 <= v <= 1.0:
@@ -166,7 +156,7 @@ class ShipConfig(MethodConfig):
         if self.levels is not None:
             if isinstance(self.levels, (str, bytes)) or not hasattr(self.levels, "__iter__"):
                 raise ValueError(f"levels must be a list of level-start blocks such as [0, 2, 4], got {self.levels!r}")
-            if not all(_is_int(v) for v in self.levels):
+            if not all(is_int(v) for v in self.levels):
                 raise ValueError(f"levels must hold ints (block indices), got {list(self.levels)!r}")
             check_level_order(self.levels)
 

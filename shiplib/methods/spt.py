@@ -10,14 +10,16 @@ Defaults: K = 50 like our VPT; `prompt_dropout = 0` because SPT's reference forw
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import choice
 from ._prompt_init import PROTOTYPE_INITS, token_prototypes
+from .base import DATA_STEP_ONLY
 from .registry import register_method
 from .vpt import PromptConfig, VPTDeep
 
@@ -28,12 +30,11 @@ class SPTConfig(PromptConfig):
     init: str = "kmeans"  # "kmeans" | "random" | "mean_pool"
     max_tokens: int = 20_000  # candidate tokens kept per block (seeded uniform sample) to keep k-means fast
     seed: int = 0
-    init_prompts: Any = None  # (depth, num_prompts, D) initial prompts; the data step computes them when absent
+    init_prompts: Any = field(default=None, metadata=DATA_STEP_ONLY)  # (depth, K, D); computed by the data step
 
     def validate(self) -> None:
         super().validate()
-        if self.init not in PROTOTYPE_INITS:
-            raise ValueError(f"init must be one of {', '.join(PROTOTYPE_INITS)}; got {self.init!r}")
+        choice("init", self.init, PROTOTYPE_INITS)
         if not isinstance(self.max_tokens, int) or self.max_tokens < self.num_prompts:
             raise ValueError(f"max_tokens must be an int >= num_prompts ({self.num_prompts}), got {self.max_tokens!r}")
 
