@@ -31,7 +31,9 @@ def test_fingerprint_tracks_backbone_weights(tiny_vit_file):
     assert backbone_fingerprint(a) != backbone_fingerprint(b)
 
 
-def test_data_step_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_file, tmp_path):
+def test_data_step_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_file, tmp_path, capsys,
+                                                      monkeypatch):
+    monkeypatch.setenv("SHIPLIB_PROGRESS", "lines")  # bars would print lines to stdout
     vit = create_backbone(str(tiny_vit_file))
     data = build_dataset("svhn", "train800val200", root=tiny_task_root, img_size=32)
     ship = get_method("ship")
@@ -44,8 +46,10 @@ def test_data_step_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_f
 
     config, path = cache(num_prototypes=8)
     assert path.parent == tmp_path / "_cache" / "vtab1k" / "svhn" and path.name.startswith("tiny_vit-")
-    first, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"))
+    first, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"),
+                                                progress=False)
     assert not cached and path.is_file()
+    assert "block features" not in capsys.readouterr().out  # a run without progress bars draws none here
     assert first["affinity"].shape == (4, 4) and first["prototypes"].shape == (8, 32)
     second, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"))
     assert cached and list(second) == list(first)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from ..backbones import create_backbone
 from ..backbones.loading import weights_file
 from ..utils.io import atomic_save_npz, move_aside
+from ..utils.progress import bars_off
 from ..utils.seed import derived_seed
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def load_or_compute_data_inputs(method, config, vit, dataset, cache_path: Path, batch_size: int, device,
-                                num_workers: int = 0) -> tuple[dict[str, np.ndarray], bool]:
+                                num_workers: int = 0, progress: bool = True) -> tuple[dict[str, np.ndarray], bool]:
     """`method.data_inputs` of the frozen backbone on `dataset` (in order), from the cache or computed once and
     cached; returns the arrays and whether they came from the cache."""
     cached = _read_cache(cache_path)
@@ -153,8 +154,9 @@ def load_or_compute_data_inputs(method, config, vit, dataset, cache_path: Path, 
              ", ".join(f"{k}={v}" for k, v in key.items()))
     was_training = vit.training
     vit.to(device)
-    arrays = {name: np.asarray(a) for name, a in
-              method.data_inputs(vit, eval_loader(dataset, batch_size, num_workers), config).items()}
+    with bars_off(not progress):
+        arrays = {name: np.asarray(a) for name, a in
+                  method.data_inputs(vit, eval_loader(dataset, batch_size, num_workers), config).items()}
     vit.train(was_training)
     atomic_save_npz(cache_path, **arrays, **{_KEY: np.array(json.dumps(key))})
     log.info("data step: cached in %s", cache_path)

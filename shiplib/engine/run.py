@@ -161,7 +161,7 @@ def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) 
                             run.model.preset, run.model.img_size, run.train_split, dataset_fingerprint(train_set),
                             run.method, key)
     arrays, cached = load_or_compute_data_inputs(method, config, vit, train_set, cache, run.training.eval_batch_size,
-                                                 device, run.runtime.num_workers)
+                                                 device, run.runtime.num_workers, run.runtime.progress)
     options.update(arrays)
     return options, dict(computed=list(arrays), cache=portable_path(cache), from_cache=cached,
                          images=len(train_set), split=run.train_split, **key)
