@@ -61,7 +61,7 @@ from .engine.optim import create_optimizer
 from .methods import build_model, get_method, list_methods
 from .params import count_parameters
 from .utils.io import atomic_write_json
-from .utils.progress import ENV as PROGRESS_ENV
+from .utils.progress import bars_off
 from .utils.progress import progress_bar
 from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
                           missing, significant)
@@ -230,23 +230,6 @@ def is_under_load(other_cpu: float | None, cores: int, threads: int, load_before
 
 
 @contextlib.contextmanager
-def _progress_bars(show: bool):
-    """With `show=False`, no shiplib progress output (e.g. SPT's prompt initialisation) while the block runs."""
-    if show:
-        yield
-        return
-    saved = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = "off"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = saved
-
-
-@contextlib.contextmanager
 def _quiet_native_stderr():
     """Silence file descriptor 2 for a while: the profiler's native library logs start/stop lines there."""
     sys.stderr.flush()
@@ -405,7 +388,7 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         torch.set_num_threads(threads)
     try:
         if model is None:
-            with _progress_bars(progress):
+            with bars_off(not progress):
                 model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
         model = model.to(dev)
         image_size = list(model.vit.patch_embed.img_size)
