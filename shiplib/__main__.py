@@ -64,7 +64,9 @@ def _config(args, task: str, method: str, seed: int):
 
 
 def _report(result: dict) -> str:
-    return (f"{result['task']} {result['method']}{'+' + result['tag'] if result.get('tag') else ''} "
+    from .engine.results import run_name
+
+    return (f"{result['task']} {run_name(result['method'], result.get('tag') or None)} "
             f"seed {result['seed']} [{result['protocol']}, {result['eval_split']}]: "
             f"acc_last {result['acc_last']:.2f}%  acc_max_over_epochs {result['acc_max_over_epochs']:.2f}% "
             f"(epoch {result['max_epoch']})")

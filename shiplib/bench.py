@@ -61,7 +61,7 @@ from .engine.optim import create_optimizer
 from .methods import build_model, get_method, list_methods
 from .params import count_parameters
 from .utils.io import atomic_write_json
-from .utils.progress import ENV as PROGRESS_ENV
+from .utils.progress import bars_off
 from .utils.progress import progress_bar
 from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
                           missing, significant)
@@ -79,11 +79,10 @@ def build_bench_model(method: str, backbone: Any = DEFAULT_BENCH_BACKBONE, num_c
     vit = create_backbone(backbone, pretrained=pretrained)
     opts = {**cls.bench_options(vit, seed), **(options or {})}
     data = None
-    if cls.needs_images(opts):
+    if cls.data_key(cls.config_class.from_options(method, opts)) is not None:
         g = torch.Generator().manual_seed(seed)
         data = [torch.randn(16, 3, *vit.patch_embed.img_size, generator=g)]
-    kw = dict(data=data) if cls.needs_data else {}
-    return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, **kw, **opts)
+    return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, data=data, **opts)
 
 
 def has_reference_implementation(model: nn.Module) -> bool:
@@ -228,23 +227,6 @@ def is_under_load(other_cpu: float | None, cores: int, threads: int, load_before
     free = max(cores - threads, 0)
     other = other_cpu if other_cpu is not None else load_before
     return bool(other is not None and other > free + LOAD_TOLERANCE)
-
-
-@contextlib.contextmanager
-def _progress_bars(show: bool):
-    """With `show=False`, no shiplib progress output (e.g. SPT's prompt initialisation) while the block runs."""
-    if show:
-        yield
-        return
-    saved = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = "off"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = saved
 
 
 @contextlib.contextmanager
@@ -406,7 +388,7 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         torch.set_num_threads(threads)
     try:
         if model is None:
-            with _progress_bars(progress):
+            with bars_off(not progress):
                 model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
         model = model.to(dev)
         image_size = list(model.vit.patch_embed.img_size)

@@ -79,8 +79,9 @@ def test_the_bench_names_no_method_and_asks_the_method_hooks():
     for method in list_methods():  # every method builds from random weights with its own bench options
         model = bench.build_bench_model(method, vit, num_classes=3)
         assert model.method == method
-    ship_opts = get_method("ship").bench_options(vit)
-    assert not get_method("ship").needs_images(ship_opts) and get_method("spt").needs_images({"init": "random"})
+    ship, spt = get_method("ship"), get_method("spt")
+    assert ship.data_key(ship.config_class.from_options("ship", ship.bench_options(vit))) is None
+    assert spt.data_key(spt.config_class.from_options("spt", spt.bench_options(vit))) is not None
 
 
 def test_efficiency_table_has_one_row_per_implementation():

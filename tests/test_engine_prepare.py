@@ -1,11 +1,12 @@
-"""Run preparation: per-epoch data order, backbone fingerprint, SHIP's hierarchy cache."""
+"""Run preparation: per-epoch data order, backbone fingerprint, the cache of a method's data step."""
 import numpy as np
 import torch
 
 from shiplib.backbones import create_backbone
 from shiplib.data.folder import build_dataset
-from shiplib.engine.prepare import (backbone_fingerprint, derived_seed, hierarchy_cache_path,
-                                    load_or_compute_hierarchy, train_loader)
+from shiplib.engine.prepare import (backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
+                                    load_or_compute_data_inputs, train_loader)
+from shiplib.methods import get_method
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
@@ -30,19 +31,29 @@ def test_fingerprint_tracks_backbone_weights(tiny_vit_file):
     assert backbone_fingerprint(a) != backbone_fingerprint(b)
 
 
-def test_hierarchy_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_file, tmp_path):
+def test_data_step_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_file, tmp_path, capsys,
+                                                      monkeypatch):
+    monkeypatch.setenv("SHIPLIB_PROGRESS", "lines")  # bars would print lines to stdout
     vit = create_backbone(str(tiny_vit_file))
     data = build_dataset("svhn", "train800val200", root=tiny_task_root, img_size=32)
-    fp = backbone_fingerprint(vit)
-    path = hierarchy_cache_path(tmp_path, "vtab1k", "svhn", str(tiny_vit_file), fp, "cls", "train800val200", 8,
-                                "ship", 32)
+    ship = get_method("ship")
+
+    def cache(**options):
+        config = ship.config_class.from_options("ship", dict(threshold=0.9, **options))
+        path = data_cache_path(tmp_path, "vtab1k", "svhn", str(tiny_vit_file), backbone_fingerprint(vit), "ship", 32,
+                               "train800val200", dataset_fingerprint(data), "ship", ship.data_key(config))
+        return config, path
+
+    config, path = cache(num_prototypes=8)
     assert path.parent == tmp_path / "_cache" / "vtab1k" / "svhn" and path.name.startswith("tiny_vit-")
-    first = load_or_compute_hierarchy(vit, data, path, threshold=0.9, pool="cls", k=8, batch_size=32,
-                                      device=torch.device("cpu"), progress=False)
-    assert not first["cached"] and path.is_file()
-    assert first["affinity"].shape == (4, 4) and first["prototypes"].shape == (8, 32) and first["num_images"] == 64
-    second = load_or_compute_hierarchy(vit, data, path, threshold=0.9, pool="cls", k=8, batch_size=32,
-                                       device=torch.device("cpu"), progress=False)
-    assert second["cached"]
+    first, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"),
+                                                progress=False)
+    assert not cached and path.is_file()
+    assert "block features" not in capsys.readouterr().out  # a run without progress bars draws none here
+    assert first["affinity"].shape == (4, 4) and first["prototypes"].shape == (8, 32)
+    second, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"))
+    assert cached and list(second) == list(first)
     np.testing.assert_array_equal(first["affinity"], second["affinity"])
     np.testing.assert_array_equal(first["prototypes"], second["prototypes"])
+    # what the method computes is in the key: other settings or other inputs, another file
+    assert len({path, cache(num_prototypes=4)[1], cache(num_prototypes=8, levels=[0, 2])[1]}) == 3

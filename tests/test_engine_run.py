@@ -114,10 +114,14 @@ def test_tune_protocol_uses_val_split(tiny_task_root, tiny_vit_file, tmp_path):
     assert load_results(tmp_path / "results", protocol="final").empty
 
 
-def test_needs_data_method_gets_train_images(tiny_task_root, tiny_vit_file, tmp_path):
-    r = run_experiment(tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path, method="spt", epochs=1,
-                                options={"num_prompts": 4}))
+def test_spt_prompt_init_is_computed_from_the_train_images_once_then_cached(tiny_task_root, tiny_vit_file, tmp_path):
+    spt = dict(method="spt", epochs=1, options={"num_prompts": 4})
+    r = run_experiment(tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path, **spt))
     assert r["parameters"]["trainable_without_head"] > 0 and r["acc_last"] >= 0
+    assert r["hierarchy"]["computed"] == ["init_prompts"] and not r["hierarchy"]["from_cache"]
+    again = run_experiment(tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path, **spt), force=True)
+    assert again["hierarchy"]["from_cache"] and again["hierarchy"]["cache"] == r["hierarchy"]["cache"]
+    assert untimed(again["history"]) == untimed(r["history"])  # the cached init trains the same run
 
 
 def test_result_write_is_atomic(tmp_path, monkeypatch):

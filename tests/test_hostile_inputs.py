@@ -457,7 +457,7 @@ def test_hierarchy_cache_follows_the_images(ctx, caplog):
         shutil.copy(ctx.data / "svhn/images/test/000000.png", png)
     caplog.clear()
     assert shiplib_main(ctx.run(*ship, "--results", str(ctx.root / "results2"), method="ship")) == 0
-    assert "using the cache" not in caplog.text and "extracting features" in caplog.text
+    assert "using the cache" not in caplog.text and "data step of ship on" in caplog.text
     assert len(list((ctx.runs / "_cache").rglob("*.npz"))) == 2
 
 

@@ -77,31 +77,79 @@ def test_bad_inputs_fail_clearly():
 
 
 def test_method_hooks_default_to_nothing_needed():
-    from shiplib.methods import get_method
+    from shiplib.methods import get_method, takes_data
 
     for name in ("linear", "full", "vpt_deep"):
         cls = get_method(name)
-        assert cls.data_needs({}) == () and not cls.needs_images({}) and cls.bench_options(tiny_vit()) == {}
-    assert get_method("spt").needs_images({}) and get_method("spt").bench_options(tiny_vit()) == {"init": "random"}
+        assert cls.data_key(cls.config_class()) is None and not takes_data(name)
+        assert cls.bench_options(tiny_vit()) == {}
+    spt = get_method("spt")
+    assert takes_data("spt") and spt.data_key(spt.config_class()) is not None
+    assert spt.bench_options(tiny_vit()) == {"init": "random"}
+
+
+#: The options SHIP's and SPT's data steps read or fill: theirs alone, so the base class and the engine never say them.
+DATA_STEP_OPTIONS = ("threshold", "feature_pool", "num_prototypes", "prototype_seed", "affinity", "prototypes",
+                     "levels", "init_prompts", "max_tokens")
+
+
+def test_no_data_step_option_is_named_by_the_base_class_or_the_engine():
+    import inspect
+    import re
+
+    from shiplib.engine import prepare, run
+    from shiplib.methods import PeftModel, get_method
+
+    assert set(DATA_STEP_OPTIONS) <= {*get_method("ship").config_class.option_names(),
+                                      *get_method("spt").config_class.option_names()}
+    for module in (PeftModel, prepare, run):
+        source = inspect.getsource(module)
+        assert not [o for o in DATA_STEP_OPTIONS if re.search(rf"\b{o}\b", source)], module
+
+
+@pytest.mark.parametrize("method, options", [("ship", dict(threshold=0.9, num_prototypes=4, prompt_length=2)),
+                                             ("ship", dict(levels=[0, 2], num_prototypes=4, prompt_length=2)),
+                                             ("spt", dict(num_prompts=2))])
+def test_the_data_step_gives_arrays_the_constructor_takes_as_options(method, options):
+    import copy
+
+    import numpy as np
+
+    from shiplib.methods import get_method
+
+    cls, vit = get_method(method), tiny_vit()
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    config = cls.config_class.from_options(method, options)
+    arrays = cls.data_inputs(vit, images, config)
+    assert list(arrays) == cls.data_key(config)["inputs"] and set(arrays) <= set(cls.config_class.option_names())
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    assert cls.data_key(cls.config_class.from_options(method, {**options, **arrays})) is None  # nothing left
+    built = []
+    for kw in (dict(data=images), arrays):  # from images, or from the arrays alone: the same model
+        torch.manual_seed(0)
+        built.append(shiplib.build_model(method, backbone=copy.deepcopy(vit), num_classes=2, **options, **kw))
+    a, b = (m.state_dict() for m in built)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("options, needs", [
-    ({}, ("affinity", "prototypes")),
-    ({"levels": [0, 2]}, ("prototypes",)),
-    ({"affinity": "a.npy", "threshold": 0.9}, ("prototypes",)),
-    ({"threshold": 1.0, "prototypes": "p.npy"}, ()),
-    ({"threshold": 0.9, "prototypes": "p.npy"}, ("affinity",)),  # a threshold < 1 alone: levels from the images
-    ({"ap": False}, ("affinity",)),
-    ({"ap": False, "sip": False}, ()),
-    ({"levels": [0, 2], "prototypes": "p.npy"}, ()),
+    ({}, ["affinity", "prototypes"]),
+    ({"levels": [0, 2]}, ["prototypes"]),
+    ({"affinity": "a.npy", "threshold": 0.9}, ["prototypes"]),
+    ({"threshold": 1.0, "prototypes": "p.npy"}, None),
+    ({"threshold": 0.9, "prototypes": "p.npy"}, ["affinity"]),  # a threshold < 1 alone: levels from the images
+    ({"ap": False}, ["affinity"]),
+    ({"ap": False, "sip": False}, None),
+    ({"levels": [0, 2], "prototypes": "p.npy"}, None),
 ])
 def test_ship_says_what_it_would_take_from_the_training_images(options, needs):
     from shiplib.methods import get_method
 
     ship = get_method("ship")
-    assert ship.data_needs(options) == needs and ship.needs_images(options) == bool(needs)
     full_options = {**shiplib.method_options("ship"), **options}  # as the engine passes them: every default filled
-    assert ship.data_needs(full_options) == needs
+    for opts in (options, full_options):
+        key = ship.data_key(ship.config_class.from_options("ship", opts))
+        assert (key and key["inputs"]) == needs
 
 
 def test_option_names_are_checked_in_one_place():
@@ -113,7 +161,7 @@ def test_option_names_are_checked_in_one_place():
     with pytest.raises(ValueError, match="'lr'"):
         check_option_names("linear", ["lr"], error=ValueError)
     with pytest.raises(TypeError, match="'promt_length'"):
-        shiplib.methods.get_method("ship").data_needs({"promt_length": 3})
+        shiplib.build_model("ship", backbone=tiny_vit(), promt_length=3)
 
 
 def test_configs_are_frozen_after_validation():

@@ -8,7 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader, TensorDataset
 
 import shiplib
-from shiplib.methods import get_method
+from shiplib.methods import takes_data
 
 METHODS = shiplib.list_methods()
 # Small prompt lengths keep the tiny models tiny; methods not listed run with their defaults.
@@ -32,7 +32,7 @@ def batch():
 
 
 def build(method, backbone, data, **opts):
-    kw = dict(data=data) if get_method(method).needs_data else {}
+    kw = dict(data=data) if takes_data(method) else {}
     return shiplib.build_model(method, backbone=backbone, num_classes=NUM_CLASSES, pretrained=False,
                                **kw, **{**TINY_OPTIONS.get(method, {}), **opts})
 
@@ -120,7 +120,7 @@ def vit_b16():
 @pytest.mark.parametrize("method", METHODS)
 def test_one_forward_on_a_vit_b16_shape(method, vit_b16):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    kw = dict(data=[x]) if get_method(method).needs_data else {}
+    kw = dict(data=[x]) if takes_data(method) else {}
     m = shiplib.build_model(method, backbone=copy.deepcopy(vit_b16), num_classes=10, pretrained=False, **kw,
                             **VIT_B_OPTIONS.get(method, {})).eval()
     with torch.no_grad():

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from shiplib.backbones.pretrain_mini import PretrainConfig, fmnist_tensors, pretrain_mini
+from shiplib.errors import StateError
 
 SUBSET = (256, 128)
 
@@ -48,10 +49,10 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 def test_resuming_with_another_config_or_subset_fails(tmp_path):
     tiny(tmp_path, "run", stop_after=1)
     other = PretrainConfig(epochs=2, batch_size=32, warmup_epochs=0.5, lr=1e-4)
-    with pytest.raises(ValueError, match="another config.*delete"):
+    with pytest.raises(ValueError, match="another recipe.*delete"):
         pretrain_mini(other, work_dir=tmp_path / "run", checkpoint_path=tmp_path / "x.safetensors",
                       card_path=tmp_path / "x.json", subset=SUBSET)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match="another recipe"):
         tiny_cfg = PretrainConfig(epochs=2, batch_size=32, warmup_epochs=0.5, threads=1)
         pretrain_mini(tiny_cfg, work_dir=tmp_path / "run", checkpoint_path=tmp_path / "x.safetensors",
                       card_path=tmp_path / "x.json", subset=(128, 128))
@@ -81,5 +82,5 @@ def test_the_state_loads_safely_and_the_log_mirrors_it(tmp_path):
 def test_an_unreadable_state_fails_naming_it(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(ValueError, match=r"cannot read the pretraining state .*last\.pt.*Delete it"):
+    with pytest.raises(StateError, match=r"cannot read the pretraining state .*last\.pt.*Delete it"):
         tiny(tmp_path, "bad")

@@ -41,3 +41,18 @@ def test_mode_choice(monkeypatch):
     monkeypatch.setenv(progress.ENV, "fancy")
     with pytest.raises(ValueError, match="valid: auto, widgets, terminal, lines, off"):
         progress.progress_mode()
+
+
+@pytest.mark.parametrize("before", [None, "lines"])
+def test_bars_off_draws_nothing_inside_and_restores_the_mode(monkeypatch, before):
+    if before is None:
+        monkeypatch.delenv(progress.ENV, raising=False)
+    else:
+        monkeypatch.setenv(progress.ENV, before)
+    out = io.StringIO()
+    with progress.bars_off():
+        for _ in progress.progress_bar(range(3), desc="features", file=out):
+            pass
+    assert out.getvalue() == "" and progress.os.environ.get(progress.ENV) == before
+    with progress.bars_off(False):
+        assert progress.os.environ.get(progress.ENV) == before

@@ -320,7 +320,7 @@ def test_levels_and_bank_from_training_images():
     expected_bank = attribute_prototypes(feats[-1], k=6, seed=42)
     m = shiplib.build_model("ship", backbone=vit, num_classes=C, pretrained=False, data=loader, threshold=0.97,
                             num_prototypes=6, prompt_length=K)
-    assert m.level_source == "data" and m.levels == expected_levels
+    assert m.level_source == "affinity" and m.levels == expected_levels  # the affinity from the data step
     assert torch.allclose(m.prototype_bank, torch.from_numpy(expected_bank), atol=1e-5)
     # explicit levels + data: only the bank comes from the images
     m2 = shiplib.build_model("ship", backbone=vit, num_classes=C, pretrained=False, data=images, levels=[0, 3],
@@ -383,7 +383,8 @@ def test_bad_options_fail_clearly():
 
 
 def test_registered_and_data_is_accepted():
-    assert "ship" in shiplib.list_methods() and shiplib.methods.get_method("ship") is SHIP and SHIP.needs_data
+    assert "ship" in shiplib.list_methods() and shiplib.methods.get_method("ship") is SHIP
+    assert shiplib.methods.takes_data("ship")
     opts = shiplib.methods.method_options("ship")
     assert opts["prompt_length"] == 50 and opts["da_scale"] == 0.1 and opts["prompt_queries"] == "last"
 

@@ -112,7 +112,7 @@ def test_token_pool_is_a_sample_without_replacement_at_the_same_positions_for_ev
     vit = tiny_vit()
     ref = [t.reshape(-1, 32) for t in block_input_patches(vit, images)]  # 96 tokens per block
     m = build(vit, images, init="random")
-    pools = sample_block_input_tokens(m, [images[:2], images[2:3], images[3:]], K, "random", max_tokens=30, seed=0)
+    pools = sample_block_input_tokens(vit, [images[:2], images[2:3], images[3:]], K, "random", max_tokens=30, seed=0)
     assert [len(p) for p in pools] == [30] * m.depth
     pos = torch.cdist(pools[0], ref[0], compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
     assert len(set(pos.tolist())) == 30  # no token twice

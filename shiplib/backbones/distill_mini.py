@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.io import append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json, sha256_file
-from ..utils.progress import progress_bar
+from ..utils.io import atomic_save_safetensors, atomic_write_json, sha256_file
 from ..utils.seed import derived_seed, seed_everything
 from .distill_cache import CacheSpec, build_cache, load_cache
 from .mini import MINI_ARCH, create_mini_vit
 from .pretrain_images import PHOTOS
-from .pretrain_recipe import adamw, set_lr, warmup_cosine_lr
+from .recipe_loop import RecipeModules, StepWarmupCosine, run_epochs, train_steps
 from .teacher import TEACHER_SOURCE
 
 DISTILLED_NAME = "vit_mini_distill"
@@ -117,7 +115,6 @@ def distill_mini(cfg: DistillConfig | None = None, work_dir: str | Path = "runs/
     `stop_after=n` ends after epoch n (resume by calling again with the same config).
     """
     cfg = cfg or DistillConfig()
-    work_dir = Path(work_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cache = load_cache(build_cache(cache_dir, cfg.cache_spec()))
@@ -133,62 +130,32 @@ def distill_mini(cfg: DistillConfig | None = None, work_dir: str | Path = "runs/
         raise ValueError(f"the teacher's map has {spatial.shape[1]} places but the student {grid[0]}x{grid[1]} "
                          "patches: render the teacher's views at 16x the student's grid (CacheSpec.teacher_size)")
     heads = DistillHeads(vit.embed_dim, cache["pooled"].shape[1], spatial.shape[-1])
-    opt = adamw([*vit.named_parameters(), *(("heads." + k, p) for k, p in heads.named_parameters())], cfg.lr,
-                cfg.weight_decay)
-    steps = n // cfg.batch_size
-    total, warmup = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
-    state_path, log_path = work_dir / "last.pt", work_dir / "log.jsonl"
-    start, elapsed, history = 0, cache["teacher_seconds"], []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["recipe"] != cfg.recipe():
-            diff = {k: (state["recipe"].get(k), v) for k, v in cfg.recipe().items() if state["recipe"].get(k) != v}
-            raise ValueError(f"{state_path} holds a run of another recipe (saved -> now: {diff}); pass the same "
-                             f"config to resume, or another work_dir to start afresh")
-        vit.load_state_dict(state["vit"])
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["optimizer"])
-        start, elapsed, history = state["epoch"] + 1, state["elapsed"], state["history"]
-        print(f"resuming after epoch {start} ({elapsed / 60:.1f} min spent so far)")
-    end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    for epoch in range(start, end):
-        t0 = time.time()
+    modules = RecipeModules(dict(vit=vit, heads=heads))
+    opt = modules.optimizer(cfg.lr, cfg.weight_decay)
+    schedule = StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
+
+    def batch_loss(idx, gen):
+        x = student_inputs(cache["student"][idx])
+        sp = (spatial[idx].float() - spatial_mu) / spatial_sd
+        flip = torch.rand(len(idx), generator=gen) < 0.5  # the teacher's map is flipped with the view
+        x[flip] = x[flip].flip(-1)
+        side = int(math.isqrt(sp.shape[1]))
+        sp = sp.view(len(idx), side, side, -1)
+        sp[flip] = sp[flip].flip(2)
+        losses = distill_losses(vit, heads, x, (cache["pooled"][idx].float() - pooled_mu) / pooled_sd,
+                                sp.flatten(1, 2), cfg)
+        return sum(getattr(cfg, f"w_{k}") * v for k, v in losses.items()), {k: v.item() for k, v in losses.items()}
+
+    def one_epoch(epoch: int) -> dict:
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, epoch, 3))
         torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # drop path draws from the global RNG
-        perm = torch.randperm(n, generator=gen)
         vit.train()
-        sums: dict[str, float] = {}
-        bar = progress_bar(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for it in bar:
-            set_lr(opt, warmup_cosine_lr(epoch * steps + it, total, warmup, cfg.lr, cfg.min_lr))
-            idx = perm[it * cfg.batch_size: (it + 1) * cfg.batch_size]
-            x = student_inputs(cache["student"][idx])
-            sp = (spatial[idx].float() - spatial_mu) / spatial_sd
-            flip = torch.rand(len(idx), generator=gen) < 0.5  # the teacher's map is flipped with the view
-            x[flip] = x[flip].flip(-1)
-            side = int(math.isqrt(sp.shape[1]))
-            sp = sp.view(len(idx), side, side, -1)
-            sp[flip] = sp[flip].flip(2)
-            losses = distill_losses(vit, heads, x, (cache["pooled"][idx].float() - pooled_mu) / pooled_sd,
-                                    sp.flatten(1, 2), cfg)
-            loss = sum(getattr(cfg, f"w_{k}") * v for k, v in losses.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            if it % 20 == 0:
-                bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items()})
-        seconds = time.time() - t0
-        elapsed += seconds
-        rec = dict(epoch=epoch, **{f"loss_{k}": v / steps for k, v in sums.items()}, lr=opt.param_groups[0]["lr"],
-                   seconds=seconds)
-        history.append(rec)
-        append_jsonl(log_path, rec)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in rec.items()
-                                                             if k.startswith("loss_")) + f" ({seconds / 60:.1f} min)")
-        atomic_torch_save(dict(vit=vit.state_dict(), heads=heads.state_dict(), optimizer=opt.state_dict(),
-                               epoch=epoch, elapsed=elapsed, history=history, recipe=cfg.recipe()), state_path)
+        sums = train_steps(opt, schedule, epoch, n, cfg.batch_size, gen, lambda idx: batch_loss(idx, gen),
+                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        return {**{f"loss_{k}": v / (n // cfg.batch_size) for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
+
+    history, elapsed = run_epochs(work_dir, modules, opt, cfg.recipe(), cfg.epochs, one_epoch, stop_after,
+                                  elapsed=cache["teacher_seconds"])
     return vit, history, elapsed
 
 

@@ -6,7 +6,6 @@ checkpoint and its JSON card into `data/checkpoints/`.
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.fashion_mnist import LICENCE, load_fashion_mnist
-from ..utils.io import (atomic_save_safetensors, atomic_torch_save, atomic_write_json, atomic_write_jsonl,
-                        sha256_file)
-from ..utils.progress import progress_bar
+from ..utils.io import atomic_save_safetensors, atomic_write_json, sha256_file
+from ..utils.checks import choice
 from ..utils.seed import derived_seed, seed_everything
-from .pretrain_recipe import adamw, set_lr, warmup_cosine_lr
 from .mini import MINI_ARCH, MINI_CHECKPOINTS, create_mini_vit, mini_card_path, mini_checkpoint_path
+from .recipe_loop import RecipeModules, StepWarmupCosine, load_state, run_epochs, train_steps
 
 
 @dataclass
@@ -41,8 +39,11 @@ class PretrainConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {self.augment!r}")
+        choice("augment", self.augment, sorted(AUGMENTATIONS))
+
+    def recipe(self) -> dict:
+        """Everything but `threads` (which changes speed, not the weights)."""
+        return {k: v for k, v in asdict(self).items() if k != "threads"}
 
 
 def fmnist_tensors(split: str, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,9 +110,6 @@ def pretrain_mini(
     (smoke tests; the card records it).
     """
     cfg = config or PretrainConfig()
-    work_dir = Path(work_dir)
-    checkpoint_path = Path(checkpoint_path or mini_checkpoint_path(name=BACKBONE_NAME))
-    card_path = Path(card_path or mini_card_path(name=BACKBONE_NAME))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -120,74 +118,39 @@ def pretrain_mini(
     x_test, y_test = fmnist_tensors("test")
     if subset is not None:
         (x_train, y_train), (x_test, y_test) = (x_train[:subset[0]], y_train[:subset[0]]), (x_test[:subset[1]], y_test[:subset[1]])
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
-    opt = adamw(model.named_parameters(), cfg.lr, cfg.weight_decay)
+    modules = RecipeModules(dict(model=model))
+    opt = modules.optimizer(cfg.lr, cfg.weight_decay)
+    schedule = StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
 
-    steps_per_epoch = len(x_train) // cfg.batch_size
-    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
-    state_path, log_path = work_dir / "last.pt", work_dir / "log.jsonl"
-    start_epoch, elapsed, history = 0, 0.0, []
-    if state_path.exists():
-        state = load_state(state_path)
-        # `threads` changes speed, not the result, so a run may resume with another thread count
-        if {**state["config"], "threads": None} != {**asdict(cfg), "threads": None} or state.get("subset") != subset:
-            raise ValueError(f"{state_path} was written with another config {state['config']} "
-                             f"(subset {state.get('subset')}); delete {work_dir} to start afresh or pass the same config")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, elapsed, history = state["epoch"] + 1, state["elapsed"], state["history"]
-        print(f"resuming from epoch {start_epoch} ({elapsed / 60:.1f} min already spent)")
-
-    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        t0 = time.time()
+    def one_epoch(epoch: int) -> dict:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # per-epoch stream: resume gives the same run
         torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # drop path draws from the global RNG
-        perm = torch.randperm(len(x_train), generator=gen)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for it in bar:
-            step = epoch * steps_per_epoch + it
-            set_lr(opt, warmup_cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr))
-            idx = perm[it * cfg.batch_size: (it + 1) * cfg.batch_size]
-            xb = augment_batch(x_train[idx], gen, cfg.augment).expand(-1, 3, -1, -1)
-            logits = model(xb)
+
+        def batch_loss(idx):
+            logits = model(augment_batch(x_train[idx], gen, cfg.augment).expand(-1, 3, -1, -1))
             loss = F.cross_entropy(logits, y_train[idx], label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(-1) == y_train[idx]).sum().item()
-            seen += len(idx)
-            if it % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        test_acc = evaluate_classifier(model, x_test, y_test)
-        seconds = time.time() - t0
-        elapsed += seconds
-        rec = dict(epoch=epoch, train_loss=loss_sum / seen, train_acc=100 * correct / seen, test_acc=test_acc,
-                   lr=opt.param_groups[0]["lr"], seconds=seconds)
-        history.append({k: float(v) if k != "epoch" else int(v) for k, v in rec.items()})
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f} train {rec['train_acc']:.2f}% "
-              f"test {test_acc:.2f}% ({seconds / 60:.1f} min)")
-        # plain tensors, numbers, strings, lists and dicts only: the state loads with torch.load(weights_only=True)
-        atomic_torch_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, elapsed=elapsed,
-                               history=history, config=asdict(cfg), subset=subset), state_path)
-        atomic_write_jsonl(log_path, history)  # after the state: the log mirrors it, each epoch once
+            return loss, dict(loss=loss.item() * len(idx), correct=(logits.argmax(-1) == y_train[idx]).sum().item(),
+                              seen=len(idx))
 
-    return export_checkpoint(model, cfg, history, elapsed, checkpoint_path, card_path, n_train=len(x_train),
-                             n_test=len(x_test))
+        s = train_steps(opt, schedule, epoch, len(x_train), cfg.batch_size, gen, batch_loss,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        return dict(train_loss=s["loss"] / s["seen"], train_acc=100 * s["correct"] / s["seen"],
+                    test_acc=evaluate_classifier(model, x_test, y_test), lr=opt.param_groups[0]["lr"])
+
+    history, elapsed = run_epochs(work_dir, modules, opt, dict(cfg.recipe(), subset=subset), cfg.epochs, one_epoch,
+                                  stop_after)
+    return export_checkpoint(model, cfg, history, elapsed, Path(checkpoint_path or _default_checkpoint()),
+                             Path(card_path or _default_card()), n_train=len(x_train), n_test=len(x_test))
 
 
-def load_state(path: str | Path) -> dict:
-    """A pretraining state (`last.pt`), loaded safely (`weights_only=True`); an unreadable file fails naming it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or a pickle with code in it
-        raise ValueError(f"cannot read the pretraining state {path} ({type(e).__name__}: {e}). Delete it (or its "
-                         "folder) to pretrain from scratch.") from e
+def _default_checkpoint() -> Path:
+    return mini_checkpoint_path(name=BACKBONE_NAME)
+
+
+def _default_card() -> Path:
+    return mini_card_path(name=BACKBONE_NAME)
 
 
 def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: float, checkpoint_path: Path,
@@ -228,11 +191,14 @@ def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint
                          card_path: str | Path | None = None) -> dict:
     """Export the last finished epoch of a (possibly unfinished) pretraining run; `pretrain_mini` resumes it later."""
     state = load_state(Path(work_dir) / "last.pt")
-    cfg = PretrainConfig(**state["config"])
+    saved = state["config"]
+    cfg = PretrainConfig(**{k: saved[k] for k in PretrainConfig.__dataclass_fields__ if k in saved})
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
-    model.load_state_dict(state["model"])
+    RecipeModules(dict(model=model)).load_state_dict(state["modules"])
+    n_train, n_test = saved["subset"] or (60000, 10000)
     return export_checkpoint(model, cfg, state["history"], state["elapsed"],
-                             Path(checkpoint_path or mini_checkpoint_path(name=BACKBONE_NAME)), Path(card_path or mini_card_path(name=BACKBONE_NAME)))
+                             Path(checkpoint_path or _default_checkpoint()), Path(card_path or _default_card()),
+                             n_train=n_train, n_test=n_test)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pretrain_mini`

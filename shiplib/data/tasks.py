@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from ..utils.checks import choice
+
 GROUPS = ("natural", "specialized", "structured")
 
 
@@ -24,8 +26,7 @@ class TaskSpec:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
-        if self.group not in GROUPS:
-            raise ValueError(f"task {self.name}: group must be one of {GROUPS}, got {self.group!r}")
+        choice(f"task {self.name}: group", self.group, GROUPS)
 
 
 _TASKS: dict[str, TaskSpec] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+from ..utils.checks import positive_int
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -46,8 +48,7 @@ class ToRGB:
 def _check(preset: str, img_size: int) -> dict:
     if preset not in PRESETS:
         raise ValueError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
-        raise ValueError(f"img_size must be a positive int (e.g. 224), got {img_size!r}")
+    positive_int("img_size", img_size)
     return PRESETS[preset]
 
 

@@ -12,6 +12,7 @@ from ..data.tasks import get_task
 from ..errors import ConfigError  # re-exported here for older imports
 from ..data.transforms import DEFAULT_PRESET
 from ..methods import get_method, method_options
+from ..utils.checks import choice, positive_int
 from .defaults import resolve_defaults
 from .resolved import ModelChoice, ResolvedRun, Runtime, Training
 from .results import PROTOCOLS, check_tag
@@ -215,9 +216,7 @@ def parse_overrides(overrides: Any) -> dict[str, Any]:
 
 
 def _check_positive_int(name: str, value, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
+    positive_int(name, value, allow_zero=allow_zero)
 
 
 #: Devices a run accepts (whether a GPU is present is checked when the run starts, on the machine that runs it).
@@ -269,10 +268,8 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
     `run.overrides` what the user set."""
     spec = _lookup("task", get_task, cfg.task)
     _lookup("method", get_method, cfg.method)  # unknown method: fails with the list of valid ones
-    if cfg.protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
-    if cfg.lr_schedule not in SCHEDULE_MODES:
-        raise ConfigError(f"lr_schedule must be one of {SCHEDULE_MODES}, got {cfg.lr_schedule!r}")
+    choice("protocol", cfg.protocol, PROTOCOLS)
+    choice("lr_schedule", cfg.lr_schedule, SCHEDULE_MODES)
     check_tag(cfg.tag)
     _validate_runtime(cfg)
     _check_positive_int("seed", cfg.seed, allow_zero=True)

@@ -1,5 +1,5 @@
-"""What a run needs before training: data loaders, the backbone's fingerprint, the cached semantic hierarchy
-(inter-layer affinity and attribute prototype bank) of a task's training images."""
+"""What a run needs before training: data loaders, the backbone's fingerprint, and the cached data step of its
+method (the arrays it derives from a task's training images)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..backbones import create_backbone
 from ..backbones.loading import weights_file
-from ..hierarchy import compute_task_hierarchy
 from ..utils.io import atomic_save_npz, move_aside
+from ..utils.progress import bars_off
 from ..utils.seed import derived_seed
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,17 @@ def dataset_fingerprint(dataset) -> str:
     return images_fingerprint(path for path, _ in dataset.samples)
 
 
-def hierarchy_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, pool: str,
-                         split: str, k: int, preset: str, img_size: int, kmeans_seed: int = 42,
-                         images: str = "") -> Path:
-    """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<pool>-<preset><size>-<split>[-i<images sha>]-k<k>
-    [-s<seed>].npz: keyed on everything the hierarchy depends on (`images`: `dataset_fingerprint` of the split)."""
-    seed = "" if kmeans_seed == 42 else f"-s{kmeans_seed}"
-    data = f"-i{images[:12]}" if images else ""
-    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{pool}-{preset}{img_size}-{split}{data}-k{k}{seed}.npz"
-    return Path(runs_dir) / "_cache" / benchmark / task / name
+def data_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, preset: str,
+                    img_size: int, split: str, images: str, method: str, key: dict) -> Path:
+    """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<preset><size>-<split>-i<images sha>-<method>-<key
+    sha>.npz: keyed on everything a method's data step depends on (`images`: `dataset_fingerprint` of the split;
+    `key`: the method's `data_key`)."""
+    key_sha = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{preset}{img_size}-{split}-i{images[:12]}"
+    return Path(runs_dir) / "_cache" / benchmark / task / f"{name}-{method}-{key_sha}.npz"
+
+
+_KEY = "__key__"  # the cache's own record of its key, next to the method's arrays
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -133,34 +135,29 @@ def _read_cache(path: Path) -> dict | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return dict(affinity=z["affinity"], prototypes=z["prototypes"], num_images=int(z["num_images"]))
+            return {name: z[name] for name in z.files if name != _KEY}
     except (OSError, ValueError, KeyError, EOFError) as e:
         move_aside(path, f"{type(e).__name__}: {e}")
         return None
 
 
-def load_or_compute_hierarchy(vit, dataset, cache_path: Path, threshold: float, pool: str, k: int,
-                              batch_size: int, device, num_workers: int = 0, progress: bool = True,
-                              kmeans_seed: int = 42) -> dict:
-    """Affinity and prototype bank of the frozen backbone on `dataset`, from the cache or computed once.
-
-    Levels are not cached: they follow from the affinity and each run's threshold.
-    """
+def load_or_compute_data_inputs(method, config, vit, dataset, cache_path: Path, batch_size: int, device,
+                                num_workers: int = 0, progress: bool = True) -> tuple[dict[str, np.ndarray], bool]:
+    """`method.data_inputs` of the frozen backbone on `dataset` (in order), from the cache or computed once and
+    cached; returns the arrays and whether they came from the cache."""
     cached = _read_cache(cache_path)
     if cached is not None:
-        log.info("hierarchy: using the cache %s", cache_path)
-        return dict(cached, cache=str(cache_path), cached=True)
-    log.info("hierarchy: extracting features of %d images (pool=%s, k=%d)", len(dataset), pool, k)
-    loader = eval_loader(dataset, batch_size, num_workers)
+        log.info("data step: using the cache %s", cache_path)
+        return cached, True
+    key = method.data_key(config)
+    log.info("data step of %s on %d training images (%s)", method.method, len(dataset),
+             ", ".join(f"{k}={v}" for k, v in key.items()))
     was_training = vit.training
     vit.to(device)
-    out = compute_task_hierarchy(vit, loader, threshold, pool=pool, k=k, seed=kmeans_seed, device=device,
-                                 progress=progress)
+    with bars_off(not progress):
+        arrays = {name: np.asarray(a) for name, a in
+                  method.data_inputs(vit, eval_loader(dataset, batch_size, num_workers), config).items()}
     vit.train(was_training)
-    meta = json.dumps(dict(pool=pool, k=k, kmeans_seed=kmeans_seed, images=out["num_images"]))
-    atomic_save_npz(cache_path, affinity=np.asarray(out["affinity"], dtype=np.float32),
-              prototypes=np.asarray(out["prototypes"], dtype=np.float32), num_images=np.int64(out["num_images"]),
-              meta=np.array(meta))
-    log.info("hierarchy: cached in %s", cache_path)
-    return dict(affinity=out["affinity"], prototypes=out["prototypes"], num_images=out["num_images"],
-                cache=str(cache_path), cached=False)
+    atomic_save_npz(cache_path, **arrays, **{_KEY: np.array(json.dumps(key))})
+    log.info("data step: cached in %s", cache_path)
+    return arrays, False

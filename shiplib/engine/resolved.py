@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.tasks import TaskSpec
 from ..utils.paths import portable_path
-from .results import result_path, work_dir
+from .results import result_path, run_name, work_dir
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: The checkpoint before the newest one, kept so that a bad newest file costs at most one epoch.
@@ -113,7 +113,7 @@ class ResolvedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.task.name}/{self.method}{'+' + self.tag if self.tag else ''}/seed{self.seed}"
+        return f"{self.task.name}/{run_name(self.method, self.tag)}/seed{self.seed}"
 
     def identity(self) -> dict:
         """What makes two results the same run, as a result file stores it (JSON types, arrays described)."""

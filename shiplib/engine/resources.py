@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, ResourceError
+from ..utils.checks import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +137,6 @@ class Estimate:
         per_image = max(self.activation_bytes_per_image, 1)
         return max(0, (budget - self.state_bytes) // per_image)
 
-    def epoch_seconds(self, train_size: int) -> float:
-        """Seconds of one training epoch (drop_last batches) at the probe's speed."""
-        steps = train_size // self.batch_size
-        return steps * self.batch_size * self.seconds_per_image * STEP_FORWARDS
-
     def describe(self) -> str:
         at_least = "" if self.complete else "at least "
         return (f"batch {self.batch_size} × {self.tokens} tokens per {self.img_size} px image: activations "
@@ -167,8 +163,7 @@ def estimate_run(model: torch.nn.Module, batch_size: int, img_size: int, budget:
     `budget` (bytes): stop the probe as soon as the run clearly needs more (`Estimate.complete` is then False), so
     that a huge configuration is refused without first allocating its memory.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     own = {p.untyped_storage().data_ptr() for p in params} | {b.untyped_storage().data_ptr() for b in model.buffers()}

@@ -5,7 +5,7 @@ A run is a sequence of stages, each a function of its own that can be tested alo
     resolve          RunConfig -> ResolvedRun (every default filled in; `config.resolve_config`)
     validate         method options, writable folders, the task's data: before any work (`validate.py`)
     reuse_or_refuse  an existing result of the same run is returned; one of another configuration is an error
-    build            data, backbone, cached hierarchy, model, optimiser, schedule
+    build            data, backbone, the method's data step (cached), model, optimiser, schedule
     preflight        memory and epoch time of the built model, from a probe image: a run that cannot fit is
                      refused before training (`resources.py`)
     resume           the newest readable checkpoint of this run, or a fresh start
@@ -44,8 +44,8 @@ from .checkpoints import CheckpointStore, checkpoint_state
 from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
-from .prepare import (backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
-                      load_or_compute_hierarchy, stale_backbone, train_loader)
+from .prepare import (backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed, eval_loader,
+                      load_or_compute_data_inputs, stale_backbone, train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
 from .results import existing_result, read_result, write_result
@@ -107,7 +107,7 @@ class Built:
 
 
 def build(run: ResolvedRun, data: TaskLocation) -> Built:
-    """Data (from the folder `validate` found), backbone, hierarchy (cached), model, optimiser and schedule."""
+    """Data (from the folder `validate` found), backbone, data step (cached), model, optimiser and schedule."""
     started, started_at = time.time(), _now()
     if run.runtime.threads:
         torch.set_num_threads(int(run.runtime.threads))
@@ -120,15 +120,12 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
     _check_img_size(vit, run.model.img_size, run.model.backbone)
     fingerprint = backbone_fingerprint(vit)
     options, hierarchy = _method_options(run, vit, fingerprint, train_set, device)
-    method = get_method(run.method)
-    images = eval_loader(train_set, run.training.eval_batch_size, run.runtime.num_workers) \
-        if method.needs_images(options) else None
 
-    seed_everything(run.seed)  # the same init whether the hierarchy was computed or read from the cache
-    model = build_model(run.method, backbone=vit, num_classes=run.task.num_classes, data=images, **options)
+    seed_everything(run.seed)  # the same init whether the data step was computed or read from the cache
+    model = build_model(run.method, backbone=vit, num_classes=run.task.num_classes, **options)
     model.to(device)
-    if getattr(model, "levels", None) is not None:
-        hierarchy = dict(hierarchy or {}, levels=list(model.levels), level_source=getattr(model, "level_source", None))
+    if model.structure_record():
+        hierarchy = dict(hierarchy or {}, **model.structure_record())
     t = run.training
     return Built(device=device, data=data, train_set=train_set, eval_set=eval_set, vit=vit, fingerprint=fingerprint,
                  model=model, optimizer=create_optimizer(model, t.lr, t.weight_decay),
@@ -150,28 +147,24 @@ def _check_img_size(vit, img_size: int, backbone) -> None:
 
 
 def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) -> tuple[dict, dict | None]:
-    """The options the model is built with. Data-derived inputs the method would compute from the training images
-    itself (`PeftModel.data_needs`: affinity, prototypes) come from the on-disk cache, keyed on the backbone, the
-    split's images and the extraction settings, unless the user gave them (`affinity=path`, `levels=[...]`)."""
+    """The options the model is built with: the run's, plus the arrays of the method's data step
+    (`PeftModel.data_inputs`) from the on-disk cache, keyed on the backbone, the split's images and the method's
+    `data_key`. What the user gave as options (e.g. files) leaves less or nothing to compute."""
     options = dict(run.options)
     method = get_method(run.method)
     method.check_backbone(options, vit)
-    needs = list(method.data_needs(options))
-    if not needs:
+    config = method.config_class.from_options(run.method, options)
+    key = method.data_key(config)
+    if key is None:
         return options, None
-    settings = method.hierarchy_settings(options)
-    pool, k, seed = settings["feature_pool"], settings["num_prototypes"], settings["prototype_seed"]
-    threshold = settings["threshold"]
-    cache = hierarchy_cache_path(run.runtime.runs_dir, run.benchmark, run.task.name, run.model.backbone, fingerprint,
-                                 pool, run.train_split, k, run.model.preset, run.model.img_size, seed,
-                                 images=dataset_fingerprint(train_set))
-    h = load_or_compute_hierarchy(vit, train_set, cache, 1.0 if threshold is None else threshold, pool, k,
-                                  run.training.eval_batch_size, device, run.runtime.num_workers, run.runtime.progress,
-                                  kmeans_seed=seed)  # levels are derived from the affinity later, per threshold
-    for key in needs:
-        options[key] = h[key]
-    return options, dict(computed=needs, cache=portable_path(h["cache"]), from_cache=h["cached"],
-                         images=h["num_images"], split=run.train_split, pool=pool, k=k, kmeans_seed=seed)
+    cache = data_cache_path(run.runtime.runs_dir, run.benchmark, run.task.name, run.model.backbone, fingerprint,
+                            run.model.preset, run.model.img_size, run.train_split, dataset_fingerprint(train_set),
+                            run.method, key)
+    arrays, cached = load_or_compute_data_inputs(method, config, vit, train_set, cache, run.training.eval_batch_size,
+                                                 device, run.runtime.num_workers, run.runtime.progress)
+    options.update(arrays)
+    return options, dict(computed=list(arrays), cache=portable_path(cache), from_cache=cached,
+                         images=len(train_set), split=run.train_split, **key)
 
 
 # ----- preflight -----

@@ -7,12 +7,13 @@ unknown, hence `pool`.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Sequence
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import choice, positive_int
+from ..utils.images import iter_image_batches
 from ..utils.progress import progress_bar
 
 POOLS = ("cls", "mean")
@@ -32,8 +33,7 @@ def resolve_vit(model: torch.nn.Module) -> VisionTransformer:
 
 
 def _check_pool(vit: VisionTransformer, pool: str) -> None:
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    choice("pool", pool, POOLS)
     if pool == "cls" and getattr(vit, "cls_token", None) is None:
         raise ValueError("pool='cls' needs a ViT with a class token (class_token=True); use pool='mean'")
 
@@ -47,23 +47,6 @@ def _model_device(vit: VisionTransformer, device: str | torch.device | None) -> 
     if device.type != model_device.type or (device.index is not None and device != model_device):
         raise ValueError(f"the ViT is on {model_device} but device={device}; move it first with vit.to({str(device)!r})")
     return model_device
-
-
-def _image_batches(images_or_loader, batch_size: int) -> Iterable[torch.Tensor]:
-    """Image batches from a tensor (N,C,H,W) or an iterable yielding x or (x, y, ...)."""
-    if isinstance(images_or_loader, torch.Tensor):
-        if images_or_loader.ndim != 4:
-            raise ValueError(f"an image tensor must be (N, C, H, W), got shape {tuple(images_or_loader.shape)}")
-        yield from images_or_loader.split(batch_size)
-        return
-    if not isinstance(images_or_loader, Iterable):
-        raise TypeError(f"expected a DataLoader/iterable of batches or an image tensor, got {type(images_or_loader).__name__}")
-    for batch in images_or_loader:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            got = type(x).__name__ if not isinstance(x, torch.Tensor) else f"shape {tuple(x.shape)}"
-            raise ValueError(f"each batch must be an image tensor (B, C, H, W) or a tuple (x, y, ...); got {got}")
-        yield x
 
 
 def _expected_images(images_or_loader, max_images: int | None) -> int | None:
@@ -104,10 +87,8 @@ def _extract(
 ) -> torch.Tensor:
     vit = resolve_vit(model)
     _check_pool(vit, pool)
-    if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
-        raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("max_images", max_images, allow_none=True)
+    positive_int("batch_size", batch_size)
     device = _model_device(vit, device)
     has_prefix = vit.num_prefix_tokens > 0
     indices = list(range(len(vit.blocks))) if layers is None else list(layers)
@@ -119,7 +100,7 @@ def _extract(
     bar = progress_bar(total=_expected_images(images_or_loader, max_images), unit="img",
                desc=f"block features ({pool})", disable=not progress)
     try:
-        for x in _image_batches(images_or_loader, batch_size):
+        for x in iter_image_batches(images_or_loader, batch_size):
             if max_images is not None:
                 x = x[: max_images - seen]
             if x.shape[0] == 0:

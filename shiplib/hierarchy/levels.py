@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils.checks import positive_int
 from .affinity import check_square_matrix
 
 
@@ -55,18 +56,14 @@ def semantic_levels(A, threshold, end_layer: int | None = None) -> list[int]:
     arr = check_square_matrix(A).astype(np.float64)
     alpha = check_threshold(threshold)
     depth = arr.shape[0]
-    if end_layer is None:
-        end_layer = depth
-    if isinstance(end_layer, bool) or not isinstance(end_layer, (int, np.integer)) or end_layer < 1:
-        raise ValueError(f"end_layer must be an int >= 1 (or None for the depth {depth}), got {end_layer!r}")
+    end_layer = depth if end_layer is None else positive_int("end_layer", end_layer)
     starts = list(range(depth)) if alpha >= 1.0 else _chain(arr, alpha)[0]
     return [s for s in starts if s < end_layer]
 
 
 def check_level_starts(indices: Sequence[int], depth: int) -> list[int]:
     """Level starts as a list of ints: beginning with block 0, strictly increasing, all < depth."""
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    positive_int("depth", depth)
     starts = check_level_order(indices)
     if starts[-1] >= depth:
         raise ConfigError(f"levels {starts} name block {starts[-1]}, but the backbone has {depth} blocks "

@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from shiplib.hierarchy.affinity import as_real_array, inter_layer_affinity
 from shiplib.hierarchy.features import extract_block_features
 from shiplib.hierarchy.levels import check_threshold, semantic_levels
+from shiplib.utils.checks import positive_int
 from shiplib.utils.io import atomic_save_npy, atomic_save_safetensors, atomic_torch_save
+from shiplib.utils.kmeans import kmeans
 
 BANK_KEY = "prototypes"  # tensor name in .safetensors / dict-style .pt banks
 _SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
@@ -45,10 +47,8 @@ def attribute_prototypes(
         raise ValueError(f"features must be (N samples, D dims), got shape {feats.shape}; use the last layer, e.g. block_features[-1]")
     if not np.all(np.isfinite(feats)):
         raise ValueError("features contain NaN/inf; check the backbone and the input images")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1):
-        raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}")
+    positive_int("k", k)
+    positive_int("max_samples", max_samples, allow_none=True)
     feats = feats.astype(np.float32, copy=False)
     if max_samples is not None and feats.shape[0] > max_samples:
         feats = feats[np.random.RandomState(seed).choice(feats.shape[0], size=max_samples, replace=False)]
@@ -61,14 +61,12 @@ def attribute_prototypes(
             )
         warnings.warn(f"only {n} samples: clustering into k={n} prototypes instead of {k}", stacklevel=2)
         k = n
-    from sklearn.cluster import KMeans  # deferred: importing sklearn takes about a second, only k-means needs it
-
-    kmeans = KMeans(n_clusters=int(k), random_state=seed, n_init=n_init).fit(feats)
+    fitted = kmeans(feats, k, seed, n_init)
     bank = np.empty((int(k), feats.shape[1]), dtype=np.float64)
     for c in range(int(k)):
-        members = feats[kmeans.labels_ == c]
+        members = feats[fitted.labels_ == c]
         # sklearn never leaves a cluster empty unless points coincide; then its centre is the best stand-in
-        bank[c] = members.astype(np.float64).mean(axis=0) if len(members) else kmeans.cluster_centers_[c]
+        bank[c] = members.astype(np.float64).mean(axis=0) if len(members) else fitted.cluster_centers_[c]
     return bank.astype(np.float32)
 
 
@@ -164,8 +162,7 @@ def compute_task_hierarchy(
     The bank clusters the last block's features, as the official code does.
     """
     check_threshold(threshold)  # fail before the (slow) extraction, not after it
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    positive_int("k", k)
     features = extract_block_features(vit, loader, pool=pool, device=device, max_images=max_images, progress=progress)
     affinity = inter_layer_affinity(features)
     return {

@@ -8,7 +8,6 @@ pending (nothing yet).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,10 @@ class Cell:
 
     @property
     def label(self) -> str:
+        from ..engine.results import run_name
+
         i = self.identity
-        return f"{i['task']} {i['method']}{'+' + i['tag'] if i.get('tag') else ''} seed {i['seed']}"
+        return f"{i['task']} {run_name(i['method'], i.get('tag') or None)} seed {i['seed']}"
 
     def key(self) -> dict:
         i = self.identity
@@ -78,11 +79,6 @@ def expand_tasks(names: list[str]) -> list[str]:
         expanded = list_tasks(benchmark=name) if name in ("vtab1k", "mini") else [get_task(name).name]
         out += [t for t in expanded if t not in out]
     return out
-
-
-def with_runtime(cell: Cell, **changes) -> Cell:
-    """The same cell with other runtime settings (threads, device, …); they are not part of its identity."""
-    return dataclasses.replace(cell, cfg=dataclasses.replace(cell.cfg, **changes))
 
 
 def _tail(path: Path, lines: int = 8) -> list[str]:

@@ -35,9 +35,11 @@ def summary_line(states) -> str:
 
 
 def format_status(frame) -> str:
+    from ..engine.results import run_name
+
     lines = []
     for i, row in enumerate(frame.itertuples(index=False), 1):
-        name = f"{row.task} {row.method}{'+' + row.tag if row.tag else ''} seed {row.seed}"
+        name = f"{row.task} {run_name(row.method, row.tag or None)} seed {row.seed}"
         text = f"[{i}/{len(frame)}] {name}: {row.state}"
         if row.state == "done" and row.acc_last is not None:
             text += f" (acc_last {row.acc_last:.2f}%, acc_max_over_epochs {row.acc_max_over_epochs:.2f}%)"

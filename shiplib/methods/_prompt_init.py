@@ -21,13 +21,16 @@ SPT details and where we differ from that reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import choice
+from ..utils.images import iter_image_batches
+from ..utils.kmeans import kmeans
 from ..utils.progress import progress_bar
+from .base import embed_tokens
 
 PROTOTYPE_INITS = ("kmeans", "random", "mean_pool")
 
@@ -45,24 +48,6 @@ def xavier_prompt_bound(vit: VisionTransformer) -> float:
     return math.sqrt(6.0 / (fan + vit.embed_dim))
 
 
-def iter_image_batches(data) -> Iterator[torch.Tensor]:
-    """Image batches from an image tensor (N, C, H, W) or an iterable yielding x or (x, y, ...)."""
-    if isinstance(data, torch.Tensor):
-        if data.ndim != 4:
-            raise ValueError(f"an image tensor must be (N, C, H, W), got shape {tuple(data.shape)}")
-        yield from data.split(64)
-        return
-    if not isinstance(data, Iterable):
-        raise TypeError(f"data must be a DataLoader/iterable of image batches or an image tensor, "
-                        f"got {type(data).__name__}")
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"each batch must be an image tensor (B, C, H, W) or a tuple (x, y, ...); got {got}")
-        yield x
-
-
 def _candidates(patches: torch.Tensor, init: str, num_prompts: int) -> torch.Tensor:
     """Candidate prompt vectors of one block input: (B, N, D) patch tokens -> (n, D)."""
     if init == "mean_pool":
@@ -71,18 +56,16 @@ def _candidates(patches: torch.Tensor, init: str, num_prompts: int) -> torch.Ten
 
 
 @torch.no_grad()
-def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_tokens: int,
+def sample_block_input_tokens(vit: VisionTransformer, data, num_prompts: int, init: str, max_tokens: int,
                               seed: int) -> list[torch.Tensor]:
     """Per block, a uniform sample (<= max_tokens, D) of the candidates built from that block's input tokens.
 
-    `model` is a `PeftModel` (its `embed`, `vit.blocks` and `num_prefix_tokens` are used) run prompt-free in eval mode.
+    The frozen, prompt-free `vit` runs in eval mode.
     """
-    if init not in PROTOTYPE_INITS:
-        raise ValueError(f"init must be one of {PROTOTYPE_INITS}, got {init!r}")
-    vit = model.vit
+    choice("init", init, PROTOTYPE_INITS)
     device = next(vit.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    prefix = model.num_prefix_tokens
+    prefix = vit.num_prefix_tokens
     keys = torch.empty(0)
     pools: list[torch.Tensor] | None = None
     was_training = vit.training
@@ -91,7 +74,7 @@ def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_toke
     try:
         for x in progress_bar(iter_image_batches(data), total=total, desc="SPT: block-input tokens", unit="batch",
                       disable=None):
-            h = model.embed(x.to(device))
+            h = embed_tokens(vit, x.to(device))
             n_new = h.shape[0] * (num_prompts if init == "mean_pool" else h.shape[1] - prefix)
             # Priority sampling: a uniform random key per candidate; the max_tokens largest keys survive.
             all_keys = torch.cat([keys, torch.rand(n_new, generator=gen)])
@@ -112,22 +95,10 @@ def sample_block_input_tokens(model, data, num_prompts: int, init: str, max_toke
     return pools
 
 
-def _kmeans_centres(tokens: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    # deferred: sklearn takes about a second to import and only the k-means init needs it
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    # k-means++ seeding makes many small BLAS calls; multithreaded BLAS spins on them and was measured 10-25x
-    # slower on a shared 2-core machine. sklearn's Lloyd loop still uses all cores through OpenMP.
-    with threadpool_limits(limits=1, user_api="blas"):
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(tokens.numpy())
-    return torch.from_numpy(km.cluster_centers_).float()
-
-
-def token_prototypes(model, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
+def token_prototypes(vit: VisionTransformer, data, num_prompts: int, init: str = "kmeans", max_tokens: int = 20_000,
                      seed: int = 0) -> torch.Tensor:
     """SPT prompts: (depth, K, D), row i built from the tokens entering block i of the frozen backbone."""
-    pools = sample_block_input_tokens(model, data, num_prompts, init, max_tokens, seed)
+    pools = sample_block_input_tokens(vit, data, num_prompts, init, max_tokens, seed)
     n = len(pools[0])
     if n < num_prompts:
         raise ValueError(f"only {n} candidate tokens were collected but num_prompts={num_prompts}: give more "
@@ -136,7 +107,7 @@ def token_prototypes(model, data, num_prompts: int, init: str = "kmeans", max_to
     out = []
     for i, pool in enumerate(progress_bar(pools, desc=f"SPT: {init} prototypes", unit="block", leave=False)):
         if init == "kmeans":
-            out.append(_kmeans_centres(pool, num_prompts, seed + i))
+            out.append(torch.from_numpy(kmeans(pool.numpy(), num_prompts, seed + i, n_init=1).cluster_centers_).float())
         else:
             out.append(pool[torch.randperm(n, generator=gen)[:num_prompts]])
     return torch.stack(out)

@@ -9,9 +9,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
+
+from ..utils.checks import positive_int
+
+
+#: Field metadata of an option that only a data step fills (`PeftModel.data_inputs`): left out of the option
+#: defaults (`to_dict`) while unset, so it is no run setting and no part of a run's identity.
+DATA_STEP_ONLY = {"data_step_only": True}
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,19 @@ class MethodConfig:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if v is None and f.metadata.get("data_step_only"):
+                continue
             # Arrays/tensors (e.g. a prototype bank) are recorded by shape, not by value.
             out[f.name] = f"<{type(v).__name__} {tuple(v.shape)}>" if hasattr(v, "shape") else v
         return out
+
+
+def embed_tokens(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Patch embedding + position embedding + prefix tokens, exactly as timm's forward_features starts."""
+    x = vit.patch_embed(x)
+    x = vit._pos_embed(x)
+    x = vit.patch_drop(x)
+    return vit.norm_pre(x)
 
 
 class PeftModel(nn.Module):
@@ -60,31 +78,28 @@ class PeftModel(nn.Module):
 
     method: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    needs_data: ClassVar[bool] = False  # True: the constructor takes `data=` (training images for its inits)
     implementations: ClassVar[tuple[str, ...]] = ()  # executions a call may choose (`forward(..., implementation=)`)
 
     # ----- hooks: what the engine and the bench ask a method instead of naming it -----
-    @classmethod
-    def data_needs(cls, options: dict[str, Any]) -> tuple[str, ...]:
-        """Data-derived inputs ("affinity", "prototypes") that building with `options` would compute from the
-        training images itself. A caller may compute (and cache) them once and pass them as options instead."""
-        return ()
-
-    @classmethod
-    def needs_images(cls, options: dict[str, Any]) -> bool:
-        """Whether building with `options` reads training images (`data=`)."""
-        return cls.needs_data
-
     @classmethod
     def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict[str, Any]:
         """Options that make the method buildable on `vit` from random weights, without a dataset."""
         return {}
 
+    # The data step (as peft's EVA): inputs a method derives from the training images are computed apart from the
+    # model, as arrays that the caller may cache, and handed to the constructor as options.
     @classmethod
-    def hierarchy_settings(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """How the `data_needs` inputs are extracted: `feature_pool`, `num_prototypes`, `prototype_seed` and
-        `threshold` (defaults filled in). Only asked when `data_needs` is not empty."""
-        return {}
+    def data_key(cls, config: MethodConfig) -> dict[str, Any] | None:
+        """What `data_inputs` computes for `config` and depends on besides the backbone and the images (JSON
+        values): the key to cache it under. None when `config` leaves nothing to compute from images."""
+        return None
+
+    @classmethod
+    def data_inputs(cls, vit: VisionTransformer, images, config: MethodConfig) -> dict[str, np.ndarray]:
+        """Option name -> array, computed on the frozen `vit` from `images` (an (N, C, H, W) tensor or an iterable
+        yielding x or (x, y, ...)); building with these options added reads no image. Asked only when
+        `data_key(config)` is not None."""
+        raise NotImplementedError(f"method {cls.method!r} computes nothing from training images")
 
     @classmethod
     def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
@@ -94,8 +109,7 @@ class PeftModel(nn.Module):
         super().__init__()
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"expected a timm VisionTransformer, got {type(vit).__name__}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        positive_int("num_classes", num_classes)
         self.config = config
         self.num_classes = num_classes
         self.vit = vit
@@ -143,12 +157,7 @@ class PeftModel(nn.Module):
 
     # ----- forward -----
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch embedding + position embedding + prefix tokens, exactly as timm's forward_features starts."""
-        v = self.vit
-        x = v.patch_embed(x)
-        x = v._pos_embed(x)
-        x = v.patch_drop(x)
-        return v.norm_pre(x)
+        return embed_tokens(self.vit, x)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Final-normed image tokens (prompts removed) and auxiliary losses. Default: the plain backbone."""
@@ -161,6 +170,10 @@ class PeftModel(nn.Module):
         feats, losses = self.forward_features(x)
         logits = self.forward_head(feats)
         return (logits, losses) if return_losses else logits
+
+    def structure_record(self) -> dict[str, Any]:
+        """What a result file records of the structure the model derived from its options (JSON values)."""
+        return {}
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, num_classes={self.num_classes}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Iterable
 
+import torch
 import torch.nn as nn
 
 from ..backbones import DEFAULT_BACKBONE, create_backbone
@@ -50,19 +51,25 @@ def build_model(
     """Build `method` on a timm ViT backbone.
 
     backbone: timm name (default: the paper's in21k ViT-B/16), "mini", a .npz/.safetensors/.pth path, or a module.
-    data: training images (a DataLoader yielding (x, y) or x), for methods whose init needs them (SPT prototypes,
-          SHIP affinity/prototypes when not given explicitly).
+    data: training images (a DataLoader yielding (x, y) or x, or an image tensor) for the method's data step
+          (`PeftModel.data_inputs`: SPT's prompt init, SHIP's affinity/prototypes when not given as options).
     options: the method's config fields (`shiplib.method_options(method)` lists them).
     """
     cls = get_method(method)
     config = cls.config_class.from_options(method, options)
+    if data is not None and not takes_data(method):
+        raise TypeError(f"method {method!r} does not use `data`; drop the argument")
     vit = create_backbone(backbone, pretrained=pretrained, drop_path_rate=config.drop_path_rate,
                           backbone_arch=backbone_arch)
-    if cls.needs_data:
-        return cls(vit, num_classes, config, data=data)
-    if data is not None:
-        raise TypeError(f"method {method!r} does not use `data`; drop the argument")
+    if data is not None and cls.data_key(config) is not None:
+        with torch.random.fork_rng(devices=[]):  # the same init as when the arrays are given as options
+            config = cls.config_class.from_options(method, {**options, **cls.data_inputs(vit, data, config)})
     return cls(vit, num_classes, config)
+
+
+def takes_data(method: str) -> bool:
+    """Whether `method` has a data step (`PeftModel.data_inputs`), i.e. may derive options from training images."""
+    return get_method(method).data_inputs.__func__ is not PeftModel.data_inputs.__func__
 
 
 def method_options(method: str) -> dict[str, Any]:

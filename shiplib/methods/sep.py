@@ -27,6 +27,7 @@ import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
 from ..layers.token_fusion import TokenFusion, select_high_energy_tokens
+from ..utils.checks import positive_int
 from .base import PeftModel
 from .registry import register_method
 from .vpt import PromptConfig, insert_prompts, remove_prompts, replace_prompts
@@ -49,8 +50,7 @@ class SEPConfig(PromptConfig):
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
                 raise ValueError(f"fusion_layers must be distinct block indices, got {self.fusion_layers!r}")
             object.__setattr__(self, "fusion_layers", tuple(sorted(layers)))  # normalised once; frozen otherwise
-        if self.fusion_heads is not None and (not isinstance(self.fusion_heads, int) or self.fusion_heads < 1):
-            raise ValueError(f"fusion_heads must be a positive int or None, got {self.fusion_heads!r}")
+        positive_int("fusion_heads", self.fusion_heads, allow_none=True)
         if not self.fusion_mlp_ratio > 0:
             raise ValueError(f"fusion_mlp_ratio must be > 0, got {self.fusion_mlp_ratio}")
         if self.prompt_init_std <= 0:

@@ -49,12 +49,12 @@ level, as the official code, which then never reads the affinity); `data` + `thr
 backbone -> affinity -> levels). The bank (needed only when an AP is used): `prototypes`, else k-means on the
 last-block features of `data` (`num_prototypes`, `prototype_seed`, `feature_pool`); `prototype_bank="random"`
 (an ablation, not in the official code) swaps it for random vectors of the same shape and per-dimension scale.
-`data` is read only when a level or bank source is missing (the features are then extracted once, in eval mode,
-before any prompt exists); `SHIP.data_needs(options)` says which.
+The missing level and bank sources come from the data step (`SHIP.data_key`, `SHIP.data_inputs`): block features
+of the frozen backbone on the training images, extracted once in eval mode, give `affinity` and `prototypes`, which
+the constructor then takes like given ones (`build_model(..., data=images)` runs the step first).
 """
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -72,6 +72,7 @@ from ..layers.block_parts import check_block
 from ..layers.decoupled_attention import decoupled_block_forward
 from ..layers.joint_attention import joint_block_forward
 from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
+from ..utils.checks import choice, is_int, positive_int
 from .base import MethodConfig, PeftModel
 from .registry import register_method
 from .ship_fast import PromptKVCache, fast_forward, head_reads_cls_only
@@ -91,18 +92,12 @@ LEVEL_SOURCES_HELP = (
 )
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _is_real(v) -> bool:
     return isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def check_implementation(value: str) -> str:
-    if value not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {value!r}")
-    return value
+    return choice("implementation", value, IMPLEMENTATIONS)
 
 
 @dataclass(frozen=True)
@@ -136,21 +131,16 @@ class ShipConfig(MethodConfig):
     def validate(self) -> None:
         super().validate()
         for name in ("prompt_length", "num_prototypes", "num_attribute_prompts", "ssp_length", "ap_length", "top_k"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not _is_int(self.prototype_seed):
+            positive_int(name, getattr(self, name))
+        if not is_int(self.prototype_seed):
             raise ValueError(f"prototype_seed must be an int, got {self.prototype_seed!r}")
         for name in ABLATION_SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} is an on/off switch: give True or False, got {getattr(self, name)!r}")
         check_implementation(self.implementation)
-        if self.prompt_queries not in PROMPT_QUERIES:
-            raise ValueError(f"prompt_queries must be one of {PROMPT_QUERIES}, got {self.prompt_queries!r}")
-        if self.prototype_bank not in PROTOTYPE_BANKS:
-            raise ValueError(f"prototype_bank must be one of {PROTOTYPE_BANKS}, got {self.prototype_bank!r}")
-        if self.feature_pool not in FEATURE_POOLS:
-            raise ValueError(f"feature_pool must be one of {FEATURE_POOLS}, got {self.feature_pool!r}")
+        choice("prompt_queries", self.prompt_queries, PROMPT_QUERIES)
+        choice("prototype_bank", self.prototype_bank, PROTOTYPE_BANKS)
+        choice("feature_pool", self.feature_pool, FEATURE_POOLS)
         for name in ("da_scale", "ap_mix_scale"):
             v = getattr(self, name)
             if not _is_real(v) or not 0.0 <= v <= 1.0:
@@ -166,7 +156,7 @@ class ShipConfig(MethodConfig):
         if self.levels is not None:
             if isinstance(self.levels, (str, bytes)) or not hasattr(self.levels, "__iter__"):
                 raise ValueError(f"levels must be a list of level-start blocks such as [0, 2, 4], got {self.levels!r}")
-            if not all(_is_int(v) for v in self.levels):
+            if not all(is_int(v) for v in self.levels):
                 raise ValueError(f"levels must hold ints (block indices), got {list(self.levels)!r}")
             check_level_order(self.levels)
 
@@ -187,28 +177,6 @@ def rescaled_levels(levels: Sequence[int], depth: int) -> list[int]:
     return sorted({round(s * (depth - 1) / levels[-1]) for s in levels})
 
 
-class _TrainingFeatures:
-    """Block features of the frozen backbone on `data`, extracted at most once and only when asked for."""
-
-    def __init__(self, vit: VisionTransformer, data, pool: str):
-        self.vit, self.data, self.pool = vit, data, pool
-        self._all: torch.Tensor | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.data is not None
-
-    def all_blocks(self) -> torch.Tensor:
-        if self._all is None:
-            self._all = extract_block_features(self.vit, self.data, pool=self.pool)
-        return self._all
-
-    def last_block(self) -> torch.Tensor:
-        if self._all is not None:
-            return self._all[-1]
-        return extract_last_layer_features(self.vit, self.data, pool=self.pool)
-
-
 def _affinity_matrix(affinity, depth: int) -> np.ndarray:
     if isinstance(affinity, (str, bytes)) or hasattr(affinity, "__fspath__"):
         A = load_affinity(affinity)
@@ -220,7 +188,7 @@ def _affinity_matrix(affinity, depth: int) -> np.ndarray:
     return A
 
 
-def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> tuple[list[int], str]:
+def resolve_levels(cfg: ShipConfig, depth: int) -> tuple[list[int], str]:
     """(level starts, where they came from), by the priority in the module docstring (spec §2-§3)."""
     if cfg.levels is not None:
         return check_level_starts(cfg.levels, depth), "levels"
@@ -230,24 +198,14 @@ def resolve_levels(cfg: ShipConfig, depth: int, features: _TrainingFeatures) -> 
         return semantic_levels(_affinity_matrix(cfg.affinity, depth), cfg.threshold), "affinity"
     if cfg.threshold is not None and cfg.threshold >= 1.0:
         return list(range(depth)), "threshold"
-    if features.available:
-        if cfg.threshold is None:
-            raise ValueError("levels from data need a threshold (e.g. threshold=0.95), or pass levels=[0, ...]")
-        return semantic_levels(inter_layer_affinity(features.all_blocks()), cfg.threshold), "data"
     raise ValueError(f"SHIP needs semantic levels (sip/ap are on): {LEVEL_SOURCES_HELP}")
 
 
-def resolve_prototypes(cfg: ShipConfig, width: int, features: _TrainingFeatures) -> torch.Tensor:
-    """The (k, D) attribute bank: explicit, or k-means on the last block's features of `data` (spec §4);
+def resolve_prototypes(cfg: ShipConfig, width: int) -> torch.Tensor:
+    """The (k, D) attribute bank (given, or k-means on the last block's features by the data step, spec §4);
     `prototype_bank="random"` then replaces it by `random_bank_like` draws (seeded by `prototype_seed`)."""
     if cfg.prototypes is not None:
         bank = load_prototype_bank(cfg.prototypes, expected_dim=width)
-    elif features.available:
-        bank = load_prototype_bank(attribute_prototypes(features.last_block(), k=cfg.num_prototypes,
-                                                        seed=cfg.prototype_seed), expected_dim=width)
-    else:
-        bank = None
-    if bank is not None:
         return random_bank_like(bank, cfg.prototype_seed) if cfg.prototype_bank == "random" else bank
     raise ValueError("attribute prompts (ap=True) need a prototype bank: pass prototypes=<(k, D) array/tensor or "
                      ".npy/.pt/.safetensors path>, or data=<loader of training images> to cluster the frozen "
@@ -271,31 +229,31 @@ class SHIP(PeftModel):
     """SHIP on a timm ViT; see the module docstring. Trainable: prompts + head."""
 
     config_class = ShipConfig
-    needs_data = True
     implementations = IMPLEMENTATIONS
 
     # ----- hooks -----
     @classmethod
-    def data_needs(cls, options: dict[str, Any]) -> tuple[str, ...]:
-        """What `resolve_levels`/`resolve_prototypes` would take from `data` (options not given: defaults)."""
-        cls.config_class.check_option_names(cls.method, options)
-        cfg = dataclasses.replace(cls.config_class(), **options)
-        needs = []
-        if cfg.levels_from_data:
-            needs.append("affinity")
-        if cfg.ap and cfg.prototypes is None:
-            needs.append("prototypes")
-        return tuple(needs)
+    def data_key(cls, config: ShipConfig) -> dict[str, Any] | None:
+        """The level and bank sources `config` lacks (`affinity`, `prototypes`) and their extraction settings."""
+        missing = dict(affinity=config.levels_from_data, prototypes=config.ap and config.prototypes is None)
+        inputs = [name for name, is_missing in missing.items() if is_missing]
+        return dict(inputs=inputs, pool=config.feature_pool, k=config.num_prototypes,
+                    kmeans_seed=config.prototype_seed) if inputs else None
 
     @classmethod
-    def needs_images(cls, options: dict[str, Any]) -> bool:
-        return bool(cls.data_needs(options))
-
-    @classmethod
-    def hierarchy_settings(cls, options: dict[str, Any]) -> dict[str, Any]:
-        cfg = dataclasses.replace(cls.config_class(), **options)
-        return dict(feature_pool=cfg.feature_pool, num_prototypes=cfg.num_prototypes,
-                    prototype_seed=cfg.prototype_seed, threshold=cfg.threshold)
+    def data_inputs(cls, vit: VisionTransformer, images, config: ShipConfig) -> dict[str, np.ndarray]:
+        """The affinity of the frozen backbone's block features and/or k-means prototypes of the last block's."""
+        inputs = cls.data_key(config)["inputs"]
+        if "affinity" in inputs and config.threshold is None:
+            raise ValueError("levels from data need a threshold (e.g. threshold=0.95), or pass levels=[0, ...]")
+        if "affinity" in inputs:
+            features = extract_block_features(vit, images, pool=config.feature_pool)
+            out, last = dict(affinity=inter_layer_affinity(features)), features[-1]
+        else:
+            out, last = {}, extract_last_layer_features(vit, images, pool=config.feature_pool)
+        if "prototypes" in inputs:
+            out["prototypes"] = attribute_prototypes(last, k=config.num_prototypes, seed=config.prototype_seed)
+        return out
 
     @classmethod
     def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
@@ -309,7 +267,7 @@ class SHIP(PeftModel):
         return dict(prompt_length=50, levels=rescaled_levels(CIFAR100_LEVELS, len(vit.blocks)),
                     prototypes=torch.randn(200, vit.embed_dim, generator=g))
 
-    def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig, data=None):
+    def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig):
         super().__init__(vit, num_classes, config)
         for blk in vit.blocks:
             check_block(blk)
@@ -317,9 +275,8 @@ class SHIP(PeftModel):
             raise ValueError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
                              "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
         D = self.embed_dim
-        features = _TrainingFeatures(vit, data, config.feature_pool)
         if config.uses_levels:
-            self.levels, self.level_source = resolve_levels(config, self.depth, features)
+            self.levels, self.level_source = resolve_levels(config, self.depth)
         else:
             self.levels, self.level_source = [], "unused"
         self.ap_starts = attribute_prompt_starts(self.levels, config.num_attribute_prompts) if config.ap else []
@@ -335,7 +292,7 @@ class SHIP(PeftModel):
             if config.ssp else None
         self.attribute_prompts = nn.Parameter(nn.init.kaiming_uniform_(
             torch.empty(len(self.ap_starts), config.ap_length, D))) if self.ap_starts else None
-        bank = resolve_prototypes(config, D, features) if self.ap_starts else None
+        bank = resolve_prototypes(config, D) if self.ap_starts else None
         self.register_buffer("prototype_bank", bank, persistent=False)
 
         self.loss_weights = {"pml": float(config.pml_weight)} if config.pml else {}
@@ -410,6 +367,9 @@ class SHIP(PeftModel):
         return decoupled_block_forward(blk, x, num_image, self.config.da_scale, step.prompts_query)
 
     # ----- accounting -----
+    def structure_record(self) -> dict[str, Any]:
+        return dict(levels=list(self.levels), level_source=self.level_source)
+
     def extra_parameter_counts(self, counts: dict[str, int]) -> dict[str, int]:
         """`official_trainable`: the official count, which includes its unused (1, K, D) prompt position embedding.
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
+from ..utils.checks import positive_int
 from ._prompt_init import xavier_prompt_bound
 from .base import MethodConfig, PeftModel
 from .registry import register_method
@@ -54,8 +55,7 @@ class PromptConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        if isinstance(self.num_prompts, bool) or not isinstance(self.num_prompts, int) or self.num_prompts < 1:
-            raise ValueError(f"num_prompts must be a positive int, got {self.num_prompts!r}")
+        positive_int("num_prompts", self.num_prompts)
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise ValueError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 

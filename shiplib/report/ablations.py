@@ -13,7 +13,7 @@ import pandas as pd
 from ..data.tasks import list_tasks
 from ..engine import RunConfig, load_results, resolve_config, run_experiment
 from ..engine.resolved import paths_for
-from ..engine.results import is_finished
+from ..engine.results import is_finished, run_name
 from .notebook import pick_tasks
 from .paired import paired_comparison
 from .tables import check_metric, format_mean_std, task_order
@@ -46,7 +46,7 @@ class AblationVariant:
 
     @property
     def run(self) -> str:
-        return f"{METHOD}+{self.tag}"
+        return run_name(METHOD, self.tag)
 
 
 def _variants() -> tuple[AblationVariant, ...]:
@@ -198,7 +198,7 @@ def ablation_summary(results: pd.DataFrame, metric: str = "acc_last") -> pd.Data
 def ablation_paired(results: pd.DataFrame, tag: str, metric: str = "acc_last", **kw):
     """`shiplib.report.paired_comparison` of variant `tag` − the reference over the (task, seed) cells both have."""
     runs = results.assign(method=METHOD, tag=[None if v == REFERENCE else v for v in results["variant"]])
-    return paired_comparison(runs, f"{METHOD}+{tag}", METHOD, metric, **kw)
+    return paired_comparison(runs, run_name(METHOD, tag), METHOD, metric, **kw)
 
 
 def rounded(x, decimals: int):

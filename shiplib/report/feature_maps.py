@@ -14,6 +14,7 @@ import torch
 
 from ..data import build_dataset
 from ..hierarchy import resolve_vit
+from ..utils.checks import choice
 from .affinity import benchmark_backbone
 
 KINDS = ("pca", "norm", "cos_next")
@@ -71,8 +72,7 @@ def _pca_rgb(tokens: torch.Tensor) -> np.ndarray:
 def layer_feature_maps(vit, images: torch.Tensor, layers=None, kind: str = "pca") -> np.ndarray:
     """Per-layer maps: "pca" (n_images, n_layers, gh, gw, 3), "norm" (n_images, n_layers, gh, gw),
     "cos_next" (n_images, n_layers - 1, gh, gw) between consecutive chosen layers."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    choice("kind", kind, KINDS)
     tokens = block_patch_tokens(vit, images, layers)  # (L, n, D, gh, gw)
     if kind == "pca":
         return np.stack([_pca_rgb(t) for t in tokens], axis=1)

@@ -17,7 +17,7 @@ import seaborn as sns
 
 from .ablations import REFERENCE
 from .affinity import adjacent_frame, adjacent_stats_frame, levels_frame
-from .tables import METHODS, task_order
+from .tables import METHODS, run_label, task_order
 
 #: Widest figure, in inches (JupyterLab shows figures at 100 dpi: ~1000 px, a page's width).
 PAGE_WIDTH = 10.0
@@ -265,7 +265,7 @@ def plot_run_curves(result: dict):
                 label=f"max {result['acc_max_over_epochs']:.2f} (epoch {result['max_epoch']})")
     ax2.set(ylabel="accuracy (%)", title=f"accuracy (eval split: {result['eval_split']})")
     _legend_below(ax2, ncol=2)
-    fig.suptitle(f"{result['task']} · {result['method']}{'+' + result['tag'] if result.get('tag') else ''} · "
+    fig.suptitle(f"{result['task']} · {run_label(result['method'], result.get('tag'))} · "
                  f"seed {result['seed']}")
     return fig
 

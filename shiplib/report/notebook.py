@@ -13,6 +13,7 @@ import pandas as pd
 from ..data.tasks import GROUPS, get_task, list_tasks
 from ..engine import RunConfig, ResolvedRun
 from ..errors import ConfigError
+from ..utils.checks import positive_int
 from ..utils.paths import find_repo_root
 
 
@@ -82,8 +83,7 @@ def pick_tasks(benchmark: str = "mini", per_group: int = 1, tasks=None) -> list[
     names = list_tasks(benchmark=benchmark)
     if not names:
         raise ConfigError(f"no tasks registered for benchmark {benchmark!r}; valid: vtab1k, mini")
-    if not isinstance(per_group, int) or per_group < 1:
-        raise ConfigError(f"per_group must be a positive integer, got {per_group!r}")
+    positive_int("per_group", per_group)
     picked = [t for g in GROUPS for t in [n for n in names if get_task(n).group == g][:per_group]]
     return picked
 

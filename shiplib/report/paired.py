@@ -5,11 +5,12 @@ an optional tag (`ship`, `vpt_deep`, `ship+no-ap`), as in the result tables.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..utils.checks import choice
 from .tables import check_metric, with_run_column
 
 RESAMPLING = ("pairs", "tasks")
@@ -35,9 +36,6 @@ class PairedComparison:
     resample: str
     n_boot: int
     unmatched: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def sentence(self, decimals: int = 1) -> str:
         f = f"{{:.{decimals}f}}"
@@ -80,8 +78,7 @@ def paired_comparison(results: pd.DataFrame, a: str, b: str, metric: str = "acc_
     `resample="pairs"` bootstraps the cells; `"tasks"` bootstraps whole tasks (all their seeds together),
     the wider interval when seeds of one task are correlated. A difference within `tie` points is a tie.
     """
-    if resample not in RESAMPLING:
-        raise ValueError(f"resample must be one of {RESAMPLING}, got {resample!r}")
+    choice("resample", resample, RESAMPLING)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 100:

@@ -23,8 +23,9 @@ import pandas as pd
 from .. import repro
 from ..data.tasks import GROUPS, get_task, list_tasks
 from ..engine.defaults import official_settings, published_results
-from ..engine.results import load_results, read_result, result_path
+from ..engine.results import load_results, read_result, result_path, run_name
 from ..utils.io import atomic_write_text
+from ..utils.checks import choice
 from ..utils.units import format_seconds
 
 METRICS = {
@@ -44,14 +45,12 @@ OFFICIAL_SHIP_ROW = "SHIP official"
 
 
 def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    return metric
+    return choice("metric", metric, METRICS)
 
 
 def run_label(method: str, tag=None) -> str:
-    """`method` or `method+tag`, as in the results folder."""
-    return method if tag is None or (isinstance(tag, float) and np.isnan(tag)) or tag == "" else f"{method}+{tag}"
+    """`run_name` of a results frame's row, whose missing tag may be None, NaN or ""."""
+    return run_name(method, None if tag is None or (isinstance(tag, float) and np.isnan(tag)) or tag == "" else tag)
 
 
 def task_order(benchmark: str | None) -> list[str]:

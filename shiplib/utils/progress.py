@@ -14,9 +14,10 @@ Bars with ``leave=False`` are inner bars (batches, images): ``lines`` mode leave
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import std as _std
 
@@ -79,6 +80,23 @@ class LineBar(_std.tqdm):
         self.disable = True
         with self._lock:
             self._decr_instances(self)
+
+
+@contextlib.contextmanager
+def bars_off(off: bool = True) -> Iterator[None]:
+    """No progress bar inside the block (when `off`): for code that draws its own bars but is asked for none."""
+    if not off:
+        yield
+        return
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def progress_bar(iterable=None, *, leave: bool = True, disable: bool | None = False, **kwargs: Any):

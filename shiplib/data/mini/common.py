@@ -111,10 +111,6 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def tree_sha256(root: str | os.PathLike, rel_paths: list[str]) -> str:
     """One hash over `sha256  relpath` lines (sorted), i.e. over the names and bytes of the given files."""
     root = Path(root)
