@@ -1,5 +1,6 @@
 """lr selection from tune-protocol results (validation only)."""
 import pandas as pd
+import pytest
 
 from shiplib.report import lr_grid, selected_lr
 from shiplib.report.tuning import format_lr
@@ -72,3 +73,32 @@ def test_runs_of_another_study_never_mix_into_the_choice(write_fake_result, tmp_
     assert selected_lr(lr_grid(tmp_path / "results")).loc["ship", "lr"] == 0.1
     pilot = lr_grid(tmp_path / "results", tag_prefix="pilot-e40-lr")
     assert list(pilot.index) == [("ship", "3e-01")] and pilot["mean"].iloc[0] == 99.0
+
+
+def write_pilot_run(write_fake_result, task, method, epochs, lr, val_loss, acc=50.0, seed=1):
+    import json
+
+    path = write_fake_result(task, method, seed, acc, protocol="tune", tag=f"pilot-e{epochs}-lr{lr}")
+    r = json.loads(path.read_text())
+    r["history"][-1]["eval_loss"] = val_loss
+    path.write_text(json.dumps(r))
+
+
+def test_budget_pilot_picks_the_budget_after_which_doubling_stops_helping(write_fake_result, tmp_path):
+    from shiplib.report.tuning import budget_pilot, chosen_budget
+
+    losses = {  # (task, method): validation loss of the better lr at 10, 20, 40 epochs
+        ("mini_mnist", "ship"): (1.2, 1.0, 0.99), ("mini_mnist", "vpt_deep"): (1.3, 1.1, 1.09),
+        ("mini_ihc_hema", "ship"): (0.8, 0.70, 0.71), ("mini_ihc_hema", "vpt_deep"): (0.6, 0.55, 0.545)}
+    for (task, method), values in losses.items():
+        for epochs, loss in zip((10, 20, 40), values):
+            write_pilot_run(write_fake_result, task, method, epochs, 0.1, loss)
+            write_pilot_run(write_fake_result, task, method, epochs, 0.3, loss + 0.2)  # the worse lr
+    pilot = budget_pilot(tmp_path / "results")
+    assert len(pilot) == 24 and set(pilot["lr"]) == {"1e-01", "3e-01"}
+    epochs, table = chosen_budget(pilot)
+    assert epochs == 20  # 10 -> 20 helps by > 2 % everywhere; 20 -> 40 by at most 1 %
+    assert (table["lr"] == "1e-01").all()
+    assert table.loc[("mini_mnist", "ship", 10), "next_gain"] == pytest.approx(1 - 1.0 / 1.2)
+    write_pilot_run(write_fake_result, "mini_mnist", "ship", 40, 0.1, 0.8)  # 40 epochs still help a lot here
+    assert chosen_budget(budget_pilot(tmp_path / "results"))[0] is None

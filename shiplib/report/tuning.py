@@ -9,11 +9,12 @@ precision would show small floats as 0.00.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..engine.results import load_results
+from ..engine.results import find_result_files, load_results, read_result
 
 
 def format_lr(lr) -> str:
@@ -61,3 +62,43 @@ def selected_lr(grid: pd.DataFrame) -> pd.DataFrame:
                          grid=", ".join(format_lr(x) for x in lrs),
                          at_grid_edge=best in (lrs[0], lrs[-1]) and len(lrs) > 1))
     return pd.DataFrame(rows).set_index("method")
+
+
+_PILOT_TAG = re.compile(r"pilot-e(?P<epochs>\d+)-lr(?P<lr>[0-9.eE+-]+)")
+
+
+def budget_pilot(results_dir="results", benchmark: str = "mini") -> pd.DataFrame:
+    """The budget pilot's tune runs (tags `pilot-e<epochs>-lr<lr>`): one row per (task, method, lr, epochs, seed)
+    with the validation accuracy and cross-entropy after the last epoch and the last epoch's training
+    cross-entropy."""
+    rows = []
+    for path in find_result_files(Path(results_dir) / "tune" / benchmark):
+        r = read_result(path)
+        m = _PILOT_TAG.fullmatch(r.get("tag") or "")
+        if m is None:
+            continue
+        last = r["history"][-1]
+        rows.append(dict(task=r["task"], method=r["method"], lr=format_lr(float(m["lr"])), epochs=int(m["epochs"]),
+                         seed=int(r["seed"]), val_acc=r["acc_last"], val_loss=last["eval_loss"], train_ce=last["ce"]))
+    cols = ["task", "method", "lr", "epochs", "seed", "val_acc", "val_loss", "train_ce"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "lr", "epochs"]).reset_index(drop=True)
+
+
+def chosen_budget(pilot: pd.DataFrame, flat: float = 0.02) -> tuple[int | None, pd.DataFrame]:
+    """The smallest budget after which doubling no longer helps: for every (task, method), the best lr's validation
+    cross-entropy (mean over seeds) at the next budget is lower by at most `flat` (relative), or higher.
+
+    Returns (epochs, or None when no budget qualifies yet; per (task, method, epochs): the best lr, its validation
+    loss and accuracy, and `next_gain`, the relative drop of that loss at the next budget)."""
+    if pilot.empty:
+        return None, pd.DataFrame()
+    means = pilot.groupby(["task", "method", "epochs", "lr"], as_index=False)[["val_loss", "val_acc"]].mean()
+    best = means.loc[means.groupby(["task", "method", "epochs"])["val_loss"].idxmin()].set_index(
+        ["task", "method", "epochs"]).sort_index()
+    best["next_gain"] = 1 - best.groupby(level=["task", "method"])["val_loss"].shift(-1) / best["val_loss"]
+    budgets = sorted(best.index.get_level_values("epochs").unique())
+    for epochs in budgets[:-1]:
+        at = best.xs(epochs, level="epochs")["next_gain"]
+        if len(at) and at.notna().all() and (at <= flat).all():
+            return int(epochs), best
+    return None, best
