@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..backbones import create_backbone
 from ..backbones.loading import weights_file
+from ..data.image_cache import images_fingerprint
 from ..hierarchy import compute_task_hierarchy
 from ..utils.io import atomic_save_npz, move_aside
 from ..utils.seed import derived_seed
@@ -95,25 +96,14 @@ def backbone_slug(spec) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "backbone"
 
 
-def images_fingerprint(paths) -> str:
-    """sha256 over an image list: each file's name, size and modification time, in list order.
-
-    Identifies the images a hierarchy was computed from: replacing, editing or re-listing them changes it
-    (without reading every image's bytes). Names are taken relative to the files' common folder, so the same
-    files listed from another mount point agree."""
-    paths = [Path(p) for p in paths]
-    base = Path(os.path.commonpath([str(p) for p in paths])) if paths else Path()
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        rel = p.relative_to(base).as_posix() if p != base else p.name
-        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def dataset_fingerprint(dataset) -> str:
     """`images_fingerprint` of a folder dataset's images (its `samples` are (path, label) pairs)."""
     return images_fingerprint(path for path, _ in dataset.samples)
+
+
+def image_cache_dir(runs_dir) -> Path:
+    """Where decoded-image caches too large for memory are memory-mapped (`shiplib.data.image_cache`)."""
+    return Path(runs_dir) / "_cache" / "images"
 
 
 def hierarchy_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, pool: str,
