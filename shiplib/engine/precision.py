@@ -63,12 +63,13 @@ def _autocast_problem(device: torch.device, dtype: torch.dtype) -> str | None:
     if not torch.amp.is_autocast_available(device.type):
         return f"torch has no autocast for {device.type}"
     try:
-        w = torch.ones(4, 4, device=device, requires_grad=True)
-        with torch.autocast(device.type, dtype=dtype):
-            out = torch.ones(2, 4, device=device) @ w
-        if out.dtype != dtype:
-            return f"autocast leaves matrix products in {out.dtype}"
-        out.float().sum().backward()
+        with torch.enable_grad():  # the caller may be inside no_grad
+            w = torch.ones(4, 4, device=device, requires_grad=True)
+            with torch.autocast(device.type, dtype=dtype):
+                out = torch.ones(2, 4, device=device) @ w
+            if out.dtype != dtype:
+                return f"autocast leaves matrix products in {out.dtype}"
+            out.float().sum().backward()
     except RuntimeError as e:
         return str(e).splitlines()[0]
     return None
