@@ -112,7 +112,8 @@ def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implement
             for name, value in aux.items():
                 loss = loss + weights.get(name, 1.0) * value
         optimizer.zero_grad(set_to_none=True)
-        precision.step(loss, optimizer)
+        precision.backward(loss, optimizer)
+        precision.step(optimizer)
 
     return step
 

@@ -16,7 +16,7 @@ from shiplib.engine.results import result_path
 from shiplib.errors import ConfigError
 from shiplib.methods import list_methods
 
-from _engine_helpers import Interrupt, tiny_cfg, untimed
+from _engine_helpers import Interrupt, crash_at, tiny_cfg, untimed
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -67,14 +67,9 @@ def test_fp16_scales_the_loss_and_resumes_exactly(tiny_task_root, tiny_vit_file,
     ref = run_experiment(tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path / "a", **opts))
     ckpt = torch.load(tmp_path / "a/runs/vtab1k/svhn/full/seed3/checkpoint.pt", weights_only=True)
     assert ckpt["scaler"]["scale"] > 0  # the gradient scaler's state is checkpointed
-
-    def crash(epoch, step):
-        if (epoch, step) == (1, 2):
-            raise Interrupt
-
     cfg = tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path / "b", **opts)
     with pytest.raises(Interrupt):
-        run_experiment(cfg, on_step=crash)
+        run_experiment(cfg, on_step=crash_at(1))
     resumed = run_experiment(cfg)
     assert resumed["resumed_from_epoch"] == 0 and untimed(resumed["history"]) == untimed(ref["history"])
 

@@ -73,7 +73,8 @@ def train_one_epoch(
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
                                      "lower the learning rate (--set lr=...)")
         optimizer.zero_grad(set_to_none=True)
-        precision.step(loss, optimizer)
+        precision.backward(loss, optimizer)
+        precision.step(optimizer)
         n = y.shape[0]
         sums["loss"] += loss.item() * n
         sums["ce"] += ce.item() * n

@@ -103,13 +103,20 @@ class Precision:
         else:
             yield
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backward and optimiser step (through the gradient scaler for fp16)."""
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """The backward pass; for fp16 through the gradient scaler, with the gradients unscaled afterwards, so that
+        what reads them before `step` (gradient norms, clipping) sees their true values."""
         if self.scaler is None:
             loss.backward()
-            optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimiser step (fp16: skipped when a gradient is not finite, and the scale adapted)."""
+        if self.scaler is None:
+            optimizer.step()
+            return
         self.scaler.step(optimizer)
         self.scaler.update()
 
