@@ -4,7 +4,7 @@ Loader passes are timed in this process's CPU seconds (best of two), robust to o
 SHIP epoch and building the cache in wall-clock seconds.
 
 At 32 px: the mini_mnist training split (1,000 PNGs), the loader alone and a whole SHIP training epoch on the mini
-backbone. At 224 px: a synthetic task in the VTAB-1k layout (1,000 JPEGs of `--source-size` px), the loader alone
+backbone (cached: uint8 batches normalised batch by batch, as a run reads them). At 224 px: a synthetic task in the VTAB-1k layout (1,000 JPEGs of `--source-size` px), the loader alone
 (a ViT-B/16 training epoch on CPU takes tens of minutes, the same with or without the cache).
 
     python scripts/measure_image_cache.py [--work runs/measure_image_cache]
@@ -21,14 +21,14 @@ import torch
 from shiplib.data import build_dataset
 from shiplib.data.synthetic import write_synthetic_task
 from shiplib.engine import LRSchedule, create_optimizer, train_one_epoch
-from shiplib.engine.prepare import train_loader
+from shiplib.engine.prepare import on_device, train_loader
 from shiplib.methods import build_model
 
 
 def loader_epoch(ds) -> float:
     """CPU seconds of one pass over the training loader (CPU time: other processes' load does not count)."""
     start = time.process_time()
-    for _ in train_loader(ds, 64, seed=1, epoch=0):
+    for _ in on_device(train_loader(ds, 64, seed=1, epoch=0), torch.device("cpu")):
         pass
     return time.process_time() - start
 
@@ -38,8 +38,10 @@ def ship_epoch(ds) -> float:
     model = build_model("ship", backbone="mini", num_classes=10, levels=[0, 4, 8], num_prototypes=16,
                         data=[torch.randn(16, 3, 32, 32)])
     schedule = LRSchedule(1e-3, epochs=1, warmup_epochs=0, warmup_lr=1e-6, min_lr=1e-5)
-    return train_one_epoch(model, train_loader(ds, 64, seed=1, epoch=0), create_optimizer(model, 1e-3, 1e-4),
-                           schedule, 0, torch.device("cpu"), progress=False)["train_seconds"]
+    cpu = torch.device("cpu")
+    loader = on_device(train_loader(ds, 64, seed=1, epoch=0), cpu)
+    return train_one_epoch(model, loader, create_optimizer(model, 1e-3, 1e-4), schedule, 0, cpu,
+                           progress=False)["train_seconds"]
 
 
 def measure(task: str, root, img_size: int, folder: Path, with_model: bool) -> dict:
@@ -50,6 +52,9 @@ def measure(task: str, root, img_size: int, folder: Path, with_model: bool) -> d
         out["build_cached" if cached else "build"] = time.perf_counter() - start
         key = "cached" if cached else "uncached"
         out[f"loader_{key}"] = min(loader_epoch(ds) for _ in range(2))
+        if cached:  # as a run reads it: uint8 batches, normalised batch by batch on the device (here the CPU)
+            ds.uint8 = True
+            out["loader_cached_uint8"] = min(loader_epoch(ds) for _ in range(2))
         if with_model:
             out[f"ship_epoch_{key}"] = ship_epoch(ds)
     return out

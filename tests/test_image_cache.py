@@ -66,3 +66,16 @@ def test_a_split_that_fits_nowhere_is_read_uncached(root):
     ds = build_dataset("svhn", "test", root=root, img_size=32)
     assert not ds.attach_cache("ship", 32, folder=None, memory_bytes=0)
     assert ds.decoded is None and ds[0][0].shape == (3, 32, 32)
+
+
+def test_batches_normalised_on_the_device_are_the_loader_batches(root):
+    from shiplib.engine.prepare import DeviceBatches, eval_loader, on_device
+
+    ds = build_dataset("svhn", "train800", root=root, img_size=32, cache=True)
+    floats = list(eval_loader(ds, 5))
+    assert on_device(eval_loader(ds, 5), torch.device("cpu")).__class__.__name__ == "DataLoader"  # floats: as is
+    ds.uint8 = True
+    batches = on_device(eval_loader(ds, 5), torch.device("cpu"))
+    assert isinstance(batches, DeviceBatches) and len(batches) == len(floats) == 3
+    for (a, ya), (b, yb) in zip(floats, batches):
+        assert torch.equal(a, b) and torch.equal(ya, yb)

@@ -39,6 +39,27 @@ def eval_loader(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool
                       generator=generator, pin_memory=pin_memory)
 
 
+class DeviceBatches:
+    """A loader of uint8 images whose batches are moved to `device` and normalised there (`normalize`): a quarter
+    of the bytes to copy, and the per-pixel arithmetic on the device. Yields the loader's exact float values."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, normalize):
+        self.loader, self.device, self.normalize = loader, device, normalize
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield self.normalize(x.to(self.device, non_blocking=True)), y
+
+
+def on_device(loader: DataLoader, device: torch.device):
+    """`DeviceBatches` over a loader whose dataset yields cached uint8 images, else the loader itself."""
+    ds = loader.dataset
+    return DeviceBatches(loader, device, ds.normalize) if getattr(ds, "uint8", False) else loader
+
+
 def backbone_fingerprint(vit: torch.nn.Module) -> str:
     """sha256 over the backbone's tensors (names, shapes, dtypes, values), head excluded: identifies its weights."""
     h = hashlib.sha256()

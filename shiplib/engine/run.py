@@ -45,8 +45,8 @@ from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
 from .precision import Precision
-from .prepare import (backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
-                      image_cache_dir, load_or_compute_hierarchy, stale_backbone, train_loader)
+from .prepare import (DeviceBatches, backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
+                      image_cache_dir, load_or_compute_hierarchy, on_device, stale_backbone, train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
 from .results import existing_result, read_result, write_result
@@ -101,7 +101,7 @@ class Built:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
-    eval_data: torch.utils.data.DataLoader
+    eval_data: torch.utils.data.DataLoader | DeviceBatches
     hierarchy: dict | None
     precision: Precision
     started: float  # time.time() when the build began: wall time counts building as well
@@ -132,12 +132,15 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
     model.to(device)
     if getattr(model, "levels", None) is not None:
         hierarchy = dict(hierarchy or {}, levels=list(model.levels), level_source=getattr(model, "level_source", None))
+    for ds in (train_set, eval_set):  # from here on, cached images are normalised on the device, batch by batch
+        ds.uint8 = ds.decoded is not None
     t = run.training
     return Built(device=device, data=data, train_set=train_set, eval_set=eval_set, vit=vit, fingerprint=fingerprint,
                  model=model, optimizer=create_optimizer(model, t.lr, t.weight_decay),
                  schedule=LRSchedule(t.lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr,
                                      min_lr=t.min_lr, mode=t.lr_schedule),
-                 eval_data=eval_loader(eval_set, t.eval_batch_size, run.runtime.num_workers, device.type == "cuda"),
+                 eval_data=on_device(eval_loader(eval_set, t.eval_batch_size, run.runtime.num_workers,
+                                                 device.type == "cuda"), device),
                  hierarchy=hierarchy, precision=Precision(t.precision, device), started=started,
                  started_at=started_at)
 
@@ -246,7 +249,8 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
     for epoch in bar:
         t0 = time.perf_counter()
         seed_everything(derived_seed(run.seed, epoch, 2))  # drop path etc.: same draws after a resume
-        loader = train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin)
+        loader = on_device(train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin),
+                           built.device)
         record = dict(epoch=epoch, **train_one_epoch(built.model, loader, built.optimizer, built.schedule, epoch,
                                                      built.device, progress=rt.progress, on_step=on_step,
                                                      announce_time=epoch == progress.start_epoch,
