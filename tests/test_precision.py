@@ -110,3 +110,13 @@ def test_command_line_precision_reaches_the_run(tmp_path, capsys):
     code = main(["run", "--task", "svhn", "--method", "linear", "--precision", "tf32", "--device", "cpu",
                  "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
     assert code == 2 and "tf32 needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_sweep_sees_committed_fp32_results_as_finished_and_bf16_as_another_setting(tmp_path, capsys):
+    from shiplib.__main__ import main
+
+    grid = ["sweep", "--tasks", "mini_mnist", "--methods", "ship", "--dry-run", "--results", str(RESULTS),
+            "--runs", str(tmp_path / "runs")]
+    assert main(grid) == 0 and "0 to run, 1 finished" in capsys.readouterr().out
+    main(grid + ["--precision", "bf16"])
+    assert "precision: None -> 'bf16' (use --tag, or --force)" in capsys.readouterr().out
