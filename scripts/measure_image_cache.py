@@ -4,7 +4,8 @@ Loader passes are timed in this process's CPU seconds (best of two), robust to o
 SHIP epoch and building the cache in wall-clock seconds.
 
 At 32 px: the mini_mnist training split (1,000 PNGs), the loader alone and a whole SHIP training epoch on the mini
-backbone (cached: uint8 batches normalised batch by batch, as a run reads them). At 224 px: a synthetic task in the VTAB-1k layout (1,000 JPEGs of `--source-size` px), the loader alone
+backbone (cached: uint8 batches normalised batch by batch, as a run reads them). At 224 px: a synthetic task in
+the VTAB-1k layout (1,000 JPEGs of `--source-size` px), the loader alone
 (a ViT-B/16 training epoch on CPU takes tens of minutes, the same with or without the cache).
 
     python scripts/measure_image_cache.py [--work runs/measure_image_cache]

@@ -63,7 +63,8 @@ def speed_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, re
                           device=device, floor=True, progress=False, precision=precision, **kw)
             setting = precision + (" compiled" if compiled else "")
             rows += [Row("speed", setting, "timm eval / batch", f"{r['timm_eval_s']:.3f} s"),
-                     Row("speed", setting, "SHIP eval / batch", f"{r['eval_s']:.3f} s ({r['eval_vs_timm']:.2f}× timm)"),
+                     Row("speed", setting, "SHIP eval / batch",
+                         f"{r['eval_s']:.3f} s ({r['eval_vs_timm']:.2f}× timm)"),
                      Row("speed", setting, "SHIP train step",
                          f"{r['train_s']:.3f} s ({r['train_vs_timm_train_floor']:.2f}× floor)"),
                      Row("speed", setting, "SHIP train peak memory", f"{r['train_mem_mb']:,.0f} MB")]
@@ -88,9 +89,9 @@ def run_rows(device: str, work: Path, backbone=DEFAULT_BENCH_BACKBONE, img_size:
     r = run_experiment(cfg, force=True)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     setting = f"{precision}, {img_size} px, {r['train_size']} images"
-    return [Row("run", setting, f"epoch {h['epoch']} (train + eval)", f"{h['seconds']:.1f} s") for h in r["history"]] + \
-        [Row("run", setting, "accuracy (random weights)", f"{r['acc_last']:.1f} %"),
-         Row("run", setting, "peak memory", _mb(peak))]
+    epochs = [Row("run", setting, f"epoch {h['epoch']} (train + eval)", f"{h['seconds']:.1f} s") for h in r["history"]]
+    return epochs + [Row("run", setting, "accuracy (random weights)", f"{r['acc_last']:.1f} %"),
+                     Row("run", setting, "peak memory", _mb(peak))]
 
 
 def logits_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 8, precision: str = "fp32") -> list[Row]:

@@ -13,7 +13,7 @@ from shiplib.data.image_cache import DecodedImages, cache_key
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache_data")
-    write_tiny_task(root, "svhn", sizes=dict(train800=12, val200=2, test=6), size=37)  # odd size: every resize resamples
+    write_tiny_task(root, "svhn", sizes=dict(train800=12, val200=2, test=6), size=37)  # odd: every resize resamples
     return root
 
 

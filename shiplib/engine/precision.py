@@ -49,7 +49,8 @@ def check_precision(precision: str, device: torch.device | str) -> None:
             raise PrecisionError(f"precision tf32 needs a CUDA GPU of compute capability 8.0 or newer; "
                                  f"{torch.cuda.get_device_name(device)} has {major}.{minor}: {fix}")
     elif precision in _AUTOCAST_DTYPES:
-        if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        native_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision == "bf16" and not native_bf16:
             raise PrecisionError(f"precision bf16 needs a GPU with bfloat16 support (Ampere or newer); "
                                  f"{torch.cuda.get_device_name(device)} has none: use --precision fp16 or fp32")
         problem = _autocast_problem(device, _AUTOCAST_DTYPES[precision])

@@ -45,8 +45,9 @@ from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
 from .precision import Precision
-from .prepare import (DeviceBatches, backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader, hierarchy_cache_path,
-                      image_cache_dir, load_or_compute_hierarchy, on_device, stale_backbone, train_loader)
+from .prepare import (DeviceBatches, backbone_fingerprint, dataset_fingerprint, derived_seed, eval_loader,
+                      hierarchy_cache_path, image_cache_dir, load_or_compute_hierarchy, on_device, stale_backbone,
+                      train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
 from .results import existing_result, read_result, write_result
@@ -116,7 +117,8 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
     device = auto_device(run.runtime.device)
     train_set, eval_set = (build_dataset(run.task.name, split, root=data.root, preset=run.model.preset,
                                          img_size=run.model.img_size, cache=run.runtime.cache_images,
-                                         cache_dir=image_cache_dir(run.runtime.runs_dir), progress=run.runtime.progress)
+                                         cache_dir=image_cache_dir(run.runtime.runs_dir),
+                                         progress=run.runtime.progress)
                            for split in (run.train_split, run.eval_split))
     seed_everything(run.seed)
     vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained)

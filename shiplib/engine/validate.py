@@ -1,7 +1,7 @@
 """The first stage of a run: everything that can be checked before loading data or building the model.
 
-`validate_before_work(run)` checks the method's options (by building its config), the device and the precision it can run, the memory limit
-setting, a backbone file (present, header readable), that the results and runs folders can be created and
+`validate_before_work(run)` checks the method's options (by building its config), the device and the precision
+it can run, the memory limit setting, a backbone file (present, header readable), that the results and runs folders can be created and
 written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
 every line parses, labels are in range, images exist and are not empty; images are decoded only when read). Each
 problem is a clear error naming the setting or path, the value and how to fix it.
