@@ -145,7 +145,10 @@ def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True, imp
     return run
 
 
-def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: Precision) -> Callable[[], None]:
+def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   precision: Precision | None = None) -> Callable[[], None]:
+    precision = precision or Precision(device=x.device)
+
     def run():
         vit.train()
         with precision.autocast():
