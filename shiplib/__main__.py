@@ -18,6 +18,7 @@ import itertools
 import logging
 import sys
 
+from .engine.precision import PRECISIONS
 from .errors import ConfigError, debug_enabled, exit_code, message, reported_errors
 
 COMMANDS: dict = {}
@@ -39,6 +40,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=("final", "tune"), default="final",
                    help="final: train800val200 -> test (default); tune: train800 -> val200, for model selection")
     p.add_argument("--tag", help="name this variant (results go to <method>+<tag>/), e.g. for an lr sweep")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="numeric precision: fp32 (default), tf32 (CUDA Ampere+), bf16 or fp16 autocast")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--runs", default="runs", help="folder for checkpoints, logs and caches (default: runs)")
     p.add_argument("--data-root", help="folder holding <task>/train800.txt … (default: $SHIPLIB_DATA, then data/)")
@@ -56,6 +59,8 @@ def _config(args, task: str, method: str, seed: int):
     overrides = parse_overrides(args.overrides)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.precision is not None:
+        overrides["precision"] = args.precision
     base = RunConfig(task=task, method=method, seed=seed, protocol=args.protocol, tag=args.tag,
                      results_dir=args.results, runs_dir=args.runs, data_root=args.data_root, device=args.device,
                      threads=args.threads, num_workers=args.workers, progress=not args.no_progress,

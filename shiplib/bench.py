@@ -58,6 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from .backbones import create_backbone
 from .engine.optim import create_optimizer
+from .engine.precision import DEFAULT_PRECISION, PRECISIONS, Precision, check_precision
 from .methods import build_model, get_method, list_methods
 from .params import count_parameters
 from .utils.io import atomic_write_json
@@ -95,43 +96,47 @@ def _implementation_kwargs(implementation: str | None) -> dict[str, str]:
     return {} if implementation is None else {"implementation": implementation}
 
 
-def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   implementation: str | None = None) -> Callable[[], None]:
+def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implementation: str | None = None,
+                   precision: Precision | None = None) -> Callable[[], None]:
     optimizer = create_optimizer(model, lr=1e-3, weight_decay=1e-3)
     weights = getattr(model, "loss_weights", {})
     kw = _implementation_kwargs(implementation)
+    precision = precision or Precision(device=x.device)
 
     def step():
         model.train()
-        logits, aux = model(x, return_losses=True, **kw)
-        loss = F.cross_entropy(logits, y)
-        for name, value in aux.items():
-            loss = loss + weights.get(name, 1.0) * value
+        with precision.autocast():
+            logits, aux = model(x, return_losses=True, **kw)
+            loss = F.cross_entropy(logits, y)
+            for name, value in aux.items():
+                loss = loss + weights.get(name, 1.0) * value
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.backward(loss, optimizer)
+        precision.step(optimizer)
 
     return step
 
 
-def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True,
-             implementation: str | None = None) -> Callable[[], None]:
+def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True, implementation: str | None = None,
+             precision: Precision | None = None) -> Callable[[], None]:
     """An eval forward. `inference_mode=False` (for FlopCounterMode, whose module tracker cannot hook tensors that
     require grad inside inference mode or no_grad) runs it in normal mode with every parameter's requires_grad
     switched off for the call: the same forward, with SHIP's prompt cache used as at inference."""
     kw = _implementation_kwargs(implementation)
+    precision = precision or Precision(device=x.device)
 
     def run():
         model.eval()
         if inference_mode:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision.autocast():
                 model(x, **kw)
             return
         flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             for p, _ in flags:
                 p.requires_grad_(False)
-            model(x, **kw)
+            with precision.autocast():
+                model(x, **kw)
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
@@ -139,13 +144,17 @@ def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True,
     return run
 
 
-def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   precision: Precision | None = None) -> Callable[[], None]:
+    precision = precision or Precision(device=x.device)
+
     def run():
         vit.train()
-        with torch.no_grad():
-            h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-        h.requires_grad_(True)
-        loss = F.cross_entropy(vit.forward_head(vit.norm(vit.blocks(h))), y)
+        with precision.autocast():
+            with torch.no_grad():
+                h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+            h.requires_grad_(True)
+            loss = F.cross_entropy(vit.forward_head(vit.norm(vit.blocks(h))), y)
         torch.autograd.grad(loss, h)  # the input gradient only: no weight gradients even where weights train
 
     return run
@@ -313,23 +322,25 @@ def _median_ratio(num: list[float], den: list[float]) -> float:
 
 
 def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    with_reference: bool, floor: bool) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
-    """(the timed variants, the variants also measured for memory and FLOPs)."""
+                    with_reference: bool, floor: bool,
+                    precision: Precision) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
+    """(the timed variants, the variants also measured for memory and FLOPs), all at `precision`."""
     vit = model.vit
 
     def plain_eval():
         vit.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.autocast():
             vit(x)
 
     variants = {"timm_eval": plain_eval}
     # the model's own default first, then (where it has one) the readable reference on the same weights
     for impl, prefix in ((None, ""), ("reference", "reference_")) if with_reference else ((None, ""),):
-        variants[f"{prefix}eval"] = _eval_fn(model, x, implementation=impl)
-        variants[f"{prefix}train"] = _train_step_fn(train_model, x, y, implementation=impl)
+        variants[f"{prefix}eval"] = _eval_fn(model, x, implementation=impl, precision=precision)
+        variants[f"{prefix}train"] = _train_step_fn(train_model, x, y, implementation=impl,
+                                                    precision=Precision(precision.name, x.device))
     measured = dict(variants)
     if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
-        variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y)
+        variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y, precision)
     return variants, measured
 
 
@@ -357,11 +368,12 @@ def _memory_figures(fns: dict[str, Callable[[], None]], device: torch.device, se
 
 
 def _flop_figures(fns: dict[str, Callable[[], None]], model: nn.Module, x: torch.Tensor, device: torch.device,
-                  seed: int) -> dict[str, float]:
+                  seed: int, precision: Precision) -> dict[str, float]:
     fns = dict(fns)
     for name in [n for n in fns if n.endswith("eval") and n != "timm_eval"]:  # FlopCounterMode: no inference mode
         fns[name] = _eval_fn(model, x, inference_mode=False,
-                             implementation="reference" if name.startswith("reference") else None)
+                             implementation="reference" if name.startswith("reference") else None,
+                             precision=precision)
     out = {}
     for name, fn in fns.items():
         with _seeded(seed, device):
@@ -372,15 +384,19 @@ def _flop_figures(fns: dict[str, Callable[[], None]], model: nn.Module, x: torch
 def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batch: int = 8, threads: int | None = 2,
               repeats: int = 3, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
               options: dict | None = None, device: str = "cpu", memory: bool = True, floor: bool = False,
-              flops: bool = False, progress: bool = True, seed: int = 0, model: nn.Module | None = None) -> dict:
+              flops: bool = False, progress: bool = True, seed: int = 0, model: nn.Module | None = None,
+              precision: str = DEFAULT_PRECISION) -> dict:
     """Time (and measure memory of) one method against the plain timm forward; see the module docstring.
 
     Returns a flat dict: seconds per batch (`*_s`), peak memory in MB (`*_mem_mb`), ratios, parameter counts,
     and the settings. `model`: an already built model to measure instead of building `method` on `backbone`.
+    `precision`: every variant (plain timm included) runs at it (`shiplib.engine.precision`).
     """
     if batch < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
     dev = torch.device(device)
+    check_precision(precision, dev)
+    prec = Precision(precision, dev)
     prev_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -395,7 +411,7 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         x = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
         y = (torch.arange(batch) % model.num_classes).to(dev)
         with_reference = has_reference_implementation(model)
-        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor)
+        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor, prec)
         load_before = os.getloadavg()
         meter = OtherLoadMeter().start()
         times = time_interleaved(variants, repeats, warmup, dev, progress)
@@ -407,13 +423,14 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         out: dict[str, Any] = dict(
             method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
             else type(backbone).__name__, image_size=image_size, batch=batch, threads=used, device=str(dev),
+            precision=precision,
             repeats=repeats, warmup=warmup, trainable_params=counts["trainable"], total_params=counts["total"])
         out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
         out.update(_time_ratios(times, with_reference, floor))
         if memory:
             out.update(_memory_figures(measured, dev, seed, with_reference))
         if flops:
-            out.update(_flop_figures(measured, model, x, dev, seed))
+            out.update(_flop_figures(measured, model, x, dev, seed, prec))
         out["samples_s"] = {k: [round(t, 4) for t in v] for k, v in times.items()}
         out["load_average"] = dict(before=list(load_before), after=list(load_after))
         out["cpu_cores"] = cores
@@ -589,6 +606,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
     parser.add_argument("--classes", type=int, default=100, help="classifier outputs (default 100)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:k]")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help=f"numeric precision of every variant (default {DEFAULT_PRECISION})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, e.g. --set prompt_length=10 (repeatable; values parsed as JSON)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
@@ -618,7 +637,7 @@ def main(args: argparse.Namespace) -> int:
         result = run_bench(args.method, args.backbone, args.batch, args.threads, args.repeats, args.warmup,
                            args.classes, args.pretrained, _parse_options(args.overrides), args.device,
                            memory=not args.no_memory, floor=args.floor, flops=args.flops,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, precision=args.precision)
     except (KeyError, ValueError, TypeError) as e:  # unknown method/option, bad value: a message, no traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise SystemExit(f"error: {message}") from e

@@ -47,30 +47,10 @@ def _few_threads():
 # ----- engine/CLI fixtures: a tiny task folder in the shared layout and a tiny ViT backbone file -----
 def write_tiny_task(root: Path, task: str = "svhn", classes: int = 3, sizes: dict | None = None,
                     size: int = 32, seed: int = 0) -> Path:
-    """A learnable toy task (class = dominant colour channel + noise) as PNGs in the NOAH/SHIP folder layout."""
-    import numpy as np
-    from PIL import Image
+    """A learnable toy task as PNGs in the NOAH/SHIP folder layout (48/16/24 images unless `sizes` says)."""
+    from shiplib.data.synthetic import write_synthetic_task
 
-    sizes = sizes or dict(train800=48, val200=16, test=24)
-    rng = np.random.default_rng(seed)
-    task_dir = Path(root) / task
-    lists = {}
-    for split, n in sizes.items():
-        (task_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(n):
-            label = i % classes
-            img = np.zeros((size, size, 3), np.float32)
-            img[..., label % 3] = 180
-            img = np.clip(img + rng.normal(0, 40, img.shape), 0, 255).astype(np.uint8)
-            rel = f"images/{split}/{i:06d}.png"
-            Image.fromarray(img).save(task_dir / rel)
-            lines.append(f"{rel} {label}")
-        lists[split] = lines
-    lists["train800val200"] = lists["train800"] + lists["val200"]
-    for split, lines in lists.items():
-        (task_dir / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return task_dir
+    return write_synthetic_task(root, task, classes, sizes or dict(train800=48, val200=16, test=24), size, seed)
 
 
 @pytest.fixture(scope="session")

@@ -298,3 +298,13 @@ def test_no_progress_output_when_asked(capfd, monkeypatch):
     assert "SPT" not in out + err and "bench rounds" not in out + err
     import os
     assert os.environ["SHIPLIB_PROGRESS"] == "lines"  # restored
+
+
+def test_every_variant_runs_at_the_asked_precision():
+    r = run_bench("ship", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
+                  options={"prompt_length": 2}, floor=True, flops=True, precision="bf16")
+    assert r["precision"] == "bf16" and r["train_s"] > 0 and r["timm_train_floor_s"] > 0 and r["train_gflops"] > 0
+    assert run_bench("linear", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, progress=False,
+                     memory=False)["precision"] == "fp32"
+    with pytest.raises(SystemExit, match="tf32 needs a CUDA GPU"):
+        main(["bench", "--method", "linear", "--precision", "tf32", "--no-progress"])

@@ -44,7 +44,7 @@ def test_resolved_run_is_frozen_typed_and_gives_the_committed_identity():
 
 
 def test_identity_covers_every_run_field():
-    run = resolve_config(RunConfig(task="svhn", method="linear"))
+    run = resolve_config(RunConfig(task="svhn", method="linear", precision="bf16"))  # fp32 is left out (the default)
     settings = {f.name for f in dataclasses.fields(RunConfig)} - set(RunConfig.RUNTIME_FIELDS)
     assert set(run.identity()) == settings | {"benchmark", "train_split", "eval_split", "eval_epochs"}
 

@@ -26,8 +26,9 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..utils.paths import ProjectRootError, project_root
 from .checks import DECODE_ERRORS, check_split, check_split_name, check_task_folder, checked_samples
+from .image_cache import MEMORY_BYTES, DecodedImages, Normalize, cache_key
 from .tasks import TaskSpec, get_task
-from .transforms import DEFAULT_PRESET, build_transform, preset_record
+from .transforms import DEFAULT_PRESET, PRESETS, build_transform, preset_record, resize_transform
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,12 @@ def open_rgb(path: str | os.PathLike, listed_in: str | None = None, check_comman
 class VtabFolderDataset(Dataset):
     """One split of a task in the shared folder layout; items are `(transform(RGB PIL image), label)`.
 
-    `cache=True` keeps decoded images in memory (a VTAB-1k train set is 1,000 images; at native size that is
-    ~0.2 GB for dmlab and ~1.4 GB for KITTI, so it is opt-in).
+    With a decoded-image cache attached (`build_dataset(cache=True)`), items come from the cache instead: the
+    same tensors, without decoding; `uint8=True` yields the cached uint8 images, for normalising whole batches on
+    the device with `.normalize`.
     """
 
-    def __init__(self, task: str, split: str, root: str | os.PathLike | None = None, transform=None,
-                 cache: bool = False):
+    def __init__(self, task: str, split: str, root: str | os.PathLike | None = None, transform=None):
         check_split_name(split)
         self.task: TaskSpec = get_task(task)
         self.split = split
@@ -201,24 +202,35 @@ class VtabFolderDataset(Dataset):
         self._lines = [s.line for s in checked]  # each image's line in the list file, for error messages
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-        self.cache = cache
         self.preprocessing: dict | None = None  # set by build_dataset
-        self._images: dict[int, Image.Image] = {}
+        self.decoded: DecodedImages | None = None  # the decoded-image cache, when attached
+        self.normalize: Normalize | None = None
+        self.uint8 = False
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load_image(self, index: int) -> Image.Image:
-        if index in self._images:
-            return self._images[index]
-        img = open_rgb(self.samples[index][0], listed_in=f"line {self._lines[index]} of {self.split}.txt",
-                       check_command=f"python -m shiplib.data check --task {self.task.name} --root "
-                                     f"{self.task_dir.parent}")
-        if self.cache:
-            self._images[index] = img
-        return img
+        return open_rgb(self.samples[index][0], listed_in=f"line {self._lines[index]} of {self.split}.txt",
+                        check_command=f"python -m shiplib.data check --task {self.task.name} --root "
+                                      f"{self.task_dir.parent}")
+
+    def attach_cache(self, preset: str, img_size: int, folder: str | os.PathLike | None = None,
+                     memory_bytes: int = MEMORY_BYTES, progress: bool = False) -> bool:
+        """Decode every image once into a `DecodedImages` cache (in memory, or memory-mapped in `folder` when it
+        exceeds `memory_bytes`); False, and nothing attached, when it fits nowhere."""
+        resize = resize_transform(preset, img_size)
+        key = cache_key([p for p, _ in self.samples], preset, img_size)
+        decoded = DecodedImages.build(len(self), lambda i: resize(self.load_image(i)), img_size, key, folder,
+                                      memory_bytes, progress)
+        if decoded is not None:
+            self.decoded, self.normalize = decoded, Normalize(PRESETS[preset]["mean"], PRESETS[preset]["std"])
+        return decoded is not None
 
     def __getitem__(self, index: int):
+        if self.decoded is not None:
+            img = self.decoded[index]
+            return (img if self.uint8 else self.normalize(img)), self.targets[index]
         img = self.load_image(index)
         if self.transform is not None:
             img = self.transform(img)
@@ -229,10 +241,16 @@ class VtabFolderDataset(Dataset):
 
 
 def build_dataset(task: str, split: str, root: str | os.PathLike | None = None, preset: str = DEFAULT_PRESET,
-                  img_size: int = 224, cache: bool = False) -> VtabFolderDataset:
-    """A split with a preprocessing preset applied; `.preprocessing` records the preset."""
-    ds = VtabFolderDataset(task, split, root=root, transform=build_transform(preset, img_size), cache=cache)
+                  img_size: int = 224, cache: bool = False, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = False) -> VtabFolderDataset:
+    """A split with a preprocessing preset applied; `.preprocessing` records the preset.
+
+    `cache`: decode the images once (`VtabFolderDataset.attach_cache`: in memory, or memory-mapped under
+    `cache_dir` for a split that does not fit); the items are the same tensors."""
+    ds = VtabFolderDataset(task, split, root=root, transform=build_transform(preset, img_size))
     ds.preprocessing = preset_record(preset, img_size)
+    if cache:
+        ds.attach_cache(preset, img_size, cache_dir, progress=progress)
     return ds
 
 

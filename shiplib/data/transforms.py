@@ -60,12 +60,13 @@ def preset_record(preset: str, img_size: int) -> dict:
             "mean": list(p["mean"]), "std": list(p["std"]), "source": p["source"]}
 
 
+def resize_transform(preset: str, img_size: int) -> T.Compose:
+    """PIL image -> RGB PIL image at img_size x img_size: the part of the preset the decoded-image cache keeps."""
+    p = _check(preset, img_size)
+    return T.Compose([ToRGB(), T.Resize((img_size, img_size), interpolation=_INTERPOLATION[p["interpolation"]])])
+
+
 def build_transform(preset: str, img_size: int) -> T.Compose:
     """PIL image -> normalised float tensor (3, img_size, img_size); identical for train and test."""
     p = _check(preset, img_size)
-    return T.Compose([
-        ToRGB(),
-        T.Resize((img_size, img_size), interpolation=_INTERPOLATION[p["interpolation"]]),
-        T.ToTensor(),
-        T.Normalize(p["mean"], p["std"]),
-    ])
+    return T.Compose([*resize_transform(preset, img_size).transforms, T.ToTensor(), T.Normalize(p["mean"], p["std"])])

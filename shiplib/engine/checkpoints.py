@@ -93,7 +93,10 @@ def _disk_hint(path: Path) -> str:
 
 
 def checkpoint_state(*, identity: dict, fingerprint: str, epoch: int, trainable: dict[str, torch.Tensor],
-                     optimizer: dict[str, Any], history: list[dict], elapsed: float) -> dict:
-    """What a checkpoint stores (plain tensors, numbers, strings, lists and dicts: loadable with weights_only)."""
-    return dict(format=CHECKPOINT_FORMAT, identity=identity, backbone_fingerprint=fingerprint, epoch=epoch,
-                trainable=trainable, optimizer=optimizer, history=history, elapsed=elapsed)
+                     optimizer: dict[str, Any], history: list[dict], elapsed: float,
+                     scaler: dict[str, Any] | None = None) -> dict:
+    """What a checkpoint stores (plain tensors, numbers, strings, lists and dicts: loadable with weights_only).
+    `scaler`: the fp16 gradient scaler's state, stored only when there is one."""
+    state = dict(format=CHECKPOINT_FORMAT, identity=identity, backbone_fingerprint=fingerprint, epoch=epoch,
+                 trainable=trainable, optimizer=optimizer, history=history, elapsed=elapsed)
+    return {**state, "scaler": scaler} if scaler else state

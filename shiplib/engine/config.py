@@ -14,6 +14,7 @@ from ..data.transforms import DEFAULT_PRESET
 from ..methods import get_method, method_options
 from ..utils.checks import choice, positive_int
 from .defaults import resolve_defaults
+from .precision import DEFAULT_PRECISION, check_precision_name
 from .resolved import ModelChoice, ResolvedRun, Runtime, Training
 from .results import PROTOCOLS, check_tag
 from .schedule import SCHEDULE_MODES
@@ -45,6 +46,7 @@ class RunConfig:
     batch_size: int = 64  # drop_last=True
     eval_batch_size: int = 128
     eval_every: int = 10  # evaluate at epochs 0, N, 2N, ... and the last one; 0: only the last
+    precision: str = DEFAULT_PRECISION  # fp32 | tf32 | bf16 | fp16 (shiplib.engine.precision)
     # --- model and data ---
     backbone: str | None = None  # None: the benchmark's default backbone
     pretrained: bool = True
@@ -59,7 +61,7 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None
     num_workers: int = 0
-    cache_images: bool | None = None  # None: cache decoded images for the mini benchmark only
+    cache_images: bool = True  # decode each split once (in memory, or memory-mapped under runs_dir/_cache/images)
     progress: bool = True
     resume: bool = True
 
@@ -271,6 +273,7 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
     choice("protocol", cfg.protocol, PROTOCOLS)
     choice("lr_schedule", cfg.lr_schedule, SCHEDULE_MODES)
     check_tag(cfg.tag)
+    check_precision_name(cfg.precision)
     _validate_runtime(cfg)
     _check_positive_int("seed", cfg.seed, allow_zero=True)
     option_defaults = method_options(cfg.method)
@@ -316,8 +319,6 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
                         eval_epochs=tuple(eval_epochs(run["epochs"], run["eval_every"])))
     model = ModelChoice(**{f.name: run[f.name] for f in dataclasses.fields(ModelChoice)})
     runtime = {name: getattr(cfg, name) for name in RunConfig.RUNTIME_FIELDS}
-    if runtime["cache_images"] is None:
-        runtime["cache_images"] = spec.benchmark == "mini"
     return ResolvedRun(task=spec, method=cfg.method, seed=cfg.seed, protocol=cfg.protocol, tag=run["tag"],
                        train_split=train_split, eval_split=eval_split, training=training, model=model,
                        options=options, runtime=Runtime(**runtime), sources=sources, overrides=overrides)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import ShiplibError
 from ..utils.progress import progress_bar
+from .precision import Precision
 from .resources import log_epoch_time
 from .schedule import LRSchedule, set_lr
 
@@ -59,13 +60,16 @@ def train_one_epoch(
     progress: bool = True,
     on_step=None,
     announce_time: bool = False,
+    precision: Precision | None = None,
 ) -> dict:
     """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds,
     and per step (`step_*`): the loss, the cross-entropy, the lr and each trainable part's gradient norm.
 
     `on_step(epoch, step)` is called after each optimiser step (used by tests to interrupt a run).
     `announce_time`: log how long the epoch will take, timed on its first batch (a warning when it is long).
+    `precision`: autocast and gradient scaling (default: float32).
     """
+    precision = precision or Precision(device=device)
     model.train()
     weights = _loss_weights(model)
     sums: dict[str, float] = defaultdict(float)
@@ -84,19 +88,20 @@ def train_one_epoch(
         set_lr(optimizer, lr)
         lrs.append(lr)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits, aux = model(x, return_losses=True)
-        ce = F.cross_entropy(logits, y)
-        loss = ce
-        for name, value in aux.items():
-            loss = loss + weights.get(name, 1.0) * value
+        with precision.autocast():
+            logits, aux = model(x, return_losses=True)
+            ce = F.cross_entropy(logits, y)
+            loss = ce
+            for name, value in aux.items():
+                loss = loss + weights.get(name, 1.0) * value
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
                                      "lower the learning rate (--set lr=...)")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss, optimizer)  # fp16: gradients unscaled here, so their norms are true values
         for part, norm in _grad_norms(groups).items():
             step_grad_norm[part].append(norm)
-        optimizer.step()
+        precision.step(optimizer)
         n = y.shape[0]
         step_loss.append(loss.item())
         step_ce.append(ce.item())
@@ -120,16 +125,19 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = True, desc: str = "eval") -> dict:
-    """Top-1 accuracy (%) and mean cross-entropy over the whole loader."""
+def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = True, desc: str = "eval",
+             precision: Precision | None = None) -> dict:
+    """Top-1 accuracy (%) and mean cross-entropy over the whole loader (forward under `precision`'s autocast)."""
+    precision = precision or Precision(device=device)
     model.eval()
     correct = seen = 0
     ce_sum = 0.0
     start = time.perf_counter()
     for x, y in progress_bar(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        ce_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        with precision.autocast():
+            logits = model(x)
+        ce_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += y.shape[0]
     if seen == 0:

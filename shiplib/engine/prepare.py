@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..backbones import create_backbone
 from ..backbones.loading import weights_file
+from ..data.image_cache import images_fingerprint
 from ..utils.io import atomic_save_npz, move_aside
 from ..utils.progress import bars_off
 from ..utils.seed import derived_seed
@@ -36,6 +37,27 @@ def eval_loader(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool
     generator = torch.Generator().manual_seed(0)  # worker seeds without touching the global RNG
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
                       generator=generator, pin_memory=pin_memory)
+
+
+class DeviceBatches:
+    """A loader of uint8 images whose batches are moved to `device` and normalised there (`normalize`): a quarter
+    of the bytes to copy, and the per-pixel arithmetic on the device. Yields the loader's exact float values."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, normalize):
+        self.loader, self.device, self.normalize = loader, device, normalize
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield self.normalize(x.to(self.device, non_blocking=True)), y
+
+
+def on_device(loader: DataLoader, device: torch.device):
+    """`DeviceBatches` over a loader whose dataset yields cached uint8 images, else the loader itself."""
+    ds = loader.dataset
+    return DeviceBatches(loader, device, ds.normalize) if getattr(ds, "uint8", False) else loader
 
 
 def backbone_fingerprint(vit: torch.nn.Module) -> str:
@@ -95,25 +117,14 @@ def backbone_slug(spec) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "backbone"
 
 
-def images_fingerprint(paths) -> str:
-    """sha256 over an image list: each file's name, size and modification time, in list order.
-
-    Identifies the images a hierarchy was computed from: replacing, editing or re-listing them changes it
-    (without reading every image's bytes). Names are taken relative to the files' common folder, so the same
-    files listed from another mount point agree."""
-    paths = [Path(p) for p in paths]
-    base = Path(os.path.commonpath([str(p) for p in paths])) if paths else Path()
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        rel = p.relative_to(base).as_posix() if p != base else p.name
-        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def dataset_fingerprint(dataset) -> str:
     """`images_fingerprint` of a folder dataset's images (its `samples` are (path, label) pairs)."""
     return images_fingerprint(path for path, _ in dataset.samples)
+
+
+def image_cache_dir(runs_dir) -> Path:
+    """Where decoded-image caches too large for memory are memory-mapped (`shiplib.data.image_cache`)."""
+    return Path(runs_dir) / "_cache" / "images"
 
 
 def data_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, preset: str,

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.tasks import TaskSpec
 from ..utils.paths import portable_path
+from .precision import DEFAULT_PRECISION
 from .results import result_path, run_name, work_dir
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -29,7 +30,7 @@ LOG_NAME = "log.jsonl"
 
 @dataclass(frozen=True)
 class Training:
-    """Optimisation and evaluation schedule."""
+    """Optimisation and evaluation schedule, and the numeric precision of the passes."""
 
     epochs: int
     lr: float
@@ -42,6 +43,7 @@ class Training:
     eval_batch_size: int
     eval_every: int
     eval_epochs: tuple[int, ...]
+    precision: str  # shiplib.engine.precision.PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class ResolvedRun:
                      eval_every=t.eval_every, backbone=m.backbone, pretrained=m.pretrained, img_size=m.img_size,
                      preset=m.preset, tag=self.tag, options=dict(self.options), train_split=self.train_split,
                      eval_split=self.eval_split, eval_epochs=list(t.eval_epochs))
+        if t.precision != DEFAULT_PRECISION:  # fp32 is left out: results made before precisions existed are fp32
+            ident["precision"] = t.precision
         return json.loads(json.dumps(ident, default=describe_value))
 
     def as_record(self, data_root: str | os.PathLike | None = None) -> dict:

@@ -44,8 +44,10 @@ from .checkpoints import CheckpointStore, checkpoint_state
 from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
-from .prepare import (backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed, eval_loader,
-                      load_or_compute_data_inputs, stale_backbone, train_loader)
+from .precision import Precision
+from .prepare import (DeviceBatches, backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
+                      eval_loader, image_cache_dir, load_or_compute_data_inputs, on_device, stale_backbone,
+                      train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
 from .results import existing_result, read_result, write_result
@@ -100,8 +102,9 @@ class Built:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
-    eval_data: torch.utils.data.DataLoader
+    eval_data: torch.utils.data.DataLoader | DeviceBatches
     hierarchy: dict | None
+    precision: Precision
     started: float  # time.time() when the build began: wall time counts building as well
     started_at: str
 
@@ -113,7 +116,9 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
         torch.set_num_threads(int(run.runtime.threads))
     device = auto_device(run.runtime.device)
     train_set, eval_set = (build_dataset(run.task.name, split, root=data.root, preset=run.model.preset,
-                                         img_size=run.model.img_size, cache=run.runtime.cache_images)
+                                         img_size=run.model.img_size, cache=run.runtime.cache_images,
+                                         cache_dir=image_cache_dir(run.runtime.runs_dir),
+                                         progress=run.runtime.progress)
                            for split in (run.train_split, run.eval_split))
     seed_everything(run.seed)
     vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained)
@@ -126,13 +131,17 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
     model.to(device)
     if model.structure_record():
         hierarchy = dict(hierarchy or {}, **model.structure_record())
+    for ds in (train_set, eval_set):  # from here on, cached images are normalised on the device, batch by batch
+        ds.uint8 = ds.decoded is not None
     t = run.training
     return Built(device=device, data=data, train_set=train_set, eval_set=eval_set, vit=vit, fingerprint=fingerprint,
                  model=model, optimizer=create_optimizer(model, t.lr, t.weight_decay),
                  schedule=LRSchedule(t.lr, epochs=t.epochs, warmup_epochs=t.warmup_epochs, warmup_lr=t.warmup_lr,
                                      min_lr=t.min_lr, mode=t.lr_schedule),
-                 eval_data=eval_loader(eval_set, t.eval_batch_size, run.runtime.num_workers, device.type == "cuda"),
-                 hierarchy=hierarchy, started=started, started_at=started_at)
+                 eval_data=on_device(eval_loader(eval_set, t.eval_batch_size, run.runtime.num_workers,
+                                                 device.type == "cuda"), device),
+                 hierarchy=hierarchy, precision=Precision(t.precision, device), started=started,
+                 started_at=started_at)
 
 
 def _now() -> str:
@@ -199,6 +208,7 @@ def resume(run: ResolvedRun, built: Built, force: bool = False) -> Progress:
             state, where = found
             _load_trainable(built.model, state["trainable"], where)
             built.optimizer.load_state_dict(state["optimizer"])
+            built.precision.load_state_dict(state.get("scaler", {}))
             progress = Progress(history=list(state["history"]), start_epoch=int(state["epoch"]) + 1,
                                 elapsed_before=float(state["elapsed"]), resumed_from=int(state["epoch"]))
             log.info("resuming %s after epoch %d (%s)", paths.work_dir, progress.resumed_from, where.name)
@@ -234,13 +244,15 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
     for epoch in bar:
         t0 = time.perf_counter()
         seed_everything(derived_seed(run.seed, epoch, 2))  # drop path etc.: same draws after a resume
-        loader = train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin)
+        loader = on_device(train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin),
+                           built.device)
         record = dict(epoch=epoch, **train_one_epoch(built.model, loader, built.optimizer, built.schedule, epoch,
                                                      built.device, progress=rt.progress, on_step=on_step,
-                                                     announce_time=epoch == progress.start_epoch))
+                                                     announce_time=epoch == progress.start_epoch,
+                                                     precision=built.precision))
         if epoch in eval_at:
             ev = evaluate(built.model, built.eval_data, built.device, progress=rt.progress,
-                          desc=f"epoch {epoch} {run.eval_split}")
+                          desc=f"epoch {epoch} {run.eval_split}", precision=built.precision)
             record.update(eval_acc=ev["acc"], eval_loss=ev["loss"], eval_split=run.eval_split,
                           eval_seconds=ev["seconds"])
             bar.set_postfix(acc=f"{ev['acc']:.2f}")
@@ -248,7 +260,8 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
         progress.history.append(record)
         store.save(checkpoint_state(identity=identity, fingerprint=built.fingerprint, epoch=epoch,
                                     trainable=_trainable_state(built.model), optimizer=built.optimizer.state_dict(),
-                                    history=progress.history, elapsed=_elapsed(built, progress)))
+                                    history=progress.history, elapsed=_elapsed(built, progress),
+                                    scaler=built.precision.state_dict()))
         atomic_write_jsonl(paths.log, progress.history)
     bar.close()
     return progress
@@ -280,6 +293,7 @@ def record(run: ResolvedRun, built: Built, progress: Progress) -> dict:
                       embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
                       img_size=list(getattr(vit.patch_embed, "img_size", ()))),
         hierarchy=built.hierarchy, versions=package_versions(), device=str(built.device),
+        precision=run.training.precision,
         threads=torch.get_num_threads(), wall_time_s=_elapsed(built, progress),
         resumed_from_epoch=progress.resumed_from, started_at=built.started_at, finished_at=_now(),
         checkpoint=portable_path(run.paths.checkpoint), log=portable_path(run.paths.log), history=progress.history,

@@ -1,7 +1,7 @@
 """The first stage of a run: everything that can be checked before loading data or building the model.
 
-`validate_before_work(run)` checks the method's options (by building its config), the device, the memory limit
-setting, a backbone file (present, header readable), that the results and runs folders can be created and
+`validate_before_work(run)` checks the method's options (by building its config), the device and the precision
+it can run, the memory limit setting, a backbone file (present, header readable), that the results and runs folders can be created and
 written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
 every line parses, labels are in range, images exist and are not empty; images are decoded only when read). Each
 problem is a clear error naming the setting or path, the value and how to fix it.
@@ -16,6 +16,8 @@ from ..data.checks import check_split
 from ..data.folder import TaskLocation, locate_task
 from ..errors import ConfigError
 from ..methods import MethodConfig, get_method
+from ..utils.seed import auto_device
+from .precision import check_precision
 from .resolved import ResolvedRun
 from .resources import check_device, memory_limit
 
@@ -24,6 +26,7 @@ def validate_before_work(run: ResolvedRun) -> TaskLocation:
     """Check `run` before any work; returns where its data is (the build stage reads exactly that folder)."""
     check_method_options(run)
     check_device(run.runtime.device)
+    check_precision(run.training.precision, auto_device(run.runtime.device))
     memory_limit()  # a garbled $SHIPLIB_MEMORY_LIMIT fails now, not after the model is built
     check_backbone_file(run.model.backbone)
     paths = run.paths
