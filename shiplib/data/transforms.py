@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+from ..errors import ConfigError, setting_fix
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,17 +45,19 @@ class ToRGB:
         return "ToRGB()"
 
 
-def _check(preset: str, img_size: int) -> dict:
+def check_preset(preset: str, img_size: int) -> dict:
+    """The preset's settings; an unknown preset or a bad image size is a ConfigError saying how to fix it."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}. Choose one "
+                          f"with {setting_fix('preset', DEFAULT_PRESET)}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0:
-        raise ValueError(f"img_size must be a positive int (e.g. 224), got {img_size!r}")
+        raise ConfigError(f"img_size must be a positive int (e.g. 224), got {img_size!r}")
     return PRESETS[preset]
 
 
 def preset_record(preset: str, img_size: int) -> dict:
     """What the preset does, as a JSON-ready dict to store with results."""
-    p = _check(preset, img_size)
+    p = check_preset(preset, img_size)
     return {"preset": preset, "to_rgb": True, "resize": [img_size, img_size], "interpolation": p["interpolation"],
             "keep_aspect_ratio": False, "augmentation": p["augmentation"], "scale": "[0, 1] then normalise",
             "mean": list(p["mean"]), "std": list(p["std"]), "source": p["source"]}
@@ -61,7 +65,7 @@ def preset_record(preset: str, img_size: int) -> dict:
 
 def build_transform(preset: str, img_size: int) -> T.Compose:
     """PIL image -> normalised float tensor (3, img_size, img_size); identical for train and test."""
-    p = _check(preset, img_size)
+    p = check_preset(preset, img_size)
     return T.Compose([
         ToRGB(),
         T.Resize((img_size, img_size), interpolation=_INTERPOLATION[p["interpolation"]]),
