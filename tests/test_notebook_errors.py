@@ -59,6 +59,9 @@ TABLE = [
     ("ProjectRootError", 'os.environ["SHIPLIB_HOME"] = "{tmp}/nowhere"\ntry:\n    project_root()\nfinally:\n'
                          '    os.environ["SHIPLIB_HOME"] = "{repo}"', ["does not exist"]),
     ("PrepareError", 'prepare_task("mini_mnist", out="{tmp}/prepared")', ["build-mini"]),
+    ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}", "# Parameters\\nepoch = 3\\nlr = 0.5", '
+                              '"check_parameters()"])  # as papermill -p epoch 3 -p lr 0.5 runs it',
+     ["'epoch' (did you mean 'epochs'?)", "-p overrides 'lr=0.5'"]),
     ("LaunchError", "local_slots(0, None, 'cpu')", ["--jobs must be at least 1"]),
     ("SlurmError", "slurm.require()", ["SLURM not found"]),
 ]
@@ -75,6 +78,7 @@ from shiplib.engine.resources import check_memory, estimate_run
 from shiplib.engine.results import read_result
 from shiplib.launch import slurm
 from shiplib.launch.launchers import local_slots
+from shiplib.report import check_parameters
 from shiplib.utils.paths import project_root
 from shiplib.utils.progress import progress_bar"""
 
