@@ -281,3 +281,22 @@ def test_efficiency_figures():
     assert [p.get_width() for p in fig.axes[1].patches] == [2.0, 2.5]
     assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in fig.axes[0].patches] == \
         [figures.METHOD_COLORS["timm"], figures.METHOD_COLORS["ship"]]
+
+
+def test_run_curves_show_evaluations_only_where_they_were_measured(write_fake_result):
+    """Evaluated at epochs 0 and 9 of 10: the eval curves are two points with no line between them (a line would
+    draw accuracies that were never measured); the per-epoch training curves are lines over all 10 epochs."""
+    from shiplib.engine.results import read_result
+
+    result = read_result(write_fake_result("svhn", "ship", 1, 80.0, epochs=10))
+    for h in result["history"][1:-1]:
+        h.update(eval_acc=None, eval_loss=None)  # as a run with eval_every=10 records them
+    fig = figures.plot_run_curves(result)
+    for ax in fig.axes:
+        curves = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+        evals = [ln for label, ln in curves.items() if label.startswith("eval_")]
+        trains = [ln for label, ln in curves.items() if label in ("loss", "ce", "train_acc")]
+        assert len(evals) == 1 and trains
+        assert list(evals[0].get_xdata()) == [0, 9] and evals[0].get_linestyle() == "None"
+        assert evals[0].get_marker() not in (None, "None", "")
+        assert all(len(ln.get_xdata()) == 10 and ln.get_linestyle() == "-" for ln in trains)

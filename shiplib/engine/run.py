@@ -251,7 +251,7 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
                           desc=f"epoch {epoch} {run.eval_split}")
             record.update(eval_acc=ev["acc"], eval_loss=ev["loss"], eval_split=run.eval_split,
                           eval_seconds=ev["seconds"])
-            bar.set_postfix(acc=f"{ev['acc']:.2f}")
+            bar.set_postfix_str(f"acc@epoch {epoch} {ev['acc']:.2f}")  # says which epoch until the next eval
         record["seconds"] = time.perf_counter() - t0
         progress.history.append(record)
         store.save(checkpoint_state(identity=identity, fingerprint=built.fingerprint, epoch=epoch,
