@@ -6,7 +6,7 @@ from .ablations import (ABLATION_VARIANTS, FACTOR_TASKS, FACTORS, REFERENCE, Abl
                         ablation_paired_frame, ablation_plan, ablation_results, ablation_summary, ablation_table,
                         factor_tasks, get_variant, missing_runs, run_ablations, select_variants, sweep_commands,
                         variant_config, variants_frame)
-from .affinity import (adjacent_frame, adjacent_stats_frame, affinity_range, levels_frame, load_affinity_dir,
+from .affinity import (adjacent_frame, adjacent_stats_frame, adjacent_stats_table, affinity_range, levels_frame, load_affinity_dir,
                        task_affinities, task_backbone)
 from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
 from .histories import final_losses, history_frame
@@ -24,7 +24,7 @@ __all__ = [
     "missing_runs", "run_ablations", "select_variants", "sweep_commands", "variant_config", "variants_frame",
     "UnknownParameterError", "check_parameters",
     "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
-    "adjacent_frame", "adjacent_stats_frame", "affinity_range", "levels_frame", "load_affinity_dir",
+    "adjacent_frame", "adjacent_stats_frame", "adjacent_stats_table", "affinity_range", "levels_frame", "load_affinity_dir",
     "task_affinities", "task_backbone",
     "block_patch_tokens", "layer_feature_maps", "sample_images",
     "final_losses", "history_frame",
