@@ -270,7 +270,8 @@ def plot_run_curves(result: dict):
     ax2.set(xlabel="epoch")
     ax2.axhline(result["acc_last"], color="grey", linestyle="--", linewidth=1,
                 label=f"acc_last {result['acc_last']:.2f}")
-    ax2.scatter([result["max_epoch"]], [result["acc_max_over_epochs"]], color="red", zorder=5,
+    ax2.scatter([result["max_epoch"]], [result["acc_max_over_epochs"]], s=150, facecolors="none", edgecolors="red",
+                zorder=5,  # a ring around the evaluation it picks, which stays visible
                 label=f"max {result['acc_max_over_epochs']:.2f} (epoch {result['max_epoch']})")
     ax2.set(ylabel="accuracy (%)", title=f"accuracy (eval split: {result['eval_split']})")
     _legend_below(ax2, ncol=2)
