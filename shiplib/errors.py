@@ -70,7 +70,7 @@ class DataError(ShiplibError, ValueError):
 
 
 class MissingDataError(DataError, FileNotFoundError):
-    """A task's folder or data file is not where the run looks (a FileNotFoundError, as before it was a DataError)."""
+    """A task's folder or data file is not where the run looks; still a FileNotFoundError for callers that catch it."""
 
 
 class StateError(ShiplibError, RuntimeError):

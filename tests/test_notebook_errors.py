@@ -59,8 +59,8 @@ TABLE = [
     ("ProjectRootError", 'os.environ["SHIPLIB_HOME"] = "{tmp}/nowhere"\ntry:\n    project_root()\nfinally:\n'
                          '    os.environ["SHIPLIB_HOME"] = "{repo}"', ["does not exist"]),
     ("PrepareError", 'prepare_task("mini_mnist", out="{tmp}/prepared")', ["build-mini"]),
-    ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}", "# Parameters\\nepoch = 3\\nlr = 0.5", '
-                              '"check_parameters()"])  # as papermill -p epoch 3 -p lr 0.5 runs it',
+    ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}",  # as papermill -p epoch 3 -p lr 0.5\n'
+                              '                  "# Parameters\\nepoch = 3\\nlr = 0.5", "check_parameters()"])',
      ["'epoch' (did you mean 'epochs'?)", "-p overrides 'lr=0.5'"]),
     ("LaunchError", "local_slots(0, None, 'cpu')", ["--jobs must be at least 1"]),
     ("SlurmError", "slurm.require()", ["SLURM not found"]),

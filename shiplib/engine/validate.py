@@ -1,11 +1,11 @@
 """The first stage of a run: everything that can be checked before loading data or building the model.
 
 `validate_before_work(run)` checks the method's options (by building its config), the preprocessing preset, the
-device, the memory limit setting, a backbone file (present, header readable), that the results and runs folders can be created and
-written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
-every line parses, labels are in range, images exist and are not empty; images are decoded only when read), with at
-least one training batch in the training split. Each
-problem is a clear error naming the setting or path, the value and how to fix it.
+device, the memory limit setting, a backbone file (present, header readable), that the results and runs folders can
+be created and written, and that the task's folder and the split lists the run reads are sound
+(`shiplib.data.checks.check_split`: every line parses, labels are in range, images exist and are not empty; images
+are decoded only when read), with at least one training batch in the training split. Each problem is a clear error
+naming the setting or path, the value and how to fix it.
 """
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def check_data(run: ResolvedRun) -> TaskLocation:
     batch, size = run.training.batch_size, sizes[run.train_split]
     if batch > size:
         raise ConfigError(f"batch_size {batch} is larger than the training split {run.task.name}/{run.train_split} "
-                          f"({size} images), so no batch would train. Lower it to at most {size}: {setting_fix('batch_size', size)}.")
+                          f"({size} images), so no batch would train. Lower it to at most {size}: "
+                          f"{setting_fix('batch_size', size)}.")
     return location
 
