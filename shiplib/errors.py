@@ -4,15 +4,18 @@ to fix it, so the command line, the sweep and the notebooks show it as one clean
     ShiplibError    base class; `exit_code` is what `python -m shiplib` exits with
     ConfigError     a run setting, method option, path or command-line option that cannot work   (exit 2)
     DataError       a task's data is missing or broken: list files, labels, images               (exit 2)
+    MissingDataError  a task's folder or data file is not where the run looks (a FileNotFoundError) (exit 2)
     StateError      files left by earlier runs cannot be used: results, checkpoints, caches, locks (exit 1)
     ResourceError   the machine cannot do the run as asked: memory, devices, disk, time          (exit 1)
 
 Each class also derives from the builtin a caller would have caught before (ValueError, RuntimeError), so code
-written against those keeps working. The full traceback is shown with `--debug` or `SHIPLIB_DEBUG=1`.
+written against those keeps working. Where the fix is a setting, the message gives it for the command line and for
+the notebooks (`setting_fix`). The full traceback is shown with `--debug` or `SHIPLIB_DEBUG=1`.
 """
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 #: Set (to anything but "" or "0") to see full tracebacks of ShiplibErrors in notebooks as well.
@@ -66,12 +69,28 @@ class DataError(ShiplibError, ValueError):
     exit_code = 2
 
 
+class MissingDataError(DataError, FileNotFoundError):
+    """A task's folder or data file is not where the run looks; still a FileNotFoundError for callers that catch it."""
+
+
 class StateError(ShiplibError, RuntimeError):
     """A file left by an earlier run (result, checkpoint, cache, lock) cannot be used as it is."""
 
 
 class ResourceError(ShiplibError, RuntimeError):
     """The machine cannot do the run as asked (memory, device, disk, time)."""
+
+
+def setting_fix(key: str, value, flag: str | None = None) -> str:
+    """How to set one run setting on the command line, in a notebook and with papermill, e.g.
+    `--set batch_size=32 (in a notebook: overrides={"batch_size": 32}; papermill: -p overrides 'batch_size=32')`.
+    `flag`: the command line's own option for it, e.g. "--tag" (else `--set key=value`); with a bool value, the
+    flag alone (e.g. "--fresh" for resume=False)."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    cli = (flag if isinstance(value, bool) else f"{flag} {text}") if flag else f"--set {key}={text}"
+    literal = json.dumps(value) if isinstance(value, str) else repr(value)  # Python, with JSON's quotes
+    return (f"{cli} (in a notebook: overrides={{{json.dumps(key)}: {literal}}}; "
+            f"papermill: -p overrides '{key}={text}')")
 
 
 def reported_errors() -> tuple[type[BaseException], ...]:
@@ -97,5 +116,5 @@ def message(error: BaseException) -> str:
     return text
 
 
-__all__ = ["ShiplibError", "ConfigError", "DataError", "StateError", "ResourceError", "DEBUG_ENV", "debug_enabled",
-           "reported_errors", "exit_code", "message"]
+__all__ = ["ShiplibError", "ConfigError", "DataError", "MissingDataError", "StateError", "ResourceError",
+           "DEBUG_ENV", "debug_enabled", "setting_fix", "reported_errors", "exit_code", "message"]

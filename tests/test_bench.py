@@ -308,3 +308,28 @@ def test_every_variant_runs_at_the_asked_precision():
                      memory=False)["precision"] == "fp32"
     with pytest.raises(SystemExit, match="tf32 needs a CUDA GPU"):
         main(["bench", "--method", "linear", "--precision", "tf32", "--no-progress"])
+
+
+def test_the_efficiency_notebook_says_which_settings_it_benchmarks():
+    """The intro's list of settings is what `efficiency_table` builds (defaults, bench options, a 100-class head)."""
+    import inspect
+
+    import nbformat
+
+    from shiplib import method_options
+    from shiplib.backbones import create_backbone
+    from shiplib.data import get_task, list_tasks
+
+    intro = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "efficiency.ipynb", 4).cells[0].source
+    intro = " ".join(intro.split())
+    assert inspect.signature(bench.efficiency_table).parameters["num_classes"].default == 100
+    assert "100-class head" in intro
+    assert method_options("vpt_deep")["num_prompts"] == method_options("spt")["num_prompts"] == 50
+    assert method_options("sep")["num_prompts"] == 16 and method_options("ship")["prompt_length"] == 50
+    assert "50 prompt tokens for VPT and SPT" in intro and "16 for SEP" in intro and "SHIP with K=50" in intro
+    vit = create_backbone("mini", pretrained=False)
+    assert get_method("spt").bench_options(vit) == {"init": "random"} and "initialised at random" in intro
+    ship = get_method("ship").bench_options(vit)
+    assert ship["prompt_length"] == 50 and tuple(ship["prototypes"].shape)[0] == 200 and "200 attribute" in intro
+    classes = [get_task(t).num_classes for t in list_tasks(benchmark="mini")]
+    assert f"({min(classes)} to {max(classes)} classes)" in intro

@@ -1,4 +1,6 @@
 """Affinity data, feature maps and figures: real tiny backbone and task, shapes, values and axes."""
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,8 +15,9 @@ from shiplib.backbones import create_backbone  # noqa: E402
 from shiplib.data import build_dataset  # noqa: E402
 from shiplib.hierarchy import (extract_block_features, inter_layer_affinity, save_affinity,  # noqa: E402
                                semantic_levels)
-from shiplib.report import (adjacent_frame, adjacent_stats_frame, affinity_range, history_frame,  # noqa: E402
-                            layer_feature_maps, levels_frame, load_affinity_dir, sample_images, task_affinities)
+from shiplib.report import (adjacent_frame, adjacent_stats_frame, adjacent_stats_table, affinity_range,  # noqa: E402
+                            history_frame, layer_feature_maps, levels_frame, load_affinity_dir, sample_images,
+                            task_affinities)
 from shiplib.report import figures  # noqa: E402
 
 
@@ -85,6 +88,16 @@ def test_adjacent_and_levels_frames(affinities):
     assert lv[lv.threshold == 1.0]["n_levels"].eq(6).all()
     lo, hi = affinity_range(affinities)
     assert lo < hi < 1.0
+
+
+def test_adjacent_stats_table_has_one_number_format(affinities):
+    """Rows mean/std/var, one column per adjacent pair, every cell with 3 decimals, however small the variance."""
+    table = adjacent_stats_table(affinities)
+    assert list(table.index) == ["mean", "std", "var"] and list(table.columns) == [f"{i}→{i + 1}" for i in range(5)]
+    cells = [v for row in table.itertuples(index=False) for v in row]
+    assert all(isinstance(v, str) and re.fullmatch(r"\d\.\d{3}", v) for v in cells), table
+    stats = adjacent_stats_frame(affinities)
+    assert table.loc["mean"].tolist() == [f"{v:.3f}" for v in stats["mean"]]
 
 
 def test_feature_maps_shapes_values_and_determinism(tiny_task_root, tiny_vit_file):
@@ -281,3 +294,22 @@ def test_efficiency_figures():
     assert [p.get_width() for p in fig.axes[1].patches] == [2.0, 2.5]
     assert [matplotlib.colors.to_hex(p.get_facecolor()) for p in fig.axes[0].patches] == \
         [figures.METHOD_COLORS["timm"], figures.METHOD_COLORS["ship"]]
+
+
+def test_run_curves_show_evaluations_only_where_they_were_measured(write_fake_result):
+    """Evaluated at epochs 0 and 9 of 10: the eval curves are two points with no line between them (a line would
+    draw accuracies that were never measured); the per-epoch training curves are lines over all 10 epochs."""
+    from shiplib.engine.results import read_result
+
+    result = read_result(write_fake_result("svhn", "ship", 1, 80.0, epochs=10))
+    for h in result["history"][1:-1]:
+        h.update(eval_acc=None, eval_loss=None)  # as a run with eval_every=10 records them
+    fig = figures.plot_run_curves(result)
+    for ax in fig.axes:
+        curves = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+        evals = [ln for label, ln in curves.items() if label.startswith("eval_")]
+        trains = [ln for label, ln in curves.items() if label in ("loss", "ce", "train_acc")]
+        assert len(evals) == 1 and trains
+        assert list(evals[0].get_xdata()) == [0, 9] and evals[0].get_linestyle() == "None"
+        assert evals[0].get_marker() not in (None, "None", "")
+        assert all(len(ln.get_xdata()) == 10 and ln.get_linestyle() == "-" for ln in trains)

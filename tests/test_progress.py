@@ -1,6 +1,7 @@
 """Progress bars: widgets in JupyterLab, plain lines (no carriage returns) under papermill, nbval and logs."""
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,19 @@ def test_bars_off_draws_nothing_inside_and_restores_the_mode(monkeypatch, before
     assert out.getvalue() == "" and progress.os.environ.get(progress.ENV) == before
     with progress.bars_off(False):
         assert progress.os.environ.get(progress.ENV) == before
+
+
+def test_a_run_bar_names_the_epoch_of_its_last_accuracy(monkeypatch, capsys, tiny_task_root, tiny_vit_file, tmp_path):
+    """Evaluated at epochs 0 and 2 of 3: the line of epoch 2 (count 2/3) still shows epoch 0's accuracy, and says so."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _engine_helpers import tiny_cfg
+    from shiplib.engine import run_experiment
+
+    monkeypatch.setenv(progress.ENV, "lines")
+    run_experiment(tiny_cfg(tiny_task_root, tiny_vit_file, tmp_path, method="linear", eval_every=2, progress=True))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("svhn/linear/seed3: ")]
+    assert [ln.split(" [")[0].split(": ")[1] for ln in lines] == ["0/3", "1/3", "2/3", "3/3"]
+    assert re.search(r", acc@epoch 0 \d+\.\d\d\]$", lines[2]) and re.search(r", acc@epoch 2 \d+\.\d\d\]$", lines[3])
+    assert not any("acc=" in ln for ln in lines)

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, MissingDataError
 from ..utils.paths import ProjectRootError, project_root
 from .checks import DECODE_ERRORS, check_split, check_split_name, check_task_folder, checked_samples
 from .image_cache import MEMORY_BYTES, DecodedImages, Normalize, cache_key
@@ -136,10 +136,10 @@ def locate_task(task: str, root: str | os.PathLike | None = None) -> TaskLocatio
             unknown_default = f" The default folder is unknown: {e}"
     names = ", ".join(f"{n}/" for n in _folder_names(spec))
     hint = prepare_hint(spec, roots[0][0] if roots else None)
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{spec.benchmark} task {spec.name!r} not found: looked for {names} in {where}.{unknown_default} "
-        f"{hint[0].upper()}{hint[1:]}, or set ${ENV_ROOT} "
-        f"(or pass root=...) to the folder that holds {spec.name}/train800.txt.")
+        f"{hint[0].upper()}{hint[1:]}, or name the folder that holds {spec.name}/train800.txt: --data-root DIR "
+        f"(in a notebook: data_root=\"DIR\"; papermill: -p data_root DIR; in code: root=DIR) or ${ENV_ROOT}=DIR.")
 
 
 def resolve_task_dir(task: str, root: str | os.PathLike | None = None) -> Path:

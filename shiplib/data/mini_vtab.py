@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import MissingDataError
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.progress import progress_bar
 from .mini import clevr, dsprites, ihc, mnist, textures
@@ -263,7 +264,7 @@ def resolve_mini_tasks(tasks: list[str] | tuple[str, ...] | str | None) -> list[
 def read_manifest(out_dir: str | os.PathLike = DEFAULT_OUT) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; build mini-VTAB with `python -m shiplib.data build-mini`")
+        raise MissingDataError(f"{path} is missing; build mini-VTAB with `python -m shiplib.data build-mini`")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

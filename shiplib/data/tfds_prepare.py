@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
+from ..errors import ShiplibError
 from ..utils.progress import progress_bar
 from .folder import default_root
 from .tasks import TaskSpec, get_task, list_tasks
@@ -51,7 +52,7 @@ GENERATION_NEEDS = {
 PIP_NAMES = {"tensorflow": "tensorflow-cpu", "cv2": "opencv-python-headless", "importlib_resources": "importlib-resources"}
 
 
-class PrepareError(RuntimeError):
+class PrepareError(ShiplibError, RuntimeError):
     """A preparation problem the user can fix; the CLI prints its message without a traceback."""
 
 

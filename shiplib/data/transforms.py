@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+from ..errors import ConfigError, setting_fix
 from ..utils.checks import positive_int
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,16 +46,18 @@ class ToRGB:
         return "ToRGB()"
 
 
-def _check(preset: str, img_size: int) -> dict:
+def check_preset(preset: str, img_size: int) -> dict:
+    """The preset's settings; an unknown preset or a bad image size is a ConfigError saying how to fix it."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preprocessing preset {preset!r}; valid presets: {', '.join(PRESETS)}. Choose one "
+                          f"with {setting_fix('preset', DEFAULT_PRESET)}")
     positive_int("img_size", img_size)
     return PRESETS[preset]
 
 
 def preset_record(preset: str, img_size: int) -> dict:
     """What the preset does, as a JSON-ready dict to store with results."""
-    p = _check(preset, img_size)
+    p = check_preset(preset, img_size)
     return {"preset": preset, "to_rgb": True, "resize": [img_size, img_size], "interpolation": p["interpolation"],
             "keep_aspect_ratio": False, "augmentation": p["augmentation"], "scale": "[0, 1] then normalise",
             "mean": list(p["mean"]), "std": list(p["std"]), "source": p["source"]}
@@ -62,11 +65,11 @@ def preset_record(preset: str, img_size: int) -> dict:
 
 def resize_transform(preset: str, img_size: int) -> T.Compose:
     """PIL image -> RGB PIL image at img_size x img_size: the part of the preset the decoded-image cache keeps."""
-    p = _check(preset, img_size)
+    p = check_preset(preset, img_size)
     return T.Compose([ToRGB(), T.Resize((img_size, img_size), interpolation=_INTERPOLATION[p["interpolation"]])])
 
 
 def build_transform(preset: str, img_size: int) -> T.Compose:
     """PIL image -> normalised float tensor (3, img_size, img_size); identical for train and test."""
-    p = _check(preset, img_size)
+    p = check_preset(preset, img_size)
     return T.Compose([*resize_transform(preset, img_size).transforms, T.ToTensor(), T.Normalize(p["mean"], p["std"])])

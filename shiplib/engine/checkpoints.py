@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, ResourceError
+from ..errors import ConfigError, ResourceError, setting_fix
 from ..utils.io import atomic_torch_save, move_aside
 from .resolved import identity_diff
 
@@ -50,7 +50,7 @@ class CheckpointStore:
             if state["identity"] != identity or state["backbone_fingerprint"] != fingerprint:
                 diff = identity_diff(state["identity"], identity) or "the backbone weights changed"
                 raise ConfigError(f"checkpoint {path} belongs to another configuration ({diff}). "
-                                  "Delete its folder, or start over with resume=False (--fresh).")
+                                  f"Delete its folder, or start over: {setting_fix('resume', False, '--fresh')}.")
             return state, path
         return None
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ShiplibError
+from ..errors import ConfigError, ShiplibError, setting_fix
 from ..utils.progress import progress_bar
 from .precision import Precision
 from .resources import log_epoch_time
@@ -76,7 +76,7 @@ def train_one_epoch(
     correct = seen = steps = 0
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise ValueError("the training loader yields no batch: the training split is smaller than the batch size "
+        raise ConfigError("the training loader yields no batch: the training split is smaller than the batch size "
                          "(drop_last=True); lower batch_size")
     lrs, step_loss, step_ce = [], [], []
     groups = trainable_groups(model)
@@ -96,7 +96,7 @@ def train_one_epoch(
                 loss = loss + weights.get(name, 1.0) * value
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
-                                     "lower the learning rate (--set lr=...)")
+                                     f"lower the learning rate, e.g. {setting_fix('lr', float(f'{lr / 10:.2g}'))}")
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss, optimizer)  # fp16: gradients unscaled here, so their norms are true values
         for part, norm in _grad_norms(groups).items():

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, ResourceError
+from ..errors import ConfigError, ResourceError, setting_fix
 from ..utils.checks import positive_int
 
 log = logging.getLogger(__name__)
@@ -243,10 +243,10 @@ def check_memory(estimate: Estimate, device: torch.device | str = "cpu", budget:
     fit = estimate.largest_batch(budget)
     if fit >= 1 and estimate.complete:
         smaller = dataclasses.replace(estimate, batch_size=min(fit, estimate.batch_size))
-        advice = (f"lower batch_size (--set batch_size={smaller.batch_size} needs about "
-                  f"{format_bytes(smaller.total_bytes)})")
+        advice = (f"lower batch_size to {smaller.batch_size} (it needs about {format_bytes(smaller.total_bytes)}): "
+                  f"{setting_fix('batch_size', smaller.batch_size)}")
     elif fit >= 1:  # the probe stopped early: its figure per image is a lower bound
-        advice = f"lower batch_size to {fit} at most (--set batch_size=…), or use fewer prompt tokens"
+        advice = f"lower batch_size to {fit} at most, {setting_fix('batch_size', fit)}, or use fewer prompt tokens"
     else:
         advice = "even batch_size=1 does not fit: use fewer prompt tokens (e.g. a smaller K) or a smaller img_size"
     need = ("at least " if not estimate.complete else "about ") + format_bytes(estimate.total_bytes)

@@ -33,7 +33,7 @@ import torch
 from .. import __version__
 from ..backbones import create_backbone
 from ..data.folder import TaskLocation, VtabFolderDataset, build_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_fix
 from ..methods import build_model, get_method
 from ..params import count_parameters
 from ..utils.io import atomic_write_jsonl
@@ -79,8 +79,9 @@ def reuse_or_refuse(run: ResolvedRun, force: bool = False) -> dict | None:
     identity = run.identity()
     if previous.get("identity") != identity:
         raise ConfigError(f"{path} holds a run with another configuration "
-                          f"({identity_diff(previous.get('identity', {}), identity)}). Name this variant with a tag "
-                          "(--tag / tag=...), or overwrite with --force.")
+                          f"({identity_diff(previous.get('identity', {}), identity)}). Name this variant with a tag: "
+                          f"{setting_fix('tag', 'e2', '--tag')}; or overwrite it: --force (in a notebook: "
+                          "run_experiment(cfg, force=True)), or delete the file.")
     stale = stale_backbone(previous)
     if stale is not None:
         raise ConfigError(f"{path} is out of date: {stale}. Re-run it with --force (force=True) or delete the file.")
@@ -255,7 +256,7 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
                           desc=f"epoch {epoch} {run.eval_split}", precision=built.precision)
             record.update(eval_acc=ev["acc"], eval_loss=ev["loss"], eval_split=run.eval_split,
                           eval_seconds=ev["seconds"])
-            bar.set_postfix(acc=f"{ev['acc']:.2f}")
+            bar.set_postfix_str(f"acc@epoch {epoch} {ev['acc']:.2f}")  # says which epoch until the next eval
         record["seconds"] = time.perf_counter() - t0
         progress.history.append(record)
         store.save(checkpoint_state(identity=identity, fingerprint=built.fingerprint, epoch=epoch,

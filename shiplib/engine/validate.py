@@ -1,10 +1,11 @@
 """The first stage of a run: everything that can be checked before loading data or building the model.
 
-`validate_before_work(run)` checks the method's options (by building its config), the device and the precision
-it can run, the memory limit setting, a backbone file (present, header readable), that the results and runs folders can be created and
-written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
-every line parses, labels are in range, images exist and are not empty; images are decoded only when read). Each
-problem is a clear error naming the setting or path, the value and how to fix it.
+`validate_before_work(run)` checks the method's options (by building its config), the preprocessing preset, the
+device and the precision it can run, the memory limit setting, a backbone file (present, header readable), that the
+results and runs folders can be created and written, and that the task's folder and the split lists the run reads
+are sound (`shiplib.data.checks.check_split`: every line parses, labels are in range, images exist and are not
+empty; images are decoded only when read), with at least one training batch in the training split. Each problem is
+a clear error naming the setting or path, the value and how to fix it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from ..backbones.loading import check_backbone_file
 from ..data.checks import check_split
 from ..data.folder import TaskLocation, locate_task
-from ..errors import ConfigError
+from ..data.transforms import check_preset
+from ..errors import ConfigError, setting_fix
 from ..methods import MethodConfig, get_method
 from ..utils.seed import auto_device
 from .precision import check_precision
@@ -25,6 +27,7 @@ from .resources import check_device, memory_limit
 def validate_before_work(run: ResolvedRun) -> TaskLocation:
     """Check `run` before any work; returns where its data is (the build stage reads exactly that folder)."""
     check_method_options(run)
+    check_preset(run.model.preset, run.model.img_size)
     check_device(run.runtime.device)
     check_precision(run.training.precision, auto_device(run.runtime.device))
     memory_limit()  # a garbled $SHIPLIB_MEMORY_LIMIT fails now, not after the model is built
@@ -65,9 +68,15 @@ def check_writable_folder(folder: Path, what: str, setting: str, flag: str) -> N
 
 
 def check_data(run: ResolvedRun) -> TaskLocation:
-    """The task's folder, with the list files of the run's two splits sound (labels in range, images present)."""
+    """The task's folder, with the list files of the run's two splits sound (labels in range, images present) and
+    the training split holding at least one batch (training drops the last, incomplete batch)."""
     location = locate_task(run.task.name, run.runtime.data_root)
-    for split in dict.fromkeys((run.train_split, run.eval_split)):
-        check_split(location.task_dir, split, num_classes=run.task.num_classes)
+    sizes = {split: len(check_split(location.task_dir, split, num_classes=run.task.num_classes))
+             for split in dict.fromkeys((run.train_split, run.eval_split))}
+    batch, size = run.training.batch_size, sizes[run.train_split]
+    if batch > size:
+        raise ConfigError(f"batch_size {batch} is larger than the training split {run.task.name}/{run.train_split} "
+                          f"({size} images), so no batch would train. Lower it to at most {size}: "
+                          f"{setting_fix('batch_size', size)}.")
     return location
 

@@ -6,10 +6,11 @@ from .ablations import (ABLATION_VARIANTS, FACTOR_TASKS, FACTORS, REFERENCE, Abl
                         ablation_paired_frame, ablation_plan, ablation_results, ablation_summary, ablation_table,
                         factor_tasks, get_variant, missing_runs, run_ablations, select_variants, sweep_commands,
                         variant_config, variants_frame)
-from .affinity import (adjacent_frame, adjacent_stats_frame, affinity_range, levels_frame, load_affinity_dir,
+from .affinity import (adjacent_frame, adjacent_stats_frame, adjacent_stats_table, affinity_range, levels_frame, load_affinity_dir,
                        task_affinities, task_backbone)
 from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
 from .histories import final_losses, history_frame
+from .parameters import UnknownParameterError, check_parameters
 from .paired import PairedComparison, matched_pairs, paired_comparison, paired_table
 from .notebook import cli_command, describe_config, pick_tasks, setup_notebook, suggest_thresholds
 from .tuning import lr_grid, selected_lr
@@ -21,8 +22,9 @@ __all__ = [
     "ABLATION_VARIANTS", "FACTOR_TASKS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_paired",
     "ablation_paired_frame", "ablation_plan", "ablation_results", "ablation_summary", "ablation_table", "factor_tasks", "get_variant",
     "missing_runs", "run_ablations", "select_variants", "sweep_commands", "variant_config", "variants_frame",
+    "UnknownParameterError", "check_parameters",
     "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
-    "adjacent_frame", "adjacent_stats_frame", "affinity_range", "levels_frame", "load_affinity_dir",
+    "adjacent_frame", "adjacent_stats_frame", "adjacent_stats_table", "affinity_range", "levels_frame", "load_affinity_dir",
     "task_affinities", "task_backbone",
     "block_patch_tokens", "layer_feature_maps", "sample_images",
     "final_losses", "history_frame",

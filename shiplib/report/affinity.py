@@ -17,6 +17,7 @@ from ..data import build_dataset, get_task
 from ..engine.defaults import BENCHMARK_DEFAULTS
 from ..hierarchy import (adjacent_affinity_stats, extract_block_features, inter_layer_affinity, level_of_block,
                          load_affinity, threshold_sweep)
+from .tables import format_numbers
 
 
 def benchmark_backbone(task: str, backbone=None, img_size: int | None = None) -> tuple:
@@ -77,6 +78,15 @@ def adjacent_stats_frame(affinities: dict, ddof: int = 0) -> pd.DataFrame:
     n = len(stats["mean"])
     return pd.DataFrame(dict(block=range(n), pair=[f"{i}→{i + 1}" for i in range(n)], mean=stats["mean"],
                              var=stats["var"], std=stats["std"], tasks=len(stats["tasks"])))
+
+
+def adjacent_stats_table(affinities: dict, decimals: int = 3) -> pd.DataFrame:
+    """Fig. 1(c)'s numbers for reading: mean, std and variance over tasks (rows) of A[i, i+1] per adjacent pair
+    (columns), every cell with `decimals` decimals: one number format for the whole table (pandas would pick one
+    per column, mixing 0.93 with 9.49e-01). Three decimals by default: other CPUs compute affinities within
+    ±1e-4 (`shiplib.repro`)."""
+    frame = adjacent_stats_frame(affinities).set_index("pair")[["mean", "std", "var"]].T
+    return format_numbers(frame, decimals)
 
 
 def levels_frame(affinities: dict, thresholds) -> pd.DataFrame:

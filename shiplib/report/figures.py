@@ -246,22 +246,32 @@ def _legend_below(ax, ncol: int, fontsize: float = 8):
               frameon=False)
 
 
+def _measured_curves(ax, hist: pd.DataFrame, columns) -> None:
+    """Per-epoch training curves as lines; evaluation curves (`eval_*`) as markers at the evaluated epochs only: a
+    line between two evaluations would draw values that were never measured."""
+    for col in [c for c in columns if c in hist and hist[c].notna().any()]:
+        points = hist[["epoch", col]].dropna()
+        if col.startswith("eval_"):
+            ax.plot(points["epoch"], points[col], linestyle="none", marker="o", label=f"{col} (evaluated epochs)")
+        else:
+            ax.plot(points["epoch"], points[col], marker=".", label=col)
+
+
 def plot_run_curves(result: dict):
-    """One run: training losses (left) and training/evaluation accuracy (right) per epoch."""
+    """One run: training losses (left) and training/evaluation accuracy (right) per epoch; evaluations are
+    points at the epochs where the model was evaluated."""
     hist = pd.DataFrame(result["history"])
     fig, axes = _figure(1, 2, figsize=(PAGE_WIDTH, 4.0))
     ax1, ax2 = axes[0]
-    loss_cols = [c for c in ("loss", "ce", "pml", "eval_loss") if c in hist and hist[c].notna().any()]
-    long = hist.melt(id_vars="epoch", value_vars=loss_cols, var_name="curve").dropna()
-    sns.lineplot(data=long, x="epoch", y="value", hue="curve", marker=".", ax=ax1)
-    ax1.set(ylabel="loss", title="losses (train: epoch mean; eval: CE)")
-    _legend_below(ax1, ncol=len(loss_cols))
-    acc = hist.melt(id_vars="epoch", value_vars=[c for c in ("train_acc", "eval_acc") if c in hist],
-                    var_name="curve").dropna()
-    sns.lineplot(data=acc, x="epoch", y="value", hue="curve", marker="o", ax=ax2)
+    _measured_curves(ax1, hist, ("loss", "ce", "pml", "eval_loss"))
+    ax1.set(xlabel="epoch", ylabel="loss", title="losses (train: epoch mean; eval: CE)")
+    _legend_below(ax1, ncol=2)
+    _measured_curves(ax2, hist, ("train_acc", "eval_acc"))
+    ax2.set(xlabel="epoch")
     ax2.axhline(result["acc_last"], color="grey", linestyle="--", linewidth=1,
                 label=f"acc_last {result['acc_last']:.2f}")
-    ax2.scatter([result["max_epoch"]], [result["acc_max_over_epochs"]], color="red", zorder=5,
+    ax2.scatter([result["max_epoch"]], [result["acc_max_over_epochs"]], s=150, facecolors="none", edgecolors="red",
+                zorder=5,  # a ring around the evaluation it picks, which stays visible
                 label=f"max {result['acc_max_over_epochs']:.2f} (epoch {result['max_epoch']})")
     ax2.set(ylabel="accuracy (%)", title=f"accuracy (eval split: {result['eval_split']})")
     _legend_below(ax2, ncol=2)

@@ -312,9 +312,9 @@ def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "ac
 def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
     """One run's headline numbers as a two-column table (value, meaning).
 
-    With `committed_dir`, an accuracy that reproduces the committed run with the same settings (within
-    `shiplib.repro`'s tolerance) reads "reproduces <committed value> (±tolerance)": the same text on every machine
-    that reproduces it (the exact value is in the result file). The wall time is rendered as `<number> s`. No
+    With `committed_dir`, an accuracy of a run that the committed results hold with the same settings reads
+    "measured <value>, reference <committed value> ±<tolerance> (reproduced)", or "(not reproduced: beyond the
+    tolerance)", by `shiplib.repro`'s cross-machine tolerance. The wall time is rendered as `<number> s`. No
     paths, dates or host names.
     """
     committed = committed_twin(result, committed_dir)[1] if committed_dir is not None else None
@@ -324,8 +324,8 @@ def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
             return round(result[metric], 2)
         check = repro.compare(metric, "accuracy", result[metric], committed[metric], result["method"])
         tol = repro.tolerance("accuracy", result["method"]).describe()
-        return (f"reproduces {committed[metric]:.2f} ({tol})" if check.ok
-                else f"{result[metric]:.2f} (committed run: {committed[metric]:.2f}, beyond {tol})")
+        verdict = "reproduced" if check.ok else "not reproduced: beyond the tolerance"
+        return f"measured {result[metric]:.2f}, reference {committed[metric]:.2f} {tol} ({verdict})"
 
     best = "" if committed is not None else f"; best at epoch {result['max_epoch']}"
     params = result.get("parameters") or {}

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import ConfigError
+
 ENV_HOME = "SHIPLIB_HOME"
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-class ProjectRootError(FileNotFoundError):
+class ProjectRootError(ConfigError, FileNotFoundError):
     """The project folder cannot be found, or `$SHIPLIB_HOME` names something that is not a folder."""
 
 

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 from tqdm import std as _std
 
+from ..errors import ConfigError
+
 MODES = ("auto", "widgets", "terminal", "lines", "off")
 ENV = "SHIPLIB_PROGRESS"
 #: The shape of a ``lines`` bar; the part in brackets (times, rates, postfix) varies from run to run.
@@ -45,7 +47,8 @@ def progress_mode() -> str:
     """The mode in force: ``$SHIPLIB_PROGRESS`` if set (and not ``auto``), else what suits this process."""
     mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if mode not in MODES:
-        raise ValueError(f"${ENV}={os.environ[ENV]!r} is not a progress mode; valid: {', '.join(MODES)}")
+        raise ConfigError(f"${ENV}={os.environ[ENV]!r} is not a progress mode; valid: {', '.join(MODES)}. Set it to "
+                          f"one of them or unset it (in a notebook: %env {ENV}=lines, then run the cell again)")
     if mode != "auto":
         return mode
     if _in_kernel():
