@@ -62,6 +62,9 @@ TABLE = [
     ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}",  # as papermill -p epoch 3 -p lr 0.5\n'
                               '                  "# Parameters\\nepoch = 3\\nlr = 0.5", "check_parameters()"])',
      ["'epoch' (did you mean 'epochs'?)", "-p overrides 'lr=0.5'"]),
+    ("PrecisionError", 'run_experiment(RunConfig(task="mini_mnist", method="linear", precision="tf32", device="cpu", '
+                       + OUT + '))', ["tf32 needs a CUDA GPU", 'overrides={{"precision": "fp32"}}',
+                                      "--precision fp32"]),
     ("LaunchError", "local_slots(0, None, 'cpu')", ["--jobs must be at least 1"]),
     ("SlurmError", "slurm.require()", ["SLURM not found"]),
 ]

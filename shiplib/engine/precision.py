@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, setting_fix
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DEFAULT_PRECISION = "fp32"
@@ -39,7 +39,7 @@ def check_precision(precision: str, device: torch.device | str) -> None:
     without it, an autocast dtype the device's autocast does not support)."""
     check_precision_name(precision)
     device = torch.device(device)
-    fix = "use --precision fp32 (or bf16 where supported)"
+    fix = f"use {setting_fix('precision', 'fp32', flag='--precision')}, or bf16 where supported"
     if precision == "tf32":
         if device.type != "cuda":
             raise PrecisionError(f"precision tf32 needs a CUDA GPU of the Ampere generation or newer; device "
@@ -52,7 +52,7 @@ def check_precision(precision: str, device: torch.device | str) -> None:
         native_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
         if precision == "bf16" and not native_bf16:
             raise PrecisionError(f"precision bf16 needs a GPU with bfloat16 support (Ampere or newer); "
-                                 f"{torch.cuda.get_device_name(device)} has none: use --precision fp16 or fp32")
+                                 f"{torch.cuda.get_device_name(device)} has none: {fix}")
         problem = _autocast_problem(device, _AUTOCAST_DTYPES[precision])
         if problem:
             raise PrecisionError(f"precision {precision} cannot run on device {device} ({problem}): "
