@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -147,6 +148,19 @@ def finished(*extra: str, method: str = "linear") -> Callable[[Ctx], None]:
     """A finished toy run (made in-process; a setup, not part of the case)."""
     def setup(ctx: Ctx) -> None:
         assert shiplib_main(ctx.run(*extra, method=method)) == 0
+
+    return setup
+
+
+def edit_result(**changes) -> Callable[[Ctx], None]:
+    """A finished toy run whose result file then gets `changes` (impossible values a reader must refuse)."""
+    def setup(ctx: Ctx) -> None:
+        finished()(ctx)
+        p = ctx.path(RESULT)
+        r = json.loads(p.read_text())
+        for key, value in changes.items():
+            r[key] = value(r) if callable(value) else value
+        p.write_text(json.dumps(r))
 
     return setup
 
@@ -291,6 +305,38 @@ CASES = [
          disk=all_of(kept_aside(RESULT, RESULT + ".corrupt"), has_result(RESULT.replace("seed1", "seed2")))),
     Case("sweep-one-cell-fails-others-go-on", lambda c: c.sweep(tasks=("svhn", "dtd")), 1,
          ("dtd", "FAILED", "not found", "1 run, 0 skipped, 1 failed"), disk=has_result()),
+    # --- impossible results: corrupt like a truncated file (named, moved aside, run again; readers skip them) ---
+    Case("result-acc-nan", lambda c: c.run(), 0, ("seed1.json", "acc_last is nan", "seed1.json.corrupt"),
+         setup=edit_result(acc_last=float("nan")), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-250", lambda c: c.run(), 0, ("seed1.json", "acc_last is 250", "[0, 100]"),
+         setup=edit_result(acc_last=250.0), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-max-negative", lambda c: c.run(), 0, ("acc_max_over_epochs is -3",),
+         setup=edit_result(acc_max_over_epochs=-3.0), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-schema-99", lambda c: c.run(), 0, ("seed1.json", "schema version is 99"),
+         setup=edit_result(schema=99), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-history-short", lambda c: c.run(), 0, ("seed1.json", "history holds epochs []"),
+         setup=edit_result(history=[]), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-history-not-last-acc", lambda c: c.run(), 0, ("is not the last epoch's accuracy",),
+         setup=edit_result(acc_last=lambda r: r["acc_last"] / 2 + 1), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-250-status", lambda c: c.status(), 0, ("corrupt", "[0, 100]"),
+         setup=edit_result(acc_last=250.0), disk=unchanged),
+    Case("result-acc-nan-dry-run", lambda c: c.sweep("--dry-run"), 0, ("unreadable result", "1 to run"),
+         setup=edit_result(acc_last=float("nan")), disk=unchanged),
+    # --- lock files that hold no lock: stale at once, named and taken over ---
+    Case("lock-null-run", lambda c: c.run(), 0, ("lock.json", "holds null, not a lock"),
+         setup=write(f"{WORK}/lock.json", "null"), disk=has_result()),
+    Case("lock-list-run", lambda c: c.run(), 0, ("lock.json", "[1, 2]"),
+         setup=write(f"{WORK}/lock.json", "[1,2]"), disk=has_result()),
+    Case("lock-string-run", lambda c: c.run(), 0, ("lock.json", '"me"'),
+         setup=write(f"{WORK}/lock.json", '"me"'), disk=has_result()),
+    Case("lock-number-status", lambda c: c.status(), 0, ("failed", "holds 42, not a lock"),
+         setup=write(f"{WORK}/lock.json", "42"), disk=unchanged),
+    Case("lock-object-without-owner-sweep", lambda c: c.sweep(), 0, ("lock.json", "not a lock", "1 run, 0 skipped"),
+         setup=write(f"{WORK}/lock.json", '{"a": 1}'), disk=has_result()),
+    Case("lock-being-written", lambda c: c.run(), 1, ("lock.json", "writing its lock"),
+         setup=write(f"{WORK}/lock.json", "")),
+    Case("failed-record-not-an-object-status", lambda c: c.status(), 0, ("pending",),
+         setup=write(f"{WORK}/failed.json", "[1]"), disk=unchanged),
     # --- checkpoints that cannot be read: kept aside, the run starts over (or from the previous checkpoint) ---
     Case("checkpoint-truncated", lambda c: c.run(), 0, ("checkpoint.pt",),
          setup=steps(write(f"{WORK}/checkpoint.pt", b"PK\x03\x04" + bytes(200)), ),
@@ -669,3 +715,87 @@ def test_unreadable_results_are_skipped_by_readers(tmp_path, write_fake_result, 
     frame = load_results(tmp_path / "results")
     assert list(frame["seed"]) == [1] and "seed2.json" in caplog.text
     assert not is_finished(bad, {}) and bad.is_file()  # a reader names it, it does not move it
+
+
+# ----- results are never overwritten by another run -----
+def test_concurrent_runs_in_other_runs_folders_keep_one_result(ctx):
+    """Two `run` processes for one cell with other settings, sharing --results but not --runs: the first result
+    is kept, the other run is refused in one line naming both (at its start or when it writes)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def start(runs: str, *extra: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "shiplib", *ctx.run("--runs", str(ctx.root / runs), *extra)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    slow = start("runs_slow", "--epochs", "6", "--set", "lr=0.2")
+    log = ctx.root / "runs_slow" / WORK.partition("/")[2] / "log.jsonl"
+    while not log.exists() and slow.poll() is None:  # the slow run has checked for a result and is training
+        time.sleep(0.05)
+    fast = start("runs_fast", "--set", "lr=0.1")
+    outs = {name: (p.wait(timeout=300), *p.communicate()) for name, p in (("fast", fast), ("slow", slow))}
+    assert all(TRACEBACK not in err for _, _, err in outs.values()), outs
+    codes = {name: rc for name, (rc, _, _) in outs.items()}
+    winner = min(codes, key=codes.get)
+    assert sorted(codes.values()) == [0, 1] or sorted(codes.values()) == [0, 2], outs
+    loser_err = outs[max(codes, key=codes.get)][2]
+    assert len([line for line in loser_err.splitlines() if line.startswith("error:")]) == 1, loser_err
+    assert "seed1.json" in loser_err and ("while this run" in loser_err or "another configuration" in loser_err)
+    if "while this run" in loser_err:
+        assert "runs_slow" in loser_err and "runs_fast" in loser_err  # both runs named
+    results = list(ctx.results.rglob("seed*.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["identity"]["lr"] == \
+        {"fast": 0.1, "slow": 0.2}[winner]
+
+
+def test_a_result_written_meanwhile_is_kept(ctx):
+    """The write-time check itself: a result that appeared after the run started is never replaced; the one the
+    run saw at its start (what --force replaces) is."""
+    from shiplib.engine.results import ResultConflictError, commit_result, file_state, read_result
+
+    assert shiplib_main(ctx.run()) == 0
+    path = ctx.path(RESULT)
+    before = path.read_bytes()
+    mine = dict(read_result(path), identity={**read_result(path)["identity"], "lr": 9.0}, started_at="later")
+    with pytest.raises(ResultConflictError, match="written by another run") as e:
+        commit_result(path, mine, seen_at_start=None)
+    assert "lr: " in str(e.value) and path.read_bytes() == before
+    assert not list(path.parent.glob(".*.lock"))  # the write lock is gone
+    commit_result(path, mine, seen_at_start=file_state(path))
+    assert read_result(path)["identity"]["lr"] == 9.0
+
+
+# ----- locks and full disks -----
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB tmpfs filled to the last byte (needs the right to mount: root)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(512))
+            except OSError:
+                pass
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_lock_is_named_and_not_left_empty(full_disk):
+    from shiplib.errors import ResourceError
+    from shiplib.launch import locks
+
+    with pytest.raises(ResourceError) as e:
+        locks.acquire(full_disk)
+    assert "lock.json" in str(e.value) and "free there" in str(e.value) and "needed" in str(e.value)
+    assert not (full_disk / "lock.json").exists()
+
+
+def test_full_disk_run_is_refused_before_work_in_one_line(ctx, full_disk, capsys):
+    assert shiplib_main(ctx.run("--runs", str(full_disk / "runs"))) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "No space left" in err and str(full_disk) in err and "needed" in err
+    assert not list(full_disk.rglob("lock.json"))

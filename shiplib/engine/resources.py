@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, ResourceError
+from ..utils.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,6 @@ def check_device(device: str | None) -> None:
 
 
 # ----- sizes -----
-def format_bytes(n: float) -> str:
-    for unit, size in (("TB", 2 ** 40), ("GB", 2 ** 30), ("MB", 2 ** 20), ("kB", 2 ** 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 def parse_bytes(text: str) -> int:
     """'64G', '512M', '1.5GB', '2000000' -> bytes (binary units: 1G = 2**30)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)[bB]?\s*", str(text))

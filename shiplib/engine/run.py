@@ -10,7 +10,7 @@ A run is a sequence of stages, each a function of its own that can be tested alo
                      refused before training (`resources.py`)
     resume           the newest readable checkpoint of this run, or a fresh start
     fit              the epoch loop: train, evaluate at the configured epochs, checkpoint, log
-    record           the result dict, written atomically
+    record           the result dict, written atomically, unless another run wrote one meanwhile (refused)
 
 Per epoch the checkpoint (trainable parameters + optimizer + history) is written first, then the log is rewritten
 from the history, so the log always mirrors a checkpoint and never holds an epoch twice. Randomness is re-seeded
@@ -48,7 +48,7 @@ from .prepare import (backbone_fingerprint, dataset_fingerprint, derived_seed, e
                       load_or_compute_hierarchy, stale_backbone, train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
-from .results import existing_result, read_result, write_result
+from .results import commit_result, existing_result, file_state, read_result
 from .schedule import LRSchedule
 from .validate import validate_before_work
 
@@ -317,9 +317,10 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step: Callable[[int, 
     previous = reuse_or_refuse(run, force)
     if previous is not None:
         return previous
+    seen = file_state(run.paths.result)  # what `force` may replace; anything written later by another run is kept
     built = build(run, data)
     check_resources(run, built)
     progress = fit(run, built, resume(run, built, force), on_step)
-    path = write_result(run.paths.result, record(run, built, progress))
+    path = commit_result(run.paths.result, record(run, built, progress), seen)
     log.info("result: %s", path)
     return read_result(path)

@@ -8,6 +8,8 @@ problem is a clear error naming the setting or path, the value and how to fix it
 """
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from ..data.checks import check_split
 from ..data.folder import TaskLocation, locate_task
 from ..errors import ConfigError
 from ..methods import MethodConfig, get_method
+from ..utils.io import disk_full_error
 from .resolved import ResolvedRun
 from .resources import check_device, memory_limit
 
@@ -44,9 +47,14 @@ def check_method_options(run: ResolvedRun) -> MethodConfig:
                           f"(options: {', '.join(cls.config_class.option_names())}).") from e
 
 
+#: Bytes the writability probe writes: one file-system block, enough for a lock or a small result.
+_PROBE_BYTES = 4096
+
+
 def check_writable_folder(folder: Path, what: str, setting: str, flag: str) -> None:
     """`folder` exists or can be created, and a file can be written in it (tried, not guessed from permissions:
-    root ignores them, a read-only mount does not)."""
+    root ignores them, a read-only mount does not; real bytes are written and flushed, since a full disk still
+    lets a file be created)."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -54,9 +62,13 @@ def check_writable_folder(folder: Path, what: str, setting: str, flag: str) -> N
                           f"Choose another folder with {flag}.")
     probe_in = existing if existing is not None else Path.cwd()
     try:
-        with tempfile.TemporaryFile(dir=probe_in):
-            pass
+        with tempfile.TemporaryFile(dir=probe_in) as f:
+            f.write(bytes(_PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise disk_full_error(e, probe_in / "<probe file>", _PROBE_BYTES) from None
         raise ConfigError(f"the {what} {setting!r} is not writable ({folder} would be created in {probe_in}: "
                           f"{e.strerror or e}). Choose a writable folder with {flag}.") from None
 
