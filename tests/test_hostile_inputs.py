@@ -165,6 +165,19 @@ def edit_result(**changes) -> Callable[[Ctx], None]:
     return setup
 
 
+def bare_vit(ctx: Ctx) -> None:
+    """The toy backbone copied without its card (a file that does not say its head count)."""
+    shutil.copy(ctx.vit, ctx.root / "bare.safetensors")
+
+
+def recorded_heads(heads: int) -> Callable[[Ctx, dict], None]:
+    def check(ctx: Ctx, before: dict) -> None:
+        arch = json.loads(ctx.path(RESULT).read_text())["backbone"]["architecture"]
+        assert arch["num_heads"] == heads and arch["embed_dim"] == 32 and arch["depth"] == 4
+
+    return check
+
+
 def edit_list(split: str, line: int, text: str) -> Callable[[Ctx], None]:
     """Replace line `line` (1-based) of the toy task's `<split>.txt`."""
     def setup(ctx: Ctx) -> None:
@@ -356,6 +369,19 @@ CASES = [
     Case("backbone-truncated-pth", lambda c: c.run("--set", f"backbone={c.root / 'half.pth'}"), 2,
          ("half.pth", "not a readable PyTorch file", "torch.save"),
          setup=write("half.pth", b"PK\x03\x04" + bytes(200))),
+    # --- architectures are read, never guessed ---
+    Case("backbone-without-card", lambda c: c.run("--set", f"backbone={c.root / 'bare.safetensors'}"), 2,
+         ("bare.safetensors", "how many attention heads", "backbone_arch", "bare.json"), setup=bare_vit),
+    Case("mini-backbone-copied-without-card", lambda c: c.run("--set", f"backbone={c.root / 'mini.safetensors'}"), 2,
+         ("mini.safetensors", "width 96", "backbone_arch"), setup=lambda c: shutil.copy(
+             REPO / "data/checkpoints/vit_mini_distill.safetensors", c.root / "mini.safetensors")),
+    Case("backbone-arch-given", lambda c: c.run("--set", f"backbone={c.root / 'bare.safetensors'}",
+                                                "--set", 'backbone_arch={"num_heads": 2}'), 0, (),
+         setup=bare_vit, disk=all_of(has_result(), recorded_heads(2))),
+    Case("backbone-card-recorded", lambda c: c.run(), 0, (), disk=all_of(has_result(), recorded_heads(2))),
+    Case("backbone-arch-heads-do-not-divide", lambda c: c.run("--set", 'backbone_arch={"num_heads": 3}'), 2,
+         ("num_heads=3", "width 32")),
+    Case("backbone-arch-a-number", lambda c: c.run("--set", "backbone_arch=12"), 2, ("backbone_arch", "12")),
     # --- data: the run refuses before any work, naming the file and line ---
     Case("label-out-of-range-run", lambda c: c.run(), 2, ("train800val200.txt, line 3", "57", "0..9"),
          setup=edit_list("train800val200", 3, "images/train800/000002.png 57")),

@@ -46,6 +46,7 @@ class RunConfig:
     eval_every: int = 10  # evaluate at epochs 0, N, 2N, ... and the last one; 0: only the last
     # --- model and data ---
     backbone: str | None = None  # None: the benchmark's default backbone
+    backbone_arch: dict | str | None = None  # what a .safetensors/.pth file does not say (e.g. {"num_heads": 3})
     pretrained: bool = True
     img_size: int | None = None
     preset: str = DEFAULT_PRESET
@@ -111,6 +112,8 @@ def _coerce_field(key: str, value: Any, f: dataclasses.Field) -> Any:
             raise ConfigError(f"{key} cannot be None")
         return None
     kinds = str(f.type).replace(" ", "").split("|")
+    if "dict" in kinds and isinstance(value, dict):
+        return value
     if "bool" in kinds:
         if isinstance(value, bool):
             return value

@@ -49,6 +49,7 @@ class ModelChoice:
     """Which backbone, and how images are fed to it."""
 
     backbone: str
+    backbone_arch: Any  # None, a timm name or VisionTransformer arguments (what the weights file does not say)
     pretrained: bool
     img_size: int
     preset: str
@@ -125,6 +126,8 @@ class ResolvedRun:
                      eval_every=t.eval_every, backbone=m.backbone, pretrained=m.pretrained, img_size=m.img_size,
                      preset=m.preset, tag=self.tag, options=dict(self.options), train_split=self.train_split,
                      eval_split=self.eval_split, eval_epochs=list(t.eval_epochs))
+        if m.backbone_arch is not None:  # only when given, so identities of runs without it stay as they were
+            ident["backbone_arch"] = m.backbone_arch
         return json.loads(json.dumps(ident, default=describe_value))
 
     def as_record(self, data_root: str | os.PathLike | None = None) -> dict:

@@ -32,6 +32,7 @@ import torch
 
 from .. import __version__
 from ..backbones import create_backbone
+from ..backbones.loading import architecture_of
 from ..data.folder import TaskLocation, VtabFolderDataset, build_dataset
 from ..errors import ConfigError
 from ..methods import build_model, get_method
@@ -116,7 +117,7 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
                                          img_size=run.model.img_size, cache=run.runtime.cache_images)
                            for split in (run.train_split, run.eval_split))
     seed_everything(run.seed)
-    vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained)
+    vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained, backbone_arch=run.model.backbone_arch)
     _check_img_size(vit, run.model.img_size, run.model.backbone)
     fingerprint = backbone_fingerprint(vit)
     options, hierarchy = _method_options(run, vit, fingerprint, train_set, device)
@@ -285,7 +286,7 @@ def record(run: ResolvedRun, built: Built, progress: Progress) -> dict:
         parameters=count_parameters(built.model), optimizer=optimizer_summary(built.optimizer),
         backbone=dict(spec=run.model.backbone, pretrained=run.model.pretrained, sha256=built.fingerprint,
                       embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
-                      img_size=list(getattr(vit.patch_embed, "img_size", ()))),
+                      img_size=list(getattr(vit.patch_embed, "img_size", ())), architecture=architecture_of(vit)),
         hierarchy=built.hierarchy, versions=package_versions(), device=str(built.device),
         threads=torch.get_num_threads(), wall_time_s=_elapsed(built, progress),
         resumed_from_epoch=progress.resumed_from, started_at=built.started_at, finished_at=_now(),

@@ -28,7 +28,7 @@ def validate_before_work(run: ResolvedRun) -> TaskLocation:
     check_method_options(run)
     check_device(run.runtime.device)
     memory_limit()  # a garbled $SHIPLIB_MEMORY_LIMIT fails now, not after the model is built
-    check_backbone_file(run.model.backbone)
+    check_backbone_file(run.model.backbone, run.model.backbone_arch)
     paths = run.paths
     check_writable_folder(paths.result.parent, "results folder", run.runtime.results_dir, "--results")
     check_writable_folder(paths.work_dir, "runs folder", run.runtime.runs_dir, "--runs")
