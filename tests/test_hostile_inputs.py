@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -825,3 +826,81 @@ def test_full_disk_run_is_refused_before_work_in_one_line(ctx, full_disk, capsys
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "No space left" in err and str(full_disk) in err and "needed" in err
     assert not list(full_disk.rglob("lock.json"))
+
+
+# ----- signals: SIGTERM/SIGHUP stop like Ctrl-C; nothing half-written survives; resume is exact -----
+_KILL_IN_CHECKPOINT_WRITE = """
+import os, signal, sys, torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):  # the checkpoint of epoch 1 is in its temporary file, not yet renamed
+    real_save(obj, f, *args, **kwargs)
+    if ".checkpoint.pt." in str(f) and obj["epoch"] == 1:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+torch.save = save
+from shiplib.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _last_line(stderr: str) -> str:
+    """The closing line of a stopped command (log lines may precede it); no traceback anywhere."""
+    assert TRACEBACK not in stderr and stderr.count("stopped by") == 1, stderr
+    return stderr.strip().splitlines()[-1]
+
+
+def _without_timings(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if "seconds" not in k} for h in history]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_kill_during_a_checkpoint_write_loses_nothing(ctx, sig):
+    """A run stopped while its checkpoint is being written: SIGTERM/SIGHUP print one line, exit 128+N and remove
+    the temporary file; SIGKILL cannot be handled, so the next run removes what it left. The next run resumes
+    after the last complete checkpoint and gives exactly the uninterrupted run's numbers."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = ctx.run("--epochs", "3")
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_CHECKPOINT_WRITE, sig, *argv], capture_output=True,
+                          text=True, env=env, timeout=300)
+    signum = getattr(signal, sig)
+    work = ctx.path(WORK)
+    if sig == "SIGKILL":
+        assert proc.returncode == -signum and list(work.glob(".checkpoint.pt.*.tmp"))
+    else:
+        assert proc.returncode == 128 + signum, proc.stderr
+        assert _last_line(proc.stderr) == f"stopped by {sig} (a run started again resumes after its last saved epoch)"
+        assert not list(work.glob(".*.tmp")) and not (work / "lock.json").exists()
+    assert not ctx.path(RESULT).exists()
+    resumed = subprocess.run([sys.executable, "-m", "shiplib", *argv], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(work.glob(".*.tmp")) and not list(ctx.results.rglob("*.tmp"))
+    result = json.loads(ctx.path(RESULT).read_text())
+    assert result["resumed_from_epoch"] == 0  # epoch 1's checkpoint never became the checkpoint
+    reference = ctx.root / "reference"
+    assert shiplib_main(ctx.run("--epochs", "3", "--results", str(reference / "results"),
+                                "--runs", str(reference / "runs"))) == 0
+    expected = json.loads((reference / RESULT).read_text())
+    assert _without_timings(result["history"]) == _without_timings(expected["history"])
+    assert (result["acc_last"], result["acc_max_over_epochs"]) == (expected["acc_last"], expected["acc_max_over_epochs"])
+
+
+def test_sigterm_to_a_local_sweep_stops_its_runs(ctx):
+    """SIGTERM to `sweep --launcher local`: its run is cancelled through submitit and stops (no process left
+    training, no result written), its lock is released and the sweep says so in one error line (exit 143)."""
+    argv = [sys.executable, "-m", "shiplib", *ctx.sweep("--epochs", "100000", "--launcher", "local", "--jobs", "1")]
+    sweep = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = ctx.path(WORK) / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and log.stat().st_size) and time.time() < deadline:  # one epoch done: training
+        time.sleep(0.1)
+    run_pid = json.loads((ctx.path(WORK) / "lock.json").read_text())["pid"]
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, err
+    assert _last_line(err) == "stopped by SIGTERM (a run started again resumes after its last saved epoch)"
+    assert "stopped 1 running cell(s): svhn linear seed 1" in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(run_pid, 0)
+    assert not (ctx.path(WORK) / "lock.json").exists() and not ctx.path(RESULT).exists()
+    assert not list(ctx.path(WORK).glob(".*.tmp"))

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError, StateError
-from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside
+from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside, remove_stale_temporaries
 from .prepare import stale_backbone
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def commit_result(path, result: dict, seen_at_start: str | None, wait_s: float =
 
     path = Path(path)
     with hold(path.parent, f".{path.name}.lock", wait_s):
+        remove_stale_temporaries(path.parent, path.name)  # under the lock no one else is writing this result
         if file_state(path) != seen_at_start:
             try:
                 other = read_result(path)

@@ -3,8 +3,10 @@ LocalExecutor) or `slurm` (one submitit job array, one task per cell). All three
 numbers, locks and failure records are the same whichever is used."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -160,7 +162,6 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
         threads = max(1, (os.cpu_count() or 1) // len(slots))
     folder = Path(folder or Path(cells[0].cfg.runs_dir if cells else "runs") / "local" / "%j")
     executor = submitit.LocalExecutor(folder=folder)
-    free = list(range(len(slots)))
     queue = [(cell, 0) for cell in cells]
     running: dict = {}
     counts = dict(done=0, skipped=0, failed=0)
@@ -168,6 +169,56 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
     index = {id(c): i for i, c in enumerate(cells, 1)}
     _say(f"local: up to {len(slots)} runs at once, {threads} thread(s) each"
          + (f", GPUs {slots}" if any(slots) else "") + f"; logs under {folder.parent}/")
+    try:
+        _run_local_queue(executor, slots, queue, running, counts, index, n, force, threads, poll_s)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no run may go on training without the sweep
+        stop_local_jobs(running.values())
+        raise
+    _say(f"sweep: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
+
+
+def stop_local_jobs(running, wait_s: float = 30.0) -> None:
+    """Stop the running cells and wait for them to end. A run whose lock names its process is sent SIGTERM (it
+    stops cleanly: files being written removed, lock released; its submitit controller then ends by itself);
+    the others, and any still running after `wait_s`, are cancelled through submitit (SIGINT, then SIGKILL). A lock
+    a killed run could not release is removed."""
+    running = list(running)
+    for job, cell, *_ in running:
+        pid = _local_run_pid(cell)
+        if pid is None:
+            job.cancel()
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    for grace in (wait_s, 5.0):
+        deadline = time.time() + grace
+        while any(not job.done() for job, *_ in running) and time.time() < deadline:
+            time.sleep(0.1)
+        for job, *_ in running:
+            if not job.done():
+                job.cancel()
+    for job, cell, *_ in running:
+        owner, _ = locks.read_lock(cell.work_dir)
+        if owner and not locks.owner_alive(owner):
+            locks.clear(cell.work_dir, locks.LOCK_NAME)
+    if running:
+        _say(f"stopped {len(running)} running cell(s): " + ", ".join(cell.label for _, cell, *_ in running))
+
+
+def _local_run_pid(cell: Cell) -> int | None:
+    """The pid of the process training `cell` on this machine, from its lock."""
+    owner, _ = locks.read_lock(cell.work_dir)
+    if not owner or owner.get("job_id") != "local" or owner.get("host") != locks.owner_info()["host"]:
+        return None
+    try:
+        return int(owner["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _run_local_queue(executor, slots, queue, running, counts, index, n, force, threads, poll_s) -> None:
+    free = list(range(len(slots)))
     while queue or running:
         for job_id, (job, cell, slot, tries) in list(running.items()):
             if not job.done():
@@ -207,8 +258,6 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
             _say(f"{label}: started (pid {job.job_id}{', GPU ' + ','.join(map(str, gpus)) if gpus else ''})")
         if queue or running:
             time.sleep(poll_s)
-    _say(f"sweep: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed")
-    return 1 if counts["failed"] else 0
 
 
 # ----- slurm -----

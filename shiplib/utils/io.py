@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Suffix of a file that could not be read and was moved aside (`checkpoint.pt` -> `checkpoint.pt.corrupt`).
 CORRUPT_SUFFIX = ".corrupt"
+#: Temporary files of `atomic_write` are `.<name>.<random><TMP_SUFFIX>` next to the file they become.
+TMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
@@ -40,7 +42,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -72,6 +74,21 @@ def disk_full_error(error: OSError, path: str | os.PathLike, needed: int) -> OSE
     need = f"about {format_bytes(needed)}" if needed else "more"
     return ResourceError(f"cannot write {path}: No space left on device ({have} free there, {need} needed). Free "
                          "space there, or point --runs/--results to another disk.")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Remove the temporary files `atomic_write` left in `folder` for `name` when a process was killed (SIGKILL,
+    power loss) in the middle of a write. Call it only while no one else can be writing there (under a lock)."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(f".{name}.*{TMP_SUFFIX}")):
+        try:
+            size = tmp.stat().st_size
+            tmp.unlink()
+        except FileNotFoundError:
+            continue
+        log.info("removed %s (%s), left by a write that was killed", tmp, format_bytes(size))
+        removed.append(tmp)
+    return removed
 
 
 def _fsync(path: str) -> None:
