@@ -100,6 +100,8 @@ def _expand_seeds(items: list[str]) -> list[int]:
             seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(item)]
         except ValueError:
             raise ConfigError(f"--seeds takes integers or ranges like 1-5, got {item!r}") from None
+        if sep and int(hi) < int(lo):
+            raise ConfigError(f"--seeds range {item!r} is empty: write it low-high, e.g. {hi}-{lo}")
     return seeds
 
 

@@ -164,6 +164,7 @@ def test_mini_pretrained_loads_the_committed_checkpoint():
 
 
 def test_mini_pretrained_missing_checkpoint_says_how_to_build_it(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
     monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))  # a project folder without data/checkpoints
     assert mini.mini_checkpoint_path() == tmp_path / "data" / "checkpoints" / "vit_mini_distill.safetensors"
     with pytest.raises(BackboneError, match="distill_mini"):

@@ -110,7 +110,8 @@ def _invoke_in_process(case: Case, ctx: Ctx, capsys, caplog, monkeypatch) -> tup
 
 
 def _invoke_subprocess(case: Case, ctx: Ctx) -> tuple[int, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", SHIPLIB_HOME=str(REPO))  # run from the case folder
+    env = dict(os.environ, OMP_NUM_THREADS="1", SHIPLIB_HOME=str(REPO),  # run from the case folder,
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))  # this code
     env.update({k: v.replace("{root}", str(ctx.root)) for k, v in case.env.items()})
     module = "shiplib" if case.tool == "shiplib" else "shiplib.data"
     proc = subprocess.run([sys.executable, "-m", module, *case.argv(ctx)], capture_output=True, text=True,
@@ -169,6 +170,16 @@ def edit_result(**changes) -> Callable[[Ctx], None]:
 def bare_vit(ctx: Ctx) -> None:
     """The toy backbone copied without its card (a file that does not say its head count)."""
     shutil.copy(ctx.vit, ctx.root / "bare.safetensors")
+
+
+def nan_vit(ctx: Ctx) -> None:
+    """The toy backbone (with its card) with one NaN weight: a damaged download."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(ctx.vit))
+    sd["blocks.1.attn.qkv.weight"][0, 0] = float("nan")
+    save_file(sd, str(ctx.root / "nan.safetensors"))
+    shutil.copy(ctx.vit.with_suffix(".json"), ctx.root / "nan.json")
 
 
 def recorded_heads(heads: int) -> Callable[[Ctx, dict], None]:
@@ -230,6 +241,14 @@ def no_result(ctx: Ctx, before: dict) -> None:
     assert not list(ctx.results.glob("**/seed*.json")) and not list(ctx.runs.glob("**/checkpoint*.pt"))
 
 
+def no_result_but_finite_checkpoints(ctx: Ctx, before: dict) -> None:
+    """A run stopped by non-finite numbers: no result, and the checkpoints it kept hold only finite numbers."""
+    assert not list(ctx.results.glob("**/seed*.json"))
+    for path in ctx.runs.glob("**/checkpoint*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in state["trainable"].values()), path
+
+
 def all_of(*checks) -> Callable[[Ctx, dict], None]:
     def check(ctx: Ctx, before: dict) -> None:
         for c in checks:
@@ -265,6 +284,19 @@ CASES = [
     Case("protocol-unknown", lambda c: c.run("--protocol", "best"), 2, ("best", "final", "tune")),
     Case("seeds-range-garbled", lambda c: c.sweep(seeds="1-x"), 2, ("--seeds", "1-x")),
     Case("jobs-zero", lambda c: c.sweep("--launcher", "local", "--jobs", "0"), 2, ("--jobs", "0")),
+    Case("seeds-range-empty", lambda c: c.sweep(seeds="3-1"), 2, ("--seeds", "'3-1'", "empty", "1-3")),
+    Case("lr-1e300-overflows-the-step", lambda c: c.run("--set", "lr=1e300", "--epochs", "3"), 1,
+         ("overflowed", "lower the learning rate"), disk=no_result_but_finite_checkpoints),
+    Case("lr-1e30-parameters-not-finite", lambda c: c.run("--set", "lr=1e30", "--epochs", "3"), 1,
+         ("lower the learning rate",), disk=no_result_but_finite_checkpoints),
+    Case("backbone-nan-weights", lambda c: c.run("--set", f"backbone={c.root / 'nan.safetensors'}"), 2,
+         ("nan.safetensors", "non-finite weights", "NaN"), not_named=("learning rate",), setup=nan_vit,
+         disk=no_result),
+    Case("SHIPLIB_HOME-not-a-project", lambda c: c.run("--set", "backbone=mini", task="mini_mnist", data=False), 2,
+         ("SHIPLIB_HOME", "not a shiplib project folder"), not_named=("distill", "train it"),
+         env={"SHIPLIB_HOME": "{root}/elsewhere"}, setup=lambda c: (c.root / "elsewhere").mkdir()),
+    *[Case(f"sub-SHIPLIB_DEBUG-{word or 'empty'}-keeps-tracebacks-off", lambda c: c.run("--device", "tpu"), 2,
+           ("'tpu'",), env={"SHIPLIB_DEBUG": word}, subprocess=True) for word in ("false", "no", "off", "0", "", "False")],
     # --- tags and paths: nothing may leave the results tree ---
     Case("tag-parent", lambda c: c.run("--tag", "../escape"), 2, ("'../escape'", "letters, digits")),
     Case("tag-absolute", lambda c: c.run("--tag", "/tmp/x"), 2, ("'/tmp/x'",)),
@@ -904,3 +936,13 @@ def test_sigterm_to_a_local_sweep_stops_its_runs(ctx):
         os.kill(run_pid, 0)
     assert not (ctx.path(WORK) / "lock.json").exists() and not ctx.path(RESULT).exists()
     assert not list(ctx.path(WORK).glob(".*.tmp"))
+
+
+def test_threads_above_the_cores_warn_once(ctx, capsys, caplog):
+    from shiplib.engine.resources import usable_cores
+
+    caplog.set_level(logging.INFO)
+    too_many = str(usable_cores() + 1)
+    assert shiplib_main(ctx.sweep("--threads", too_many, "--dry-run", seeds="1-3")) == 0
+    text = capsys.readouterr().out + caplog.text
+    assert text.count(f"--threads {too_many} is more than the") == 1, text

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer, _load_weights
 
-from ..errors import ConfigError
+from ..errors import ConfigError, env_flag
 from ..utils.paths import ProjectRootError
 from .mini import MINI_CHECKPOINTS, create_mini_vit, mini_checkpoint_path, mini_recipe
 
@@ -317,7 +317,7 @@ def weights_file(backbone: Any) -> Path | None:
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if env_flag("HF_HUB_OFFLINE"):
         return False
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -387,5 +387,17 @@ def create_backbone(
     if not isinstance(vit, VisionTransformer):
         raise BackboneError(f"{backbone!r} is a {type(vit).__name__}, not a timm VisionTransformer")
     vit.reset_classifier(0)
+    if pretrained:
+        _check_finite_weights(vit, backbone)
     set_drop_path(vit, drop_path_rate)
     return vit
+
+
+@torch.no_grad()
+def _check_finite_weights(vit: VisionTransformer, backbone: Any) -> None:
+    """Pretrained weights with NaN/inf would make every loss NaN, which looks like a learning-rate problem."""
+    for name, t in vit.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise BackboneError(f"the backbone {str(backbone)!r} has non-finite weights: {bad} of {t.numel()} values "
+                                f"of {name} are NaN or inf. The file is damaged: fetch or export it again")

@@ -13,6 +13,7 @@ from ..errors import ConfigError  # re-exported here for older imports
 from ..data.transforms import DEFAULT_PRESET
 from ..methods import get_method, method_options
 from .defaults import resolve_defaults
+from .resources import warn_threads
 from .resolved import ModelChoice, ResolvedRun, Runtime, Training
 from .results import PROTOCOLS, check_tag
 from .schedule import SCHEDULE_MODES
@@ -238,6 +239,7 @@ def _validate_runtime(cfg: "RunConfig") -> None:
     _validate_device(cfg.device)
     if cfg.threads is not None:
         _check_positive_int("threads", cfg.threads)
+        warn_threads(cfg.threads)
     _check_positive_int("num_workers (--workers)", cfg.num_workers, allow_zero=True)
 
 

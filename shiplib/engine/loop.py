@@ -69,7 +69,7 @@ def train_one_epoch(
                                      "lower the learning rate (--set lr=...)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        _step(optimizer, epoch, step, lr)
         n = y.shape[0]
         sums["loss"] += loss.item() * n
         sums["ce"] += ce.item() * n
@@ -83,10 +83,36 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(epoch, step)
+    check_finite_state(model, optimizer, epoch, lr)  # before the checkpoint of this epoch is written
     record = {k: v / seen for k, v in sums.items()}
     record.update(lr=lrs[0] if schedule.mode == "epoch" else sum(lrs) / len(lrs), train_acc=100.0 * correct / seen,
                   steps=steps, train_seconds=time.perf_counter() - start)
     return record
+
+
+def _step(optimizer: torch.optim.Optimizer, epoch: int, step: int, lr: float) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as e:  # e.g. Adam's step size overflows float32 with a huge lr
+        if "overflow" not in str(e):
+            raise
+        raise NonFiniteLossError(f"the optimiser step overflowed at epoch {epoch}, step {step} (lr {lr:.3g}: {e}); "
+                                 "lower the learning rate (--set lr=...)") from None
+
+
+@torch.no_grad()
+def check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, lr: float) -> None:
+    """`NonFiniteLossError` naming the first trainable parameter or optimiser state that is NaN/inf (a finite loss
+    does not show an overflow in the step that follows it)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            tensors = {"": p, **{f" (optimiser {k})": v for k, v in optimizer.state.get(p, {}).items()
+                                 if torch.is_tensor(v) and v.is_floating_point()}}
+            for what, t in tensors.items():
+                if not torch.isfinite(t).all():
+                    raise NonFiniteLossError(f"{names.get(id(p), 'a parameter')}{what} is not finite after epoch "
+                                             f"{epoch} (lr {lr:.3g}); lower the learning rate (--set lr=...)")
 
 
 @torch.no_grad()

@@ -57,6 +57,23 @@ def check_device(device: str | None) -> None:
 
 
 # ----- sizes -----
+_WARNED_THREADS: set = set()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def warn_threads(threads: int) -> None:
+    """Warn (once per value and process) when more torch threads are asked for than this process has cores:
+    oversubscribed threads make training slower, not faster."""
+    cores = usable_cores()
+    if threads > cores and threads not in _WARNED_THREADS:
+        _WARNED_THREADS.add(threads)
+        log.warning("--threads %d is more than the %d CPU core(s) this process may use: training gets slower, not "
+                    "faster; use --threads %d or fewer", threads, cores, cores)
+
+
 def parse_bytes(text: str) -> int:
     """'64G', '512M', '1.5GB', '2000000' -> bytes (binary units: 1G = 2**30)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)[bB]?\s*", str(text))

@@ -22,7 +22,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 class ProjectRootError(FileNotFoundError):
-    """The project folder cannot be found, or `$SHIPLIB_HOME` names something that is not a folder."""
+    """The project folder cannot be found, or `$SHIPLIB_HOME` names something that is not a project folder."""
 
 
 def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
@@ -42,6 +42,10 @@ def _checked_dir(path: str | os.PathLike, what: str) -> Path:
     if not p.is_dir():
         raise ProjectRootError(f"{what} is {str(path)!r}, which is a file, not a folder. Point it to a clone of the "
                                "shiplib repository (the folder holding data/), or unset it.")
+    if not (p / "data").is_dir() and find_repo_root(p) != p.resolve():
+        raise ProjectRootError(f"{what} is {str(path)!r}, which is not a shiplib project folder (it holds no data/ "
+                               "folder, nor pyproject.toml and shiplib/). Point it to a clone of the shiplib "
+                               "repository, or unset it.")
     return p.resolve()
 
 
