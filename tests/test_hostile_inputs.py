@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,6 +164,54 @@ def edit_result(**changes) -> Callable[[Ctx], None]:
         for key, value in changes.items():
             r[key] = value(r) if callable(value) else value
         p.write_text(json.dumps(r))
+
+    return setup
+
+
+def check(ctx: Ctx) -> list[str]:
+    return ["check", "--task", "svhn", "--root", str(ctx.data)]
+
+
+def copy_list(source: str, target: str) -> Callable[[Ctx], None]:
+    """`<target>.txt` listing the images of `<source>.txt` (an evaluation split made of training images)."""
+    return lambda ctx: shutil.copy(ctx.data / "svhn" / f"{source}.txt", ctx.data / "svhn" / f"{target}.txt")
+
+
+def copy_images(source: str, target: str, n: int) -> Callable[[Ctx], None]:
+    """The first `n` images of `target` replaced by byte copies of training images (other names, same content)."""
+    def setup(ctx: Ctx) -> None:
+        for i in range(n):
+            shutil.copy(ctx.data / f"svhn/images/{source}/{i:06d}.png", ctx.data / f"svhn/images/{target}/{i:06d}.png")
+
+    return setup
+
+
+def bom(split: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        p = ctx.data / "svhn" / f"{split}.txt"
+        p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+
+    return setup
+
+
+def symlink(split: str, index: int, target: str) -> Callable[[Ctx], None]:
+    """Image `index` of `split` replaced by a symbolic link to `target` (itself: a loop)."""
+    def setup(ctx: Ctx) -> None:
+        p = ctx.data / f"svhn/images/{split}/{index:06d}.png"
+        p.unlink()
+        p.symlink_to(target)
+
+    return setup
+
+
+def sixteen_bit(split: str) -> Callable[[Ctx], None]:
+    """Every image of `split` re-saved as a 16-bit grayscale PNG."""
+    from PIL import Image
+
+    def setup(ctx: Ctx) -> None:
+        for p in (ctx.data / "svhn/images" / split).glob("*.png"):
+            gray = np.asarray(Image.open(p).convert("L"), dtype=np.uint16) * 257
+            Image.fromarray(gray).save(p)
 
     return setup
 
@@ -449,6 +498,27 @@ CASES = [
          setup=steps(edit_list("val200", 2, "images/val200/000001.png 99"),
                      edit_list("val200", 9, "images/val200/000008.png -1"),
                      edit_list("train800val200", 4, "images/train800/000003.png 11"))),
+    # --- data that trains silently wrong: evaluation images in training, lines twice; what a path really is ---
+    Case("check-test-is-train", check, 1, ("test.txt", "48 of its 48 images are also in train800val200"),
+         tool="data", setup=copy_list("train800", "test")),
+    Case("check-test-copies-of-train", check, 1, ("test.txt", "also in train800val200 (same content)"),
+         tool="data", setup=copy_images("train800", "test", 6)),
+    Case("run-test-is-train", lambda c: c.run(), 2, ("test.txt", "also in train800val200", "rebuild"),
+         setup=copy_list("train800", "test")),
+    Case("run-tune-val-copies-of-train", lambda c: c.run("--protocol", "tune"), 2, ("val200.txt", "also in train800"),
+         setup=copy_images("train800", "val200", 2)),
+    Case("check-200-copies-of-a-line", check, 1, ("train800.txt", "listed 200 times"), tool="data",
+         setup=write("data/svhn/train800.txt", "images/train800/000000.png 0\n" * 200)),
+    Case("run-line-twice", lambda c: c.run(), 2, ("train800val200.txt", "listed 2 times (lines 3, 5)"),
+         setup=edit_list("train800val200", 5, "images/train800/000002.png 2")),
+    Case("check-bom", check, 1, ("train800.txt, line 1", "byte-order mark"), tool="data", setup=bom("train800")),
+    Case("run-bom", lambda c: c.run(), 2, ("train800val200.txt, line 1", "byte-order mark"),
+         setup=bom("train800val200"), not_named=("missing",)),
+    Case("check-symlink-loop", check, 1, ("train800.txt, line 4", "symbolic link loop"), tool="data",
+         setup=symlink("train800", 3, "000003.png")),
+    Case("run-dangling-symlink", lambda c: c.run(), 2, ("000003.png", "symbolic link to", "does not exist"),
+         setup=symlink("train800", 3, "nowhere.png")),
+    Case("run-16-bit-images", lambda c: c.run(), 0, (), setup=sixteen_bit("train800"), disk=has_result()),
     Case("check-unknown-task", lambda c: ["check", "--task", "svhnn"], 2, ("svhnn",), tool="data"),
     Case("prepare-without-task", lambda c: ["prepare", "--out", str(c.root / "prepared")], 2, ("--task", "--all"),
          tool="data"),
@@ -946,3 +1016,25 @@ def test_threads_above_the_cores_warn_once(ctx, capsys, caplog):
     assert shiplib_main(ctx.sweep("--threads", too_many, "--dry-run", seeds="1-3")) == 0
     text = capsys.readouterr().out + caplog.text
     assert text.count(f"--threads {too_many} is more than the") == 1, text
+
+
+def test_16_bit_images_keep_their_range(tmp_path):
+    """A 16-bit grayscale PNG (values 0..65535) decodes to 8 bits by scaling (v * 255 / 65535), where
+    convert("RGB") would clip every value above 255 to white."""
+    from PIL import Image
+
+    from shiplib.data.folder import open_rgb
+
+    values = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL reads it as a high-depth mode
+    rgb = np.asarray(open_rgb(path))
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    clipped = np.asarray(Image.open(path).convert("RGB"))[..., 0]
+    assert (clipped != expected).mean() > 0.9  # what the old conversion gave
+    floats = Image.fromarray((values / 65535.0).astype(np.float32))
+    from shiplib.data.images import to_rgb
+
+    assert np.abs(np.asarray(to_rgb(floats))[..., 1].astype(int) - expected).max() <= 1

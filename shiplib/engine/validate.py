@@ -3,7 +3,8 @@
 `validate_before_work(run)` checks the method's options (by building its config), the device, the memory limit
 setting, a backbone file (present, header readable), that the results and runs folders can be created and
 written, and that the task's folder and the split lists the run reads are sound (`shiplib.data.checks.check_split`:
-every line parses, labels are in range, images exist and are not empty; images are decoded only when read). Each
+every line parses, labels are in range, images exist and are not empty, no line twice; images are decoded only when
+read) and that the evaluation split holds no training image (`check_no_leakage`). Each
 problem is a clear error naming the setting or path, the value and how to fix it.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..backbones.loading import check_backbone_file
-from ..data.checks import check_split
+from ..data.checks import check_no_leakage, checked_samples
 from ..data.folder import TaskLocation, locate_task
 from ..errors import ConfigError
 from ..methods import MethodConfig, get_method
@@ -74,9 +75,11 @@ def check_writable_folder(folder: Path, what: str, setting: str, flag: str) -> N
 
 
 def check_data(run: ResolvedRun) -> TaskLocation:
-    """The task's folder, with the list files of the run's two splits sound (labels in range, images present)."""
+    """The task's folder, with the list files of the run's two splits sound (labels in range, images present,
+    no line twice) and no training image in the evaluation split."""
     location = locate_task(run.task.name, run.runtime.data_root)
-    for split in dict.fromkeys((run.train_split, run.eval_split)):
-        check_split(location.task_dir, split, num_classes=run.task.num_classes)
+    train, evaluated = (checked_samples(location.task_dir, split, num_classes=run.task.num_classes)
+                        for split in (run.train_split, run.eval_split))
+    check_no_leakage(location.task_dir, run.train_split, run.eval_split, train, evaluated)
     return location
 
