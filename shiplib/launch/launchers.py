@@ -162,6 +162,7 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
         threads = max(1, (os.cpu_count() or 1) // len(slots))
     folder = Path(folder or Path(cells[0].cfg.runs_dir if cells else "runs") / "local" / "%j")
     executor = submitit.LocalExecutor(folder=folder)
+    free = list(range(len(slots)))
     queue = [(cell, 0) for cell in cells]
     running: dict = {}
     counts = dict(done=0, skipped=0, failed=0)
@@ -170,7 +171,45 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
     _say(f"local: up to {len(slots)} runs at once, {threads} thread(s) each"
          + (f", GPUs {slots}" if any(slots) else "") + f"; logs under {folder.parent}/")
     try:
-        _run_local_queue(executor, slots, queue, running, counts, index, n, force, threads, poll_s)
+        while queue or running:
+            for job_id, (job, cell, slot, tries) in list(running.items()):
+                if not job.done():
+                    continue
+                del running[job_id]
+                free.append(slot)
+                label = f"[{index[id(cell)]}/{n}] {cell.label}"
+                try:
+                    out = job.result()
+                    _say(f"{label}: {_report(out)}")
+                    counts["done" if out.get("status") == "done" else "skipped"] += 1
+                except Exception as e:  # noqa: BLE001 (a failed cell does not stop the others)
+                    st = cell_state(cell)
+                    if st["state"] in ("pending",) and tries + 1 < LOCAL_MAX_RETRIES:  # interrupted, not failed
+                        _say(f"{label}: interrupted (job {job.job_id}); requeued")
+                        queue.append((cell, tries + 1))
+                        continue
+                    first = str(e).strip().splitlines()
+                    why = st["detail"].splitlines()[0] if st["detail"] else (first[-1] if first else type(e).__name__)
+                    _say(f"{label}: FAILED (job {job.job_id}, log {job.paths.stderr}): {why}")
+                    counts["failed"] += 1
+            while queue and free:
+                cell, tries = queue.pop(0)
+                label = f"[{index[id(cell)]}/{n}] {cell.label}"
+                st = cell_state(cell)  # checked just before starting: another sweep may have taken or finished it
+                action = plan([cell], force and tries == 0)[0][2] if tries == 0 else "run"
+                if action != "run":
+                    _say(f"{label}: skip ({describe(st, action)})")
+                    counts["skipped"] += 1
+                    continue
+                slot = free.pop(0)
+                gpus = slots[slot]
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus), visible_gpus=gpus)
+                cfg = dataclasses.replace(cell.cfg, threads=threads if cell.cfg.threads is None else cell.cfg.threads)
+                job = executor.submit(CellJob(), cfg, force and tries == 0, tries > 0)
+                running[job.job_id] = (job, cell, slot, tries)
+                _say(f"{label}: started (pid {job.job_id}{', GPU ' + ','.join(map(str, gpus)) if gpus else ''})")
+            if queue or running:
+                time.sleep(poll_s)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no run may go on training without the sweep
         stop_local_jobs(running.values())
         raise
@@ -215,49 +254,6 @@ def _local_run_pid(cell: Cell) -> int | None:
         return int(owner["pid"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _run_local_queue(executor, slots, queue, running, counts, index, n, force, threads, poll_s) -> None:
-    free = list(range(len(slots)))
-    while queue or running:
-        for job_id, (job, cell, slot, tries) in list(running.items()):
-            if not job.done():
-                continue
-            del running[job_id]
-            free.append(slot)
-            label = f"[{index[id(cell)]}/{n}] {cell.label}"
-            try:
-                out = job.result()
-                _say(f"{label}: {_report(out)}")
-                counts["done" if out.get("status") == "done" else "skipped"] += 1
-            except Exception as e:  # noqa: BLE001 (a failed cell does not stop the others)
-                st = cell_state(cell)
-                if st["state"] in ("pending",) and tries + 1 < LOCAL_MAX_RETRIES:  # interrupted, not failed
-                    _say(f"{label}: interrupted (job {job.job_id}); requeued")
-                    queue.append((cell, tries + 1))
-                    continue
-                first = str(e).strip().splitlines()
-                _say(f"{label}: FAILED (job {job.job_id}, log {job.paths.stderr}): "
-                     f"{st['detail'].splitlines()[0] if st['detail'] else (first[-1] if first else type(e).__name__)}")
-                counts["failed"] += 1
-        while queue and free:
-            cell, tries = queue.pop(0)
-            label = f"[{index[id(cell)]}/{n}] {cell.label}"
-            st = cell_state(cell)  # checked just before starting: another sweep may have taken or finished it
-            action = plan([cell], force and tries == 0)[0][2] if tries == 0 else "run"
-            if action != "run":
-                _say(f"{label}: skip ({describe(st, action)})")
-                counts["skipped"] += 1
-                continue
-            slot = free.pop(0)
-            gpus = slots[slot]
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus), visible_gpus=gpus)
-            cfg = dataclasses.replace(cell.cfg, threads=threads if cell.cfg.threads is None else cell.cfg.threads)
-            job = executor.submit(CellJob(), cfg, force and tries == 0, tries > 0)
-            running[job.job_id] = (job, cell, slot, tries)
-            _say(f"{label}: started (pid {job.job_id}{', GPU ' + ','.join(map(str, gpus)) if gpus else ''})")
-        if queue or running:
-            time.sleep(poll_s)
 
 
 # ----- slurm -----
