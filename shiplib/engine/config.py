@@ -67,6 +67,8 @@ class RunConfig:
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("data_root", "results_dir", "runs_dir", "device", "threads", "num_workers", "cache_images",
                       "progress", "resume")
     FIXED_FIELDS: ClassVar[tuple[str, ...]] = ("task", "method", "seed", "options")
+    #: Settings in a run's identity only when set, so that the identities of earlier results stay what they were.
+    IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = ("backbone_arch",)
 
     @classmethod
     def settable_fields(cls) -> list[str]:

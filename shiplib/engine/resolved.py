@@ -126,7 +126,7 @@ class ResolvedRun:
                      eval_every=t.eval_every, backbone=m.backbone, pretrained=m.pretrained, img_size=m.img_size,
                      preset=m.preset, tag=self.tag, options=dict(self.options), train_split=self.train_split,
                      eval_split=self.eval_split, eval_epochs=list(t.eval_epochs))
-        if m.backbone_arch is not None:  # only when given, so identities of runs without it stay as they were
+        if m.backbone_arch is not None:  # only when given (RunConfig.IDENTITY_WHEN_SET)
             ident["backbone_arch"] = m.backbone_arch
         return json.loads(json.dumps(ident, default=describe_value))
 

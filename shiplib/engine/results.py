@@ -94,9 +94,10 @@ def file_state(path) -> str | None:
 
 
 def commit_result(path, result: dict, seen_at_start: str | None, wait_s: float = 60.0) -> Path:
-    """Write a run's result, unless another run finished one at `path` since this run started (`seen_at_start`,
-    from `file_state`): that result is kept and this run is refused (`ResultConflictError`, naming both runs). The
-    check and the write happen under a lock next to the result, so two writers never interleave."""
+    """Write a run's result, unless another run finished one of another identity at `path` since this run started
+    (`seen_at_start`, from `file_state`): that result is kept and this run is refused (`ResultConflictError`, naming
+    both runs). One of the same identity is the same run (same numbers), so it is replaced. The check and the write
+    happen under a lock next to the result, so two writers never interleave."""
     from ..launch.locks import hold
 
     path = Path(path)
@@ -107,7 +108,7 @@ def commit_result(path, result: dict, seen_at_start: str | None, wait_s: float =
                 other = read_result(path)
             except (FileNotFoundError, UnreadableResultError):
                 other = None  # removed, or not a result: nothing finished is lost by writing ours
-            if other is not None:
+            if other is not None and other.get("identity") != result.get("identity"):
                 raise ResultConflictError(path, other, result)
         return write_result(path, result)
 
@@ -122,12 +123,10 @@ class ResultConflictError(StateError):
 
         from .resolved import identity_diff
 
-        same = other.get("identity") == mine.get("identity")
-        differs = "the same settings" if same else \
-            f"other settings ({identity_diff(other.get('identity') or {}, mine.get('identity') or {})})"
+        differs = identity_diff(other.get("identity") or {}, mine.get("identity") or {})
         super().__init__(f"{path} was written by another run ({who(other)}) while this run ({who(mine)}) trained, "
-                         f"with {differs}; it was kept and this run's result was not written. Name one variant "
-                         "with --tag, or give each its own --results folder.")
+                         f"with other settings ({differs}); it was kept and this run's result was not written. Name "
+                         "one variant with --tag, or give each its own --results folder.")
 
 
 def _result_problem(result) -> str | None:
