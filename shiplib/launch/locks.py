@@ -13,9 +13,9 @@ A failed run leaves `<work_dir>/failed.json` (error and the last lines of its tr
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
-import contextlib
 import json
 import logging
 import os

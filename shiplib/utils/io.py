@@ -61,7 +61,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 def disk_full_error(error: OSError, path: str | os.PathLike, needed: int) -> OSError | ResourceError:
     """The error to raise for `error` met while writing `path`: for a full disk, a `ResourceError` naming the file,
-    the free space there and about how much is needed (`needed` bytes: what was written, or the previous file's
+    the free space there and at least how much is needed (`needed` bytes: what was written, or the previous file's
     size); any other error as it is."""
     if error.errno != errno.ENOSPC:
         return error
@@ -71,7 +71,7 @@ def disk_full_error(error: OSError, path: str | os.PathLike, needed: int) -> OSE
     except OSError:
         free = None
     have = "an unknown amount" if free is None else format_bytes(free)
-    need = f"about {format_bytes(needed)}" if needed else "more"
+    need = f"at least {format_bytes(needed)}" if needed else "more"
     return ResourceError(f"cannot write {path}: No space left on device ({have} free there, {need} needed). Free "
                          "space there, or point --runs/--results to another disk.")
 
