@@ -10,6 +10,9 @@ Each subcommand is one entry of `COMMANDS` (name -> (help, add_arguments, handle
 A problem the user can fix (`shiplib.errors.ShiplibError`, a missing file, …) is printed as one `error: …` line:
 exit code 2 when the command cannot work as given (settings, options, paths, data), 1 when it failed while
 working. `--debug` (or SHIPLIB_DEBUG=1) shows the traceback instead.
+Ctrl-C, SIGTERM (kill, docker stop, scancel) and SIGHUP stop a command the same way: one line, exit code 128 + the
+signal number (130, 143, 129); files being written are removed, the last epoch checkpoint stays consistent, and a
+local sweep cancels its runs.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import sys
 
 from .engine.precision import PRECISIONS
 from .errors import ConfigError, debug_enabled, exit_code, message, reported_errors
+from .utils.signals import Stopped, stop_on_signals
 
 COMMANDS: dict = {}
 
@@ -103,6 +107,8 @@ def _expand_seeds(items: list[str]) -> list[int]:
             seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(item)]
         except ValueError:
             raise ConfigError(f"--seeds takes integers or ranges like 1-5, got {item!r}") from None
+        if sep and int(hi) < int(lo):
+            raise ConfigError(f"--seeds range {item!r} is empty: write it low-high, e.g. {hi}-{lo}")
     return seeds
 
 
@@ -249,17 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     show_traceback = args.verbose or args.debug or debug_enabled()
     try:
-        return args.handler(args)
+        with stop_on_signals():
+            return args.handler(args)
     except reported_errors() as e:
         if show_traceback:
             raise
         print(f"error: {message(e)}", file=sys.stderr)
         return exit_code(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if show_traceback:
             raise
-        print("interrupted (a run started again resumes after its last saved epoch)", file=sys.stderr)
-        return 130
+        how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
+        print(f"{how} (a run started again resumes after its last saved epoch)", file=sys.stderr)
+        return e.exit_code if isinstance(e, Stopped) else 130
 
 
 if __name__ == "__main__":

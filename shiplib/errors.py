@@ -18,12 +18,19 @@ import errno
 import json
 import os
 
-#: Set (to anything but "" or "0") to see full tracebacks of ShiplibErrors in notebooks as well.
+#: Set (to 1, true, yes or on) to see full tracebacks of ShiplibErrors in notebooks as well.
 DEBUG_ENV = "SHIPLIB_DEBUG"
+#: How a boolean environment variable says "off" (case-insensitive); anything else is "on".
+FALSE_WORDS = ("", "0", "false", "no", "off", "n", "f")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment variable: unset, empty, 0, false, no, off (any case) are false; anything else true."""
+    return os.environ.get(name, "").strip().lower() not in FALSE_WORDS
 
 
 def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return env_flag(DEBUG_ENV)
 
 
 #: What torch puts in the message of an error it re-raises from a DataLoader worker, before the worker's stack.
@@ -117,4 +124,4 @@ def message(error: BaseException) -> str:
 
 
 __all__ = ["ShiplibError", "ConfigError", "DataError", "MissingDataError", "StateError", "ResourceError",
-           "DEBUG_ENV", "debug_enabled", "setting_fix", "reported_errors", "exit_code", "message"]
+           "DEBUG_ENV", "debug_enabled", "env_flag", "setting_fix", "reported_errors", "exit_code", "message"]

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from shiplib.backbones import MINI_ARCH, BackboneError, create_backbone, mini
-from shiplib.backbones.loading import GOOGLE_NPZ_URL, _hub_reachable
+from shiplib.backbones.loading import GOOGLE_NPZ_URL, _hub_reachable, architecture_of, check_backbone_file
 from shiplib.backbones.npz_export import export_google_npz
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=0)
@@ -68,13 +68,50 @@ def test_safetensors_with_explicit_arch(tmp_path):
     assert same_features(vit, loaded)
 
 
-def test_safetensors_infers_width_depth_and_patch(tmp_path):
-    vit = tiny_vit(embed_dim=64, num_heads=1)  # heads default to width // 64 = 1
+def test_safetensors_infers_width_depth_and_patch_and_is_told_the_heads(tmp_path):
+    vit = tiny_vit(embed_dim=64, num_heads=4)
     path = tmp_path / "w.safetensors"
     save_file(vit.state_dict(), str(path))
-    loaded = create_backbone(path)
+    loaded = create_backbone(path, backbone_arch={"num_heads": 4})
     assert (len(loaded.blocks), loaded.embed_dim, loaded.patch_embed.patch_size) == (3, 64, (8, 8))
-    assert same_features(vit, loaded)
+    assert loaded.blocks[0].attn.num_heads == 4 and same_features(vit, loaded)
+
+
+def test_heads_are_never_guessed(tmp_path):
+    """Shapes say width, depth and patch, not the head count: without metadata, card or backbone_arch the file is
+    refused (width // 64 would give 1 head here and silently other features)."""
+    path = tmp_path / "w.safetensors"
+    save_file(tiny_vit(embed_dim=64).state_dict(), str(path))
+    for load in (lambda: create_backbone(path), lambda: check_backbone_file(path)):
+        with pytest.raises(BackboneError, match=r"w\.safetensors does not say how many attention heads.*"
+                                                r"backbone_arch.*w\.json"):
+            load()
+    with pytest.raises(BackboneError, match="num_heads=3 .* does not divide its width 64"):
+        create_backbone(path, backbone_arch={"num_heads": 3})
+
+
+@pytest.mark.parametrize("metadata", [{"num_heads": "4"}, {"architecture": json.dumps({"num_heads": 4})}])
+def test_safetensors_metadata_says_the_heads(tmp_path, metadata):
+    vit = tiny_vit()
+    path = tmp_path / "w.safetensors"
+    save_file(vit.state_dict(), str(path), metadata=metadata)
+    check_backbone_file(path)
+    assert same_features(vit, create_backbone(path))
+
+
+def test_pth_wrapper_says_the_architecture(tmp_path):
+    vit = tiny_vit()
+    path = tmp_path / "w.pth"
+    torch.save({"model": vit.state_dict(), "architecture": {"num_heads": 4}}, path)
+    assert same_features(vit, create_backbone(path))
+
+
+def test_architecture_of_records_what_was_built():
+    vit = tiny_vit()
+    arch = architecture_of(vit)
+    assert {k: arch[k] for k in ("embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")} == \
+        dict(embed_dim=32, depth=3, num_heads=4, patch_size=8, mlp_ratio=4.0)
+    assert arch["img_size"] == [32, 32] and arch["class_token"] and arch["qkv_bias"]
 
 
 def test_pth_wrapped_state_dict_loads_with_weights_only(tmp_path):
@@ -127,6 +164,7 @@ def test_mini_pretrained_loads_the_committed_checkpoint():
 
 
 def test_mini_pretrained_missing_checkpoint_says_how_to_build_it(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
     monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))  # a project folder without data/checkpoints
     assert mini.mini_checkpoint_path() == tmp_path / "data" / "checkpoints" / "vit_mini_distill.safetensors"
     with pytest.raises(BackboneError, match="distill_mini"):

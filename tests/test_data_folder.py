@@ -66,6 +66,7 @@ def test_default_root_is_the_project_data_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("SHIPLIB_HOME", raising=False)
     assert folder.default_root("vtab1k") == REPO / "data" / "vtab-1k"
     assert folder.default_root("mini", home=tmp_path) == tmp_path / "data" / "mini-vtab"
+    (tmp_path / "data").mkdir()  # a project folder: it holds data/
     monkeypatch.setenv("SHIPLIB_HOME", str(tmp_path))
     assert folder.default_root("mini") == tmp_path / "data" / "mini-vtab"
 

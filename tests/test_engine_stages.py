@@ -46,7 +46,10 @@ def test_resolved_run_is_frozen_typed_and_gives_the_committed_identity():
 def test_identity_covers_every_run_field():
     run = resolve_config(RunConfig(task="svhn", method="linear", precision="bf16"))  # fp32 is left out (the default)
     settings = {f.name for f in dataclasses.fields(RunConfig)} - set(RunConfig.RUNTIME_FIELDS)
-    assert set(run.identity()) == settings | {"benchmark", "train_split", "eval_split", "eval_epochs"}
+    always = settings - set(RunConfig.IDENTITY_WHEN_SET)
+    assert set(run.identity()) == always | {"benchmark", "train_split", "eval_split", "eval_epochs"}
+    given = resolve_config(RunConfig(task="svhn", method="linear", backbone_arch={"num_heads": 3})).identity()
+    assert set(given) - set(run.identity()) == set(RunConfig.IDENTITY_WHEN_SET)
 
 
 # ----- validate before work -----
@@ -63,7 +66,7 @@ def test_a_bad_method_option_fails_first_naming_it(tiny_task_root, tiny_vit_file
     # a result of another configuration exists: the option error still comes first
     r = result_path(tmp_path / "results", "vtab1k", "svhn", "ship", 3)
     r.parent.mkdir(parents=True)
-    r.write_text(json.dumps(dict(identity={"lr": 1}, task="svhn", method="ship", seed=3, acc_last=1.0,
+    r.write_text(json.dumps(dict(schema=1, identity={"lr": 1}, task="svhn", method="ship", seed=3, acc_last=1.0,
                                  acc_max_over_epochs=1.0)))
     with pytest.raises(ConfigError, match="invalid option"):
         run_experiment(dataclasses.replace(bad, data_root=str(tiny_task_root)))
@@ -104,7 +107,8 @@ def test_reuse_or_refuse_alone(tiny_task_root, tiny_vit_file, tmp_path):
     run.paths.result.write_text('{"identity": {"trunc')
     assert reuse_or_refuse(run) is None  # unreadable: moved aside, trained again
     assert run.paths.result.with_name("seed3.json.corrupt").is_file() and not run.paths.result.exists()
-    same = dict(identity=run.identity(), task="svhn", method="linear", seed=3, acc_last=1.0, acc_max_over_epochs=2.0)
+    same = dict(schema=1, identity=run.identity(), task="svhn", method="linear", seed=3, acc_last=1.0,
+                acc_max_over_epochs=2.0)
     run.paths.result.write_text(json.dumps(same))
     assert reuse_or_refuse(run) == same and reuse_or_refuse(run, force=True) is None
     run.paths.result.write_text(json.dumps({**same, "identity": {**same["identity"], "lr": 9.0}}))

@@ -13,12 +13,15 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,7 +111,8 @@ def _invoke_in_process(case: Case, ctx: Ctx, capsys, caplog, monkeypatch) -> tup
 
 
 def _invoke_subprocess(case: Case, ctx: Ctx) -> tuple[int, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", SHIPLIB_HOME=str(REPO))  # run from the case folder
+    env = dict(os.environ, OMP_NUM_THREADS="1", SHIPLIB_HOME=str(REPO),  # run from the case folder,
+               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))  # this code
     env.update({k: v.replace("{root}", str(ctx.root)) for k, v in case.env.items()})
     module = "shiplib" if case.tool == "shiplib" else "shiplib.data"
     proc = subprocess.run([sys.executable, "-m", module, *case.argv(ctx)], capture_output=True, text=True,
@@ -149,6 +153,90 @@ def finished(*extra: str, method: str = "linear") -> Callable[[Ctx], None]:
         assert shiplib_main(ctx.run(*extra, method=method)) == 0
 
     return setup
+
+
+def edit_result(**changes) -> Callable[[Ctx], None]:
+    """A finished toy run whose result file then gets `changes` (impossible values a reader must refuse)."""
+    def setup(ctx: Ctx) -> None:
+        finished()(ctx)
+        p = ctx.path(RESULT)
+        r = json.loads(p.read_text())
+        for key, value in changes.items():
+            r[key] = value(r) if callable(value) else value
+        p.write_text(json.dumps(r))
+
+    return setup
+
+
+def check(ctx: Ctx) -> list[str]:
+    return ["check", "--task", "svhn", "--root", str(ctx.data)]
+
+
+def copy_list(source: str, target: str) -> Callable[[Ctx], None]:
+    """`<target>.txt` listing the images of `<source>.txt` (an evaluation split made of training images)."""
+    return lambda ctx: shutil.copy(ctx.data / "svhn" / f"{source}.txt", ctx.data / "svhn" / f"{target}.txt")
+
+
+def copy_images(source: str, target: str, n: int) -> Callable[[Ctx], None]:
+    """The first `n` images of `target` replaced by byte copies of training images (other names, same content)."""
+    def setup(ctx: Ctx) -> None:
+        for i in range(n):
+            shutil.copy(ctx.data / f"svhn/images/{source}/{i:06d}.png", ctx.data / f"svhn/images/{target}/{i:06d}.png")
+
+    return setup
+
+
+def bom(split: str) -> Callable[[Ctx], None]:
+    def setup(ctx: Ctx) -> None:
+        p = ctx.data / "svhn" / f"{split}.txt"
+        p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+
+    return setup
+
+
+def symlink(split: str, index: int, target: str) -> Callable[[Ctx], None]:
+    """Image `index` of `split` replaced by a symbolic link to `target` (itself: a loop)."""
+    def setup(ctx: Ctx) -> None:
+        p = ctx.data / f"svhn/images/{split}/{index:06d}.png"
+        p.unlink()
+        p.symlink_to(target)
+
+    return setup
+
+
+def sixteen_bit(split: str) -> Callable[[Ctx], None]:
+    """Every image of `split` re-saved as a 16-bit grayscale PNG."""
+    from PIL import Image
+
+    def setup(ctx: Ctx) -> None:
+        for p in (ctx.data / "svhn/images" / split).glob("*.png"):
+            gray = np.asarray(Image.open(p).convert("L"), dtype=np.uint16) * 257
+            Image.fromarray(gray).save(p)
+
+    return setup
+
+
+def bare_vit(ctx: Ctx) -> None:
+    """The toy backbone copied without its card (a file that does not say its head count)."""
+    shutil.copy(ctx.vit, ctx.root / "bare.safetensors")
+
+
+def nan_vit(ctx: Ctx) -> None:
+    """The toy backbone (with its card) with one NaN weight: a damaged download."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(ctx.vit))
+    sd["blocks.1.attn.qkv.weight"][0, 0] = float("nan")
+    save_file(sd, str(ctx.root / "nan.safetensors"))
+    shutil.copy(ctx.vit.with_suffix(".json"), ctx.root / "nan.json")
+
+
+def recorded_heads(heads: int) -> Callable[[Ctx, dict], None]:
+    def check(ctx: Ctx, before: dict) -> None:
+        arch = json.loads(ctx.path(RESULT).read_text())["backbone"]["architecture"]
+        assert arch["num_heads"] == heads and arch["embed_dim"] == 32 and arch["depth"] == 4
+
+    return check
 
 
 def edit_list(split: str, line: int, text: str) -> Callable[[Ctx], None]:
@@ -202,6 +290,14 @@ def no_result(ctx: Ctx, before: dict) -> None:
     assert not list(ctx.results.glob("**/seed*.json")) and not list(ctx.runs.glob("**/checkpoint*.pt"))
 
 
+def no_result_but_finite_checkpoints(ctx: Ctx, before: dict) -> None:
+    """A run stopped by non-finite numbers: no result, and the checkpoints it kept hold only finite numbers."""
+    assert not list(ctx.results.glob("**/seed*.json"))
+    for path in ctx.runs.glob("**/checkpoint*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in state["trainable"].values()), path
+
+
 def all_of(*checks) -> Callable[[Ctx, dict], None]:
     def check(ctx: Ctx, before: dict) -> None:
         for c in checks:
@@ -237,6 +333,20 @@ CASES = [
     Case("protocol-unknown", lambda c: c.run("--protocol", "best"), 2, ("best", "final", "tune")),
     Case("seeds-range-garbled", lambda c: c.sweep(seeds="1-x"), 2, ("--seeds", "1-x")),
     Case("jobs-zero", lambda c: c.sweep("--launcher", "local", "--jobs", "0"), 2, ("--jobs", "0")),
+    Case("seeds-range-empty", lambda c: c.sweep(seeds="3-1"), 2, ("--seeds", "'3-1'", "empty", "1-3")),
+    Case("lr-1e300-overflows-the-step", lambda c: c.run("--set", "lr=1e300", "--epochs", "3"), 1,
+         ("overflowed", "lower the learning rate"), disk=no_result_but_finite_checkpoints),
+    Case("lr-1e30-parameters-not-finite", lambda c: c.run("--set", "lr=1e30", "--epochs", "3"), 1,
+         ("lower the learning rate",), disk=no_result_but_finite_checkpoints),
+    Case("backbone-nan-weights", lambda c: c.run("--set", f"backbone={c.root / 'nan.safetensors'}"), 2,
+         ("nan.safetensors", "non-finite weights", "NaN"), not_named=("learning rate",), setup=nan_vit,
+         disk=no_result),
+    Case("SHIPLIB_HOME-not-a-project", lambda c: c.run("--set", "backbone=mini", task="mini_mnist", data=False), 2,
+         ("SHIPLIB_HOME", "not a shiplib project folder"), not_named=("distill", "train it"),
+         env={"SHIPLIB_HOME": "{root}/elsewhere"}, setup=lambda c: (c.root / "elsewhere").mkdir()),
+    *[Case(f"sub-SHIPLIB_DEBUG-{word or 'empty'}-keeps-tracebacks-off", lambda c: c.run("--device", "tpu"), 2,
+           ("'tpu'",), env={"SHIPLIB_DEBUG": word}, subprocess=True)
+      for word in ("false", "no", "off", "0", "", "False")],
     # --- tags and paths: nothing may leave the results tree ---
     Case("tag-parent", lambda c: c.run("--tag", "../escape"), 2, ("'../escape'", "letters, digits")),
     Case("tag-absolute", lambda c: c.run("--tag", "/tmp/x"), 2, ("'/tmp/x'",)),
@@ -291,6 +401,38 @@ CASES = [
          disk=all_of(kept_aside(RESULT, RESULT + ".corrupt"), has_result(RESULT.replace("seed1", "seed2")))),
     Case("sweep-one-cell-fails-others-go-on", lambda c: c.sweep(tasks=("svhn", "dtd")), 1,
          ("dtd", "FAILED", "not found", "1 run, 0 skipped, 1 failed"), disk=has_result()),
+    # --- impossible results: corrupt like a truncated file (named, moved aside, run again; readers skip them) ---
+    Case("result-acc-nan", lambda c: c.run(), 0, ("seed1.json", "acc_last is nan", "seed1.json.corrupt"),
+         setup=edit_result(acc_last=float("nan")), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-250", lambda c: c.run(), 0, ("seed1.json", "acc_last is 250", "[0, 100]"),
+         setup=edit_result(acc_last=250.0), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-max-negative", lambda c: c.run(), 0, ("acc_max_over_epochs is -3",),
+         setup=edit_result(acc_max_over_epochs=-3.0), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-schema-99", lambda c: c.run(), 0, ("seed1.json", "schema version is 99"),
+         setup=edit_result(schema=99), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-history-short", lambda c: c.run(), 0, ("seed1.json", "history holds epochs []"),
+         setup=edit_result(history=[]), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-history-not-last-acc", lambda c: c.run(), 0, ("is not the last epoch's accuracy",),
+         setup=edit_result(acc_last=lambda r: r["acc_last"] / 2 + 1), disk=kept_aside(RESULT, RESULT + ".corrupt")),
+    Case("result-acc-250-status", lambda c: c.status(), 0, ("corrupt", "[0, 100]"),
+         setup=edit_result(acc_last=250.0), disk=unchanged),
+    Case("result-acc-nan-dry-run", lambda c: c.sweep("--dry-run"), 0, ("unreadable result", "1 to run"),
+         setup=edit_result(acc_last=float("nan")), disk=unchanged),
+    # --- lock files that hold no lock: stale at once, named and taken over ---
+    Case("lock-null-run", lambda c: c.run(), 0, ("lock.json", "holds null, not a lock"),
+         setup=write(f"{WORK}/lock.json", "null"), disk=has_result()),
+    Case("lock-list-run", lambda c: c.run(), 0, ("lock.json", "[1, 2]"),
+         setup=write(f"{WORK}/lock.json", "[1,2]"), disk=has_result()),
+    Case("lock-string-run", lambda c: c.run(), 0, ("lock.json", '"me"'),
+         setup=write(f"{WORK}/lock.json", '"me"'), disk=has_result()),
+    Case("lock-number-status", lambda c: c.status(), 0, ("failed", "holds 42, not a lock"),
+         setup=write(f"{WORK}/lock.json", "42"), disk=unchanged),
+    Case("lock-object-without-owner-sweep", lambda c: c.sweep(), 0, ("lock.json", "not a lock", "1 run, 0 skipped"),
+         setup=write(f"{WORK}/lock.json", '{"a": 1}'), disk=has_result()),
+    Case("lock-being-written", lambda c: c.run(), 1, ("lock.json", "writing its lock"),
+         setup=write(f"{WORK}/lock.json", "")),
+    Case("failed-record-not-an-object-status", lambda c: c.status(), 0, ("pending",),
+         setup=write(f"{WORK}/failed.json", "[1]"), disk=unchanged),
     # --- checkpoints that cannot be read: kept aside, the run starts over (or from the previous checkpoint) ---
     Case("checkpoint-truncated", lambda c: c.run(), 0, ("checkpoint.pt",),
          setup=steps(write(f"{WORK}/checkpoint.pt", b"PK\x03\x04" + bytes(200)), ),
@@ -310,6 +452,19 @@ CASES = [
     Case("backbone-truncated-pth", lambda c: c.run("--set", f"backbone={c.root / 'half.pth'}"), 2,
          ("half.pth", "not a readable PyTorch file", "torch.save"),
          setup=write("half.pth", b"PK\x03\x04" + bytes(200))),
+    # --- architectures are read, never guessed ---
+    Case("backbone-without-card", lambda c: c.run("--set", f"backbone={c.root / 'bare.safetensors'}"), 2,
+         ("bare.safetensors", "how many attention heads", "backbone_arch", "bare.json"), setup=bare_vit),
+    Case("mini-backbone-copied-without-card", lambda c: c.run("--set", f"backbone={c.root / 'mini.safetensors'}"), 2,
+         ("mini.safetensors", "width 96", "backbone_arch"), setup=lambda c: shutil.copy(
+             REPO / "data/checkpoints/vit_mini_distill.safetensors", c.root / "mini.safetensors")),
+    Case("backbone-arch-given", lambda c: c.run("--set", f"backbone={c.root / 'bare.safetensors'}",
+                                                "--set", 'backbone_arch={"num_heads": 2}'), 0, (),
+         setup=bare_vit, disk=all_of(has_result(), recorded_heads(2))),
+    Case("backbone-card-recorded", lambda c: c.run(), 0, (), disk=all_of(has_result(), recorded_heads(2))),
+    Case("backbone-arch-heads-do-not-divide", lambda c: c.run("--set", 'backbone_arch={"num_heads": 3}'), 2,
+         ("num_heads=3", "width 32")),
+    Case("backbone-arch-a-number", lambda c: c.run("--set", "backbone_arch=12"), 2, ("backbone_arch", "12")),
     # --- data: the run refuses before any work, naming the file and line ---
     Case("label-out-of-range-run", lambda c: c.run(), 2, ("train800val200.txt, line 3", "57", "0..9"),
          setup=edit_list("train800val200", 3, "images/train800/000002.png 57")),
@@ -344,6 +499,27 @@ CASES = [
          setup=steps(edit_list("val200", 2, "images/val200/000001.png 99"),
                      edit_list("val200", 9, "images/val200/000008.png -1"),
                      edit_list("train800val200", 4, "images/train800/000003.png 11"))),
+    # --- data that trains silently wrong: evaluation images in training, lines twice; what a path really is ---
+    Case("check-test-is-train", check, 1, ("test.txt", "48 of its 48 images are also in train800val200"),
+         tool="data", setup=copy_list("train800", "test")),
+    Case("check-test-copies-of-train", check, 1, ("test.txt", "also in train800val200 (same content)"),
+         tool="data", setup=copy_images("train800", "test", 6)),
+    Case("run-test-is-train", lambda c: c.run(), 2, ("test.txt", "also in train800val200", "rebuild"),
+         setup=copy_list("train800", "test")),
+    Case("run-tune-val-copies-of-train", lambda c: c.run("--protocol", "tune"), 2, ("val200.txt", "also in train800"),
+         setup=copy_images("train800", "val200", 2)),
+    Case("check-200-copies-of-a-line", check, 1, ("train800.txt", "listed 200 times"), tool="data",
+         setup=write("data/svhn/train800.txt", "images/train800/000000.png 0\n" * 200)),
+    Case("run-line-twice", lambda c: c.run(), 2, ("train800val200.txt", "listed 2 times (lines 3, 5)"),
+         setup=edit_list("train800val200", 5, "images/train800/000002.png 2")),
+    Case("check-bom", check, 1, ("train800.txt, line 1", "byte-order mark"), tool="data", setup=bom("train800")),
+    Case("run-bom", lambda c: c.run(), 2, ("train800val200.txt, line 1", "byte-order mark"),
+         setup=bom("train800val200"), not_named=("missing",)),
+    Case("check-symlink-loop", check, 1, ("train800.txt, line 4", "symbolic link loop"), tool="data",
+         setup=symlink("train800", 3, "000003.png")),
+    Case("run-dangling-symlink", lambda c: c.run(), 2, ("000003.png", "symbolic link to", "does not exist"),
+         setup=symlink("train800", 3, "nowhere.png")),
+    Case("run-16-bit-images", lambda c: c.run(), 0, (), setup=sixteen_bit("train800"), disk=has_result()),
     Case("check-unknown-task", lambda c: ["check", "--task", "svhnn"], 2, ("svhnn",), tool="data"),
     Case("prepare-without-task", lambda c: ["prepare", "--out", str(c.root / "prepared")], 2, ("--task", "--all"),
          tool="data"),
@@ -454,7 +630,7 @@ def test_hierarchy_cache_follows_the_images(ctx, caplog):
     ship = ("--set", "K=2", "--set", "num_prototypes=4")
     assert shiplib_main(ctx.run(*ship, method="ship")) == 0
     for png in sorted((ctx.data / "svhn/images/train800").glob("*.png"))[:8]:
-        shutil.copy(ctx.data / "svhn/images/test/000000.png", png)
+        shutil.copy(ctx.data / "svhn/images/val200/000000.png", png)  # not a test image: that would leak
     caplog.clear()
     assert shiplib_main(ctx.run(*ship, "--results", str(ctx.root / "results2"), method="ship")) == 0
     assert "using the cache" not in caplog.text and "data step of ship on" in caplog.text
@@ -669,3 +845,198 @@ def test_unreadable_results_are_skipped_by_readers(tmp_path, write_fake_result, 
     frame = load_results(tmp_path / "results")
     assert list(frame["seed"]) == [1] and "seed2.json" in caplog.text
     assert not is_finished(bad, {}) and bad.is_file()  # a reader names it, it does not move it
+
+
+# ----- results are never overwritten by another run -----
+def test_concurrent_runs_in_other_runs_folders_keep_one_result(ctx):
+    """Two `run` processes for one cell with other settings, sharing --results but not --runs: the first result
+    is kept, the other run is refused in one line naming both (at its start or when it writes)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def start(runs: str, *extra: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "shiplib", *ctx.run("--runs", str(ctx.root / runs), *extra)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    slow = start("runs_slow", "--epochs", "6", "--set", "lr=0.2")
+    log = ctx.root / "runs_slow" / WORK.partition("/")[2] / "log.jsonl"
+    while not log.exists() and slow.poll() is None:  # the slow run has checked for a result and is training
+        time.sleep(0.05)
+    fast = start("runs_fast", "--set", "lr=0.1")
+    outs = {name: (p.wait(timeout=300), *p.communicate()) for name, p in (("fast", fast), ("slow", slow))}
+    assert all(TRACEBACK not in err for _, _, err in outs.values()), outs
+    codes = {name: rc for name, (rc, _, _) in outs.items()}
+    winner = min(codes, key=codes.get)
+    assert sorted(codes.values()) == [0, 1] or sorted(codes.values()) == [0, 2], outs
+    loser_err = outs[max(codes, key=codes.get)][2]
+    assert len([line for line in loser_err.splitlines() if line.startswith("error:")]) == 1, loser_err
+    assert "seed1.json" in loser_err and ("while this run" in loser_err or "another configuration" in loser_err)
+    if "while this run" in loser_err:
+        assert "runs_slow" in loser_err and "runs_fast" in loser_err  # both runs named
+    results = list(ctx.results.rglob("seed*.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["identity"]["lr"] == \
+        {"fast": 0.1, "slow": 0.2}[winner]
+
+
+def test_a_result_written_meanwhile_is_kept(ctx):
+    """The write-time check itself: a result that appeared after the run started is never replaced; the one the
+    run saw at its start (what --force replaces) is."""
+    from shiplib.engine.results import ResultConflictError, commit_result, file_state, read_result
+
+    assert shiplib_main(ctx.run()) == 0
+    path = ctx.path(RESULT)
+    before = path.read_bytes()
+    mine = dict(read_result(path), identity={**read_result(path)["identity"], "lr": 9.0}, started_at="later")
+    with pytest.raises(ResultConflictError, match="written by another run") as e:
+        commit_result(path, mine, seen_at_start=None)
+    assert "lr: " in str(e.value) and path.read_bytes() == before
+    assert not list(path.parent.glob(".*.lock"))  # the write lock is gone
+    commit_result(path, mine, seen_at_start=file_state(path))
+    assert read_result(path)["identity"]["lr"] == 9.0
+
+
+# ----- locks and full disks -----
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB tmpfs filled to the last byte (needs the right to mount: root)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(512))
+            except OSError:
+                pass
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_lock_is_named_and_not_left_empty(full_disk):
+    from shiplib.errors import ResourceError
+    from shiplib.launch import locks
+
+    with pytest.raises(ResourceError) as e:
+        locks.acquire(full_disk)
+    assert "lock.json" in str(e.value) and "free there" in str(e.value) and "needed" in str(e.value)
+    assert not (full_disk / "lock.json").exists()
+
+
+def test_full_disk_run_is_refused_before_work_in_one_line(ctx, full_disk, capsys):
+    assert shiplib_main(ctx.run("--runs", str(full_disk / "runs"))) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "No space left" in err and str(full_disk) in err and "needed" in err
+    assert not list(full_disk.rglob("lock.json"))
+
+
+# ----- signals: SIGTERM/SIGHUP stop like Ctrl-C; nothing half-written survives; resume is exact -----
+_KILL_IN_CHECKPOINT_WRITE = """
+import os, signal, sys, torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):  # the checkpoint of epoch 1 is in its temporary file, not yet renamed
+    real_save(obj, f, *args, **kwargs)
+    if ".checkpoint.pt." in str(f) and obj["epoch"] == 1:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+torch.save = save
+from shiplib.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _last_line(stderr: str) -> str:
+    """The closing line of a stopped command (log lines may precede it); no traceback anywhere."""
+    assert TRACEBACK not in stderr and stderr.count("stopped by") == 1, stderr
+    return stderr.strip().splitlines()[-1]
+
+
+def _without_timings(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if "seconds" not in k} for h in history]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_kill_during_a_checkpoint_write_loses_nothing(ctx, sig):
+    """A run stopped while its checkpoint is being written: SIGTERM/SIGHUP print one line, exit 128+N and remove
+    the temporary file; SIGKILL cannot be handled, so the next run removes what it left. The next run resumes
+    after the last complete checkpoint and gives exactly the uninterrupted run's numbers."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    argv = ctx.run("--epochs", "3")
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_CHECKPOINT_WRITE, sig, *argv], capture_output=True,
+                          text=True, env=env, timeout=300)
+    signum = getattr(signal, sig)
+    work = ctx.path(WORK)
+    if sig == "SIGKILL":
+        assert proc.returncode == -signum and list(work.glob(".checkpoint.pt.*.tmp"))
+    else:
+        assert proc.returncode == 128 + signum, proc.stderr
+        assert _last_line(proc.stderr) == f"stopped by {sig} (a run started again resumes after its last saved epoch)"
+        assert not list(work.glob(".*.tmp")) and not (work / "lock.json").exists()
+    assert not ctx.path(RESULT).exists()
+    resumed = subprocess.run([sys.executable, "-m", "shiplib", *argv], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(work.glob(".*.tmp")) and not list(ctx.results.rglob("*.tmp"))
+    result = json.loads(ctx.path(RESULT).read_text())
+    assert result["resumed_from_epoch"] == 0  # epoch 1's checkpoint never became the checkpoint
+    reference = ctx.root / "reference"
+    assert shiplib_main(ctx.run("--epochs", "3", "--results", str(reference / "results"),
+                                "--runs", str(reference / "runs"))) == 0
+    expected = json.loads((reference / RESULT).read_text())
+    assert _without_timings(result["history"]) == _without_timings(expected["history"])
+    assert [result[k] for k in ("acc_last", "acc_max_over_epochs")] == \
+        [expected[k] for k in ("acc_last", "acc_max_over_epochs")]
+
+
+def test_sigterm_to_a_local_sweep_stops_its_runs(ctx):
+    """SIGTERM to `sweep --launcher local`: its run is cancelled through submitit and stops (no process left
+    training, no result written), its lock is released and the sweep says so in one error line (exit 143)."""
+    argv = [sys.executable, "-m", "shiplib", *ctx.sweep("--epochs", "100000", "--launcher", "local", "--jobs", "1")]
+    sweep = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = ctx.path(WORK) / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and log.stat().st_size) and time.time() < deadline:  # one epoch done: training
+        time.sleep(0.1)
+    run_pid = json.loads((ctx.path(WORK) / "lock.json").read_text())["pid"]
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, err
+    assert _last_line(err) == "stopped by SIGTERM (a run started again resumes after its last saved epoch)"
+    assert "stopped 1 running cell(s): svhn linear seed 1" in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(run_pid, 0)
+    assert not (ctx.path(WORK) / "lock.json").exists() and not ctx.path(RESULT).exists()
+    assert not list(ctx.path(WORK).glob(".*.tmp"))
+
+
+def test_threads_above_the_cores_warn_once(ctx, capsys, caplog):
+    from shiplib.engine.resources import usable_cores
+
+    caplog.set_level(logging.INFO)
+    too_many = str(usable_cores() + 1)
+    assert shiplib_main(ctx.sweep("--threads", too_many, "--dry-run", seeds="1-3")) == 0
+    text = capsys.readouterr().out + caplog.text
+    assert text.count(f"--threads {too_many} is more than the") == 1, text
+
+
+def test_16_bit_images_keep_their_range(tmp_path):
+    """A 16-bit grayscale PNG (values 0..65535) decodes to 8 bits by scaling (v * 255 / 65535), where
+    convert("RGB") would clip every value above 255 to white."""
+    from PIL import Image
+
+    from shiplib.data.folder import open_rgb
+
+    values = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")  # PIL reads it as a high-depth mode
+    rgb = np.asarray(open_rgb(path))
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    clipped = np.asarray(Image.open(path).convert("RGB"))[..., 0]
+    assert (clipped != expected).mean() > 0.9  # what the old conversion gave
+    floats = Image.fromarray((values / 65535.0).astype(np.float32))
+    from shiplib.data.images import to_rgb
+
+    assert np.abs(np.asarray(to_rgb(floats))[..., 1].astype(int) - expected).max() <= 1

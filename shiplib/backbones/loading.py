@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer, _load_weights
 
-from ..errors import ConfigError
+from ..errors import ConfigError, env_flag
 from ..utils.paths import ProjectRootError
 from .mini import MINI_CHECKPOINTS, create_mini_vit, mini_checkpoint_path, mini_recipe
 
@@ -79,10 +79,18 @@ def npz_architecture(path: str | os.PathLike) -> dict:
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict safely: safetensors, or torch.load(weights_only=True); unwraps {'model': ...}."""
-    path = Path(path)
+    return _load_state_dict_and_architecture(Path(path))[0]
+
+
+def _load_state_dict_and_architecture(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The state dict and the architecture the file itself declares: a safetensors metadata entry 'architecture'
+    (a JSON object) or 'num_heads', or an 'architecture' dict next to the weights in a wrapped .pth."""
+    declared = None
     if path.suffix == ".safetensors":
         try:
             sd = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                declared = _metadata_architecture(path, f.metadata() or {})
         except (SafetensorError, OSError) as e:  # a text file, a truncated download, an unreadable file
             raise _unreadable_safetensors(path, e) from e
     else:
@@ -96,12 +104,39 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                 "(torch.save(model.state_dict(), ...)) or as .safetensors.") from e
         except Exception as e:  # truncated zip, not a torch file: torch raises RuntimeError, KeyError, EOFError…
             raise _unreadable_torch_file(path, e) from e
+        if isinstance(sd, dict) and isinstance(sd.get("architecture"), dict):
+            declared = sd["architecture"]
         for key in ("model", "state_dict", "module"):
             if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
                 sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise BackboneError(f"{path} does not hold a state dict of tensors")
-    return sd
+    return sd, declared
+
+
+def _metadata_architecture(path: Path, metadata: dict) -> dict | None:
+    if "architecture" in metadata:
+        try:
+            arch = json.loads(metadata["architecture"])
+        except ValueError:
+            arch = None
+        if not isinstance(arch, dict):
+            raise BackboneError(f"the 'architecture' metadata of {path} is not a JSON object: "
+                                f"{metadata['architecture'][:80]!r}; fix the file or pass backbone_arch")
+        return arch
+    if "num_heads" in metadata:
+        return {"num_heads": _heads(metadata["num_heads"], f"the 'num_heads' metadata of {path}")}
+    return None
+
+
+def _heads(value, where: str) -> int:
+    try:
+        heads = int(value)
+    except (TypeError, ValueError):
+        heads = 0
+    if heads < 1 or str(value).strip() != str(heads):
+        raise BackboneError(f"{where} is {value!r}, not a positive whole number of attention heads")
+    return heads
 
 
 def _first_line(e: BaseException) -> str:
@@ -122,7 +157,8 @@ def _unreadable_torch_file(path: Path, e: BaseException) -> BackboneError:
 
 
 def state_dict_architecture(sd: dict[str, torch.Tensor], num_heads: int | None = None) -> dict:
-    """Infer a ViT architecture from timm-style state-dict shapes; heads default to width/64."""
+    """The ViT architecture that timm-style state-dict shapes and keys determine. The number of attention heads
+    cannot be read from shapes: it is included only when given."""
     try:
         proj = sd["patch_embed.proj.weight"]  # (D, C, p, p)
         pos = sd["pos_embed"]
@@ -134,10 +170,27 @@ def state_dict_architecture(sd: dict[str, torch.Tensor], num_heads: int | None =
     prefix = int("cls_token" in sd) + (sd["reg_token"].shape[1] if "reg_token" in sd else 0)
     grid = int(math.isqrt(pos.shape[1] - prefix))
     hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
-    return dict(patch_size=p, in_chans=chans, embed_dim=dim, depth=depth, num_heads=num_heads or max(1, dim // 64),
-                mlp_ratio=hidden / dim, img_size=grid * p, class_token="cls_token" in sd,
+    arch = dict(patch_size=p, in_chans=chans, embed_dim=dim, depth=depth, mlp_ratio=hidden / dim,
+                img_size=grid * p, class_token="cls_token" in sd,
                 reg_tokens=sd["reg_token"].shape[1] if "reg_token" in sd else 0,
-                qkv_bias="blocks.0.attn.qkv.bias" in sd)
+                qkv_bias="blocks.0.attn.qkv.bias" in sd, qk_norm="blocks.0.attn.q_norm.weight" in sd,
+                pre_norm="norm_pre.weight" in sd)
+    if "blocks.0.ls1.gamma" in sd:
+        arch["init_values"] = 1e-5  # layer scale present; its values are loaded from the file
+    return arch if num_heads is None else {**arch, "num_heads": num_heads}
+
+
+def architecture_of(vit: VisionTransformer) -> dict:
+    """The whole architecture of a built ViT, as a result records it."""
+    attn, mlp = vit.blocks[0].attn, vit.blocks[0].mlp
+    return dict(patch_size=int(vit.patch_embed.patch_size[0]), in_chans=int(vit.patch_embed.proj.in_channels),
+                embed_dim=int(vit.embed_dim), depth=len(vit.blocks), num_heads=int(attn.num_heads),
+                mlp_ratio=mlp.fc1.out_features / vit.embed_dim,
+                img_size=list(getattr(vit.patch_embed, "img_size", ()) or ()),
+                class_token=vit.cls_token is not None, reg_tokens=int(getattr(vit, "num_reg_tokens", 0)),
+                qkv_bias=attn.qkv.bias is not None, qk_norm=not isinstance(attn.q_norm, nn.Identity),
+                pre_norm=not isinstance(vit.norm_pre, nn.Identity), layer_scale=hasattr(vit.blocks[0].ls1, "gamma"),
+                global_pool=vit.global_pool)
 
 
 def _sidecar_architecture(path: Path) -> dict | None:
@@ -153,15 +206,32 @@ def _sidecar_architecture(path: Path) -> dict | None:
     return None
 
 
+def _file_architecture(path: Path, sd: dict, given: dict | None) -> dict:
+    """Shapes give width, depth, patch and image size; the head count comes from `given` (backbone_arch, the file's
+    metadata or its card), which also wins for anything else it names. Nothing is guessed."""
+    arch = {**state_dict_architecture(sd), **(given or {})}
+    if "num_heads" not in arch:
+        raise BackboneError(
+            f"{path} does not say how many attention heads its ViT has (width {arch['embed_dim']}), and shapes cannot "
+            f"tell: pass it, e.g. --set backbone_arch='{{\"num_heads\": N}}' (or a timm model name), or put the card "
+            f"{path.with_suffix('.json').name} ({{\"architecture\": {{\"num_heads\": N}}}}) next to the file")
+    heads = _heads(arch["num_heads"], f"num_heads of {path}")
+    if arch["embed_dim"] % heads:
+        raise BackboneError(f"num_heads={heads} for {path} does not divide its width {arch['embed_dim']}; "
+                            "give the head count the backbone was trained with (backbone_arch)")
+    return {**arch, "num_heads": heads}
+
+
 def _is_file_spec(backbone: Any) -> bool:
     text = str(backbone)
     return isinstance(backbone, os.PathLike) or (isinstance(backbone, str) and (
         os.sep in text or text.endswith((".npz", *STATE_DICT_SUFFIXES))))
 
 
-def check_backbone_file(backbone: Any) -> None:
+def check_backbone_file(backbone: Any, backbone_arch: Any = None) -> None:
     """Cheap checks of a backbone given as a file, made before any work: the file exists, and a .safetensors
-    file's header parses (the weights themselves are read when the backbone is built)."""
+    file's header parses and, with its card or `backbone_arch`, says the architecture (the weights themselves are
+    read when the backbone is built)."""
     if isinstance(backbone, nn.Module) or not _is_file_spec(backbone):
         return
     path = Path(backbone)
@@ -170,14 +240,24 @@ def check_backbone_file(backbone: Any) -> None:
                             "file, a timm model name or 'mini'")
     if path.suffix == ".safetensors":
         try:
-            with safe_open(str(path), framework="pt"):
-                pass
+            with safe_open(str(path), framework="pt") as f:
+                declared = _metadata_architecture(path, f.metadata() or {})
+                shapes = {k: _Shape(f.get_slice(k).get_shape()) for k in f.keys()}
         except (SafetensorError, OSError) as e:
             raise _unreadable_safetensors(path, e) from e
+        if not isinstance(backbone_arch, str):
+            _file_architecture(path, shapes, backbone_arch or declared or _sidecar_architecture(path))
+
+
+class _Shape:
+    """A tensor's shape without its values, for reading an architecture from a file header."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
 
 
 def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
-    check_backbone_file(path)
+    check_backbone_file(path, arch)
     if path.suffix == ".npz":
         vit = VisionTransformer(**{**npz_architecture(path), "num_classes": 0, **kw})
         _load_weights(vit, str(path))
@@ -185,12 +265,12 @@ def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
     if path.suffix not in STATE_DICT_SUFFIXES:
         raise BackboneError(f"unsupported backbone file {path.name}: use .npz (Google ViT), "
                             f"{', '.join(STATE_DICT_SUFFIXES)} (timm state dict)")
-    sd = load_state_dict_file(path)
+    sd, declared = _load_state_dict_and_architecture(path)
     if isinstance(arch, str):
         vit = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
     else:
-        cfg = arch or _sidecar_architecture(path) or state_dict_architecture(sd)
-        vit = VisionTransformer(**{**cfg, "num_classes": 0, **kw})
+        vit = VisionTransformer(**{**_file_architecture(path, sd, arch or declared or _sidecar_architecture(path)),
+                                   "num_classes": 0, **kw})
     sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     own = vit.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if k in own and v.shape != own[k].shape]
@@ -237,7 +317,7 @@ def weights_file(backbone: Any) -> Path | None:
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if env_flag("HF_HUB_OFFLINE"):
         return False
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -307,5 +387,17 @@ def create_backbone(
     if not isinstance(vit, VisionTransformer):
         raise BackboneError(f"{backbone!r} is a {type(vit).__name__}, not a timm VisionTransformer")
     vit.reset_classifier(0)
+    if pretrained:
+        _check_finite_weights(vit, backbone)
     set_drop_path(vit, drop_path_rate)
     return vit
+
+
+@torch.no_grad()
+def _check_finite_weights(vit: VisionTransformer, backbone: Any) -> None:
+    """Pretrained weights with NaN/inf would make every loss NaN, which looks like a learning-rate problem."""
+    for name, t in vit.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise BackboneError(f"the backbone {str(backbone)!r} has non-finite weights: {bad} of {t.numel()} values "
+                                f"of {name} are NaN or inf. The file is damaged: fetch or export it again")

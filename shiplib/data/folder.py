@@ -27,6 +27,7 @@ from ..errors import DataError, MissingDataError
 from ..utils.paths import ProjectRootError, project_root
 from .checks import DECODE_ERRORS, check_split, check_split_name, check_task_folder, checked_samples
 from .image_cache import MEMORY_BYTES, DecodedImages, Normalize, cache_key
+from .images import to_rgb
 from .tasks import TaskSpec, get_task
 from .transforms import DEFAULT_PRESET, PRESETS, build_transform, preset_record, resize_transform
 
@@ -177,7 +178,7 @@ def open_rgb(path: str | os.PathLike, listed_in: str | None = None, check_comman
                                                      else "")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")  # convert() forces the full decode inside the try
+            return to_rgb(im)  # forces the full decode inside the try; 16-bit images keep their range
     except FileNotFoundError:
         raise DataError(f"image file {path}{where} is missing: {fix}") from None
     except DECODE_ERRORS as e:

@@ -15,6 +15,7 @@ from ..methods import get_method, method_options
 from ..utils.checks import choice, positive_int
 from .defaults import resolve_defaults
 from .precision import DEFAULT_PRECISION, check_precision_name
+from .resources import warn_threads
 from .resolved import ModelChoice, ResolvedRun, Runtime, Training
 from .results import PROTOCOLS, check_tag
 from .schedule import SCHEDULE_MODES
@@ -49,6 +50,7 @@ class RunConfig:
     precision: str = DEFAULT_PRECISION  # fp32 | tf32 | bf16 | fp16 (shiplib.engine.precision)
     # --- model and data ---
     backbone: str | None = None  # None: the benchmark's default backbone
+    backbone_arch: dict | str | None = None  # what a .safetensors/.pth file does not say (e.g. {"num_heads": 3})
     pretrained: bool = True
     img_size: int | None = None
     preset: str = DEFAULT_PRESET
@@ -68,6 +70,8 @@ class RunConfig:
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("data_root", "results_dir", "runs_dir", "device", "threads", "num_workers", "cache_images",
                       "progress", "resume")
     FIXED_FIELDS: ClassVar[tuple[str, ...]] = ("task", "method", "seed", "options")
+    #: Settings in a run's identity only when set, so that the identities of earlier results stay what they were.
+    IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = ("backbone_arch",)
 
     @classmethod
     def settable_fields(cls) -> list[str]:
@@ -114,6 +118,8 @@ def _coerce_field(key: str, value: Any, f: dataclasses.Field) -> Any:
             raise ConfigError(f"{key} cannot be None")
         return None
     kinds = str(f.type).replace(" ", "").split("|")
+    if "dict" in kinds and isinstance(value, dict):
+        return value
     if "bool" in kinds:
         if isinstance(value, bool):
             return value
@@ -236,6 +242,7 @@ def _validate_runtime(cfg: "RunConfig") -> None:
     _validate_device(cfg.device)
     if cfg.threads is not None:
         _check_positive_int("threads", cfg.threads)
+        warn_threads(cfg.threads)
     _check_positive_int("num_workers (--workers)", cfg.num_workers, allow_zero=True)
 
 

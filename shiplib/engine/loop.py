@@ -101,7 +101,7 @@ def train_one_epoch(
         precision.backward(loss, optimizer)  # fp16: gradients unscaled here, so their norms are true values
         for part, norm in _grad_norms(groups).items():
             step_grad_norm[part].append(norm)
-        precision.step(optimizer)
+        _step(precision, optimizer, epoch, step, lr)
         n = y.shape[0]
         step_loss.append(loss.item())
         step_ce.append(ce.item())
@@ -117,11 +117,37 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", lr=f"{lr:.2e}")
         if on_step is not None:
             on_step(epoch, step)
+    check_finite_state(model, optimizer, epoch, lr)  # before the checkpoint of this epoch is written
     record = {k: v / seen for k, v in sums.items()}
     record.update(lr=lrs[0] if schedule.mode == "epoch" else sum(lrs) / len(lrs), train_acc=100.0 * correct / seen,
                   steps=steps, train_seconds=time.perf_counter() - start, step_loss=step_loss, step_ce=step_ce,
                   step_lr=lrs, step_grad_norm=step_grad_norm)
     return record
+
+
+def _step(precision: Precision, optimizer: torch.optim.Optimizer, epoch: int, step: int, lr: float) -> None:
+    try:
+        precision.step(optimizer)
+    except RuntimeError as e:  # e.g. Adam's step size overflows float32 with a huge lr
+        if "overflow" not in str(e):
+            raise
+        raise NonFiniteLossError(f"the optimiser step overflowed at epoch {epoch}, step {step} (lr {lr:.3g}: {e}); "
+                                 "lower the learning rate (--set lr=...)") from None
+
+
+@torch.no_grad()
+def check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, lr: float) -> None:
+    """`NonFiniteLossError` naming the first trainable parameter or optimiser state that is NaN/inf (a finite loss
+    does not show an overflow in the step that follows it)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            tensors = {"": p, **{f" (optimiser {k})": v for k, v in optimizer.state.get(p, {}).items()
+                                 if torch.is_tensor(v) and v.is_floating_point()}}
+            for what, t in tensors.items():
+                if not torch.isfinite(t).all():
+                    raise NonFiniteLossError(f"{names.get(id(p), 'a parameter')}{what} is not finite after epoch "
+                                             f"{epoch} (lr {lr:.3g}); lower the learning rate (--set lr=...)")
 
 
 @torch.no_grad()

@@ -87,16 +87,16 @@ def _file_state(spec) -> tuple | None:
     return str(path), st.st_mtime_ns, st.st_size
 
 
-def current_fingerprint(spec, pretrained: bool = True) -> str | None:
+def current_fingerprint(spec, pretrained: bool = True, arch=None) -> str | None:
     """`backbone_fingerprint` of the pretrained backbone a config names (memoised per weights file state).
 
     None for random-init backbones, whose weights depend on the run's seed, not on a file.
     """
     if not pretrained:
         return None
-    key = (str(spec), _file_state(spec))
+    key = (str(spec), _file_state(spec), json.dumps(arch, sort_keys=True))
     if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = backbone_fingerprint(create_backbone(spec, pretrained=True))
+        _FINGERPRINTS[key] = backbone_fingerprint(create_backbone(spec, pretrained=True, backbone_arch=arch))
     return _FINGERPRINTS[key]
 
 
@@ -104,7 +104,7 @@ def stale_backbone(result: dict) -> str | None:
     """Why a finished result no longer matches its backbone's current weights, or None if it does."""
     ident = result.get("identity", {})
     made_with = (result.get("backbone") or {}).get("sha256")
-    now = current_fingerprint(ident.get("backbone"), ident.get("pretrained", True))
+    now = current_fingerprint(ident.get("backbone"), ident.get("pretrained", True), ident.get("backbone_arch"))
     if made_with and now and made_with != now:
         return f"it was made with other {ident.get('backbone')!r} backbone weights (sha256 {made_with[:12]}…, " \
                f"now {now[:12]}…)"

@@ -51,6 +51,7 @@ class ModelChoice:
     """Which backbone, and how images are fed to it."""
 
     backbone: str
+    backbone_arch: Any  # None, a timm name or VisionTransformer arguments (what the weights file does not say)
     pretrained: bool
     img_size: int
     preset: str
@@ -129,6 +130,8 @@ class ResolvedRun:
                      eval_split=self.eval_split, eval_epochs=list(t.eval_epochs))
         if t.precision != DEFAULT_PRECISION:  # fp32 is left out: results made before precisions existed are fp32
             ident["precision"] = t.precision
+        if m.backbone_arch is not None:  # only when given (RunConfig.IDENTITY_WHEN_SET)
+            ident["backbone_arch"] = m.backbone_arch
         return json.loads(json.dumps(ident, default=describe_value))
 
     def as_record(self, data_root: str | os.PathLike | None = None) -> dict:

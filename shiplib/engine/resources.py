@@ -27,6 +27,7 @@ import torch
 
 from ..errors import ConfigError, ResourceError, setting_fix
 from ..utils.checks import positive_int
+from ..utils.units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,21 @@ def check_device(device: str | None) -> None:
 
 
 # ----- sizes -----
-def format_bytes(n: float) -> str:
-    for unit, size in (("TB", 2 ** 40), ("GB", 2 ** 30), ("MB", 2 ** 20), ("kB", 2 ** 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+_WARNED_THREADS: set = set()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def warn_threads(threads: int) -> None:
+    """Warn (once per value and process) when more torch threads are asked for than this process has cores:
+    oversubscribed threads make training slower, not faster."""
+    cores = usable_cores()
+    if threads > cores and threads not in _WARNED_THREADS:
+        _WARNED_THREADS.add(threads)
+        log.warning("--threads %d is more than the %d CPU core(s) this process may use: training gets slower, not "
+                    "faster; use --threads %d or fewer", threads, cores, cores)
 
 
 def parse_bytes(text: str) -> int:

@@ -4,19 +4,23 @@ Layout (protocol "final", the default):  <results>/<benchmark>/<task>/<run>/seed
           protocol "tune" (val200 model selection): <results>/tune/<benchmark>/<task>/<run>/seed<k>.json
 Working files (checkpoint, epoch log) mirror it under <runs>/…/seed<k>/.
 <run> is the method name, or "<method>+<tag>" for a named variant (e.g. an lr sweep).
-A result file that cannot be read (truncated, not a JSON object, keys missing) is not a finished run:
-`read_result` names it (`UnreadableResultError`), `existing_result` moves it aside to `<file>.corrupt`.
+A result file that cannot be read or holds an impossible result (truncated, not a JSON object, keys missing, another
+schema version, an accuracy that is not a finite percentage, a history that does not match its epochs) is not a
+finished run: `read_result` names it (`UnreadableResultError`), `existing_result` moves it aside to `<file>.corrupt`.
+A run's result is written by `commit_result`, which never replaces a result another run wrote meanwhile.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 from pathlib import Path
 
 from ..errors import ConfigError, StateError
-from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside
+from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside, remove_stale_temporaries
 from .prepare import stale_backbone
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,8 @@ RESULT_KEYS = ("identity", "acc_last", "acc_max_over_epochs")
 
 
 class UnreadableResultError(StateError):
-    """A result file that is not a complete result (truncated JSON, not an object, keys missing)."""
+    """A result file that is not a complete, possible result (truncated JSON, not an object, keys missing, impossible
+    values)."""
 
     def __init__(self, path: os.PathLike, reason: str):
         self.path, self.reason = Path(path), reason
@@ -80,6 +85,50 @@ def write_result(path, result: dict) -> Path:
     return atomic_write_json(path, {"schema": RESULT_SCHEMA, **result})
 
 
+def file_state(path) -> str | None:
+    """A digest of the file at `path` (None when there is none): what a run saw there when it started."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def commit_result(path, result: dict, seen_at_start: str | None, wait_s: float = 60.0) -> Path:
+    """Write a run's result, unless another run finished one of another identity at `path` since this run started
+    (`seen_at_start`, from `file_state`): that result is kept and this run is refused (`ResultConflictError`, naming
+    both runs). One of the same identity is the same run (same numbers), so it is replaced. The check and the write
+    happen under a lock next to the result, so two writers never interleave."""
+    from ..launch.locks import hold
+
+    path = Path(path)
+    with hold(path.parent, f".{path.name}.lock", wait_s):
+        remove_stale_temporaries(path.parent, path.name)  # under the lock no one else is writing this result
+        if file_state(path) != seen_at_start:
+            try:
+                other = read_result(path)
+            except (FileNotFoundError, UnreadableResultError):
+                other = None  # removed, or not a result: nothing finished is lost by writing ours
+            if other is not None and other.get("identity") != result.get("identity"):
+                raise ResultConflictError(path, other, result)
+        return write_result(path, result)
+
+
+class ResultConflictError(StateError):
+    """Another run wrote a finished result at the same path while this one trained; it is kept."""
+
+    def __init__(self, path: Path, other: dict, mine: dict):
+        def who(r: dict) -> str:
+            cfg = r.get("config") or {}
+            return f"runs folder {cfg.get('runs_dir')!r}, started {r.get('started_at')}"
+
+        from .resolved import identity_diff
+
+        differs = identity_diff(other.get("identity") or {}, mine.get("identity") or {})
+        super().__init__(f"{path} was written by another run ({who(other)}) while this run ({who(mine)}) trained, "
+                         f"with other settings ({differs}); it was kept and this run's result was not written. Name "
+                         "one variant with --tag, or give each its own --results folder.")
+
+
 def _result_problem(result) -> str | None:
     """Why a parsed result file is not a usable result, or None."""
     if not isinstance(result, dict):
@@ -89,9 +138,41 @@ def _result_problem(result) -> str | None:
         return f"key(s) {', '.join(missing)} missing"
     if not isinstance(result["identity"], dict):
         return f"its identity is a {type(result['identity']).__name__}, not an object"
+    if result.get("schema") != RESULT_SCHEMA:
+        return f"its schema version is {result.get('schema')!r}, not {RESULT_SCHEMA} (written by another shiplib?)"
     for key in ("acc_last", "acc_max_over_epochs"):
-        if isinstance(result[key], bool) or not isinstance(result[key], (int, float)):
-            return f"{key} is {result[key]!r}, not a number"
+        problem = _accuracy_problem(key, result[key])
+        if problem:
+            return problem
+    return _history_problem(result)
+
+
+def _accuracy_problem(key: str, value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{key} is {value!r}, not a number"
+    if not math.isfinite(value) or not 0.0 <= value <= 100.0:
+        return f"{key} is {value!r}, not a percentage in [0, 100]"
+    return None
+
+
+def _history_problem(result: dict) -> str | None:
+    """The epoch history, when recorded, holds epochs 0..epochs-1 once each and ends with acc_last."""
+    history = result.get("history")
+    if history is None:
+        return None
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return "its history is not a list of epoch records"
+    epochs = [h.get("epoch") for h in history]
+    if "epochs" in result and epochs != list(range(result["epochs"])):
+        shown = epochs if len(epochs) <= 6 else epochs[:3] + ["…"] + epochs[-2:]
+        return f"its history holds epochs {shown}, not 0..{result['epochs'] - 1}"
+    for h in history:
+        if h.get("eval_acc") is not None:
+            problem = _accuracy_problem(f"eval_acc of epoch {h.get('epoch')}", h["eval_acc"])
+            if problem:
+                return problem
+    if history and history[-1].get("eval_acc") != result["acc_last"]:
+        return f"acc_last {result['acc_last']!r} is not the last epoch's accuracy {history[-1].get('eval_acc')!r}"
     return None
 
 

@@ -10,7 +10,7 @@ A run is a sequence of stages, each a function of its own that can be tested alo
                      refused before training (`resources.py`)
     resume           the newest readable checkpoint of this run, or a fresh start
     fit              the epoch loop: train, evaluate at the configured epochs, checkpoint, log
-    record           the result dict, written atomically
+    record           the result dict, written atomically, unless another run wrote one meanwhile (refused)
 
 Per epoch the checkpoint (trainable parameters + optimizer + history) is written first, then the log is rewritten
 from the history, so the log always mirrors a checkpoint and never holds an epoch twice. Randomness is re-seeded
@@ -32,6 +32,7 @@ import torch
 
 from .. import __version__
 from ..backbones import create_backbone
+from ..backbones.loading import architecture_of
 from ..data.folder import TaskLocation, VtabFolderDataset, build_dataset
 from ..errors import ConfigError, setting_fix
 from ..methods import build_model, get_method
@@ -50,7 +51,7 @@ from .prepare import (DeviceBatches, backbone_fingerprint, data_cache_path, data
                       train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
-from .results import existing_result, read_result, write_result
+from .results import commit_result, existing_result, file_state, read_result
 from .schedule import LRSchedule
 from .validate import validate_before_work
 
@@ -122,7 +123,7 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
                                          progress=run.runtime.progress)
                            for split in (run.train_split, run.eval_split))
     seed_everything(run.seed)
-    vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained)
+    vit = create_backbone(run.model.backbone, pretrained=run.model.pretrained, backbone_arch=run.model.backbone_arch)
     _check_img_size(vit, run.model.img_size, run.model.backbone)
     fingerprint = backbone_fingerprint(vit)
     options, hierarchy = _method_options(run, vit, fingerprint, train_set, device)
@@ -292,7 +293,7 @@ def record(run: ResolvedRun, built: Built, progress: Progress) -> dict:
         parameters=count_parameters(built.model), optimizer=optimizer_summary(built.optimizer),
         backbone=dict(spec=run.model.backbone, pretrained=run.model.pretrained, sha256=built.fingerprint,
                       embed_dim=int(vit.embed_dim), depth=len(vit.blocks),
-                      img_size=list(getattr(vit.patch_embed, "img_size", ()))),
+                      img_size=list(getattr(vit.patch_embed, "img_size", ())), architecture=architecture_of(vit)),
         hierarchy=built.hierarchy, versions=package_versions(), device=str(built.device),
         precision=run.training.precision,
         threads=torch.get_num_threads(), wall_time_s=_elapsed(built, progress),
@@ -327,9 +328,10 @@ def run_experiment(cfg: RunConfig, force: bool = False, on_step: Callable[[int, 
     previous = reuse_or_refuse(run, force)
     if previous is not None:
         return previous
+    seen = file_state(run.paths.result)  # what `force` may replace; anything written later by another run is kept
     built = build(run, data)
     check_resources(run, built)
     progress = fit(run, built, resume(run, built, force), on_step)
-    path = write_result(run.paths.result, record(run, built, progress))
+    path = commit_result(run.paths.result, record(run, built, progress), seen)
     log.info("result: %s", path)
     return read_result(path)

@@ -154,7 +154,10 @@ def cell_state(cell: Cell) -> dict:
                                                                                      if tail else ""))
         return out
     stale_lock, _ = locks.read_lock(cell.work_dir)
-    if stale_lock:
+    if stale_lock and stale_lock.get(locks.NOT_A_LOCK) is not None:
+        out.update(state="failed", detail=f"its lock file holds {stale_lock[locks.NOT_A_LOCK]}, not a lock "
+                                          "(stale: the next run takes it over)")
+    elif stale_lock:
         out.update(state="failed", job=stale_lock.get("job_id"),
                    detail=f"interrupted: {locks.describe_owner(stale_lock)} is gone (its lock is stale)")
     return out

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import StateError
+from ..utils.io import remove_stale_temporaries
+from ..utils.signals import stop_on_signals
 from . import locks
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ def run_cell(cfg, force: bool = False, resumed: bool = False, on_step=None) -> d
         return dict(status="running elsewhere", owner=owner, cell=label)
     replaced = result_file.with_name(result_file.name + REPLACED_SUFFIX)
     try:
+        remove_stale_temporaries(wd)  # under the cell's lock: left by a run of this cell that was killed
         prev = existing_result(result_file)  # an unreadable file is moved aside: the cell runs again
         if prev is not None:
             same = prev.get("identity") == ident
@@ -70,8 +73,9 @@ def run_cell(cfg, force: bool = False, resumed: bool = False, on_step=None) -> d
         return dict(status="done", cell=label, acc_last=result["acc_last"],
                     acc_max_over_epochs=result["acc_max_over_epochs"],
                     resumed_from_epoch=result.get("resumed_from_epoch"))
-    except Exception as e:
-        locks.record_failure(wd, e, traceback.format_exc())
+    except BaseException as e:  # an interrupted run (Ctrl-C, SIGTERM) gives the replaced result back as well
+        if isinstance(e, Exception):
+            locks.record_failure(wd, e, traceback.format_exc())
         if replaced.is_file() and not result_file.exists():
             os.replace(replaced, result_file)
         raise
@@ -100,6 +104,7 @@ def run_locked(cfg, force: bool = False, on_step=None) -> dict:
                          f"{wd / locks.LOCK_NAME}); wait until it ends (`python -m shiplib status …` shows it), or "
                          "stop that process: a lock whose process is gone is taken over by the next run.")
     try:
+        remove_stale_temporaries(wd)  # under the cell's lock: left by a run of this cell that was killed
         result = run_experiment(cfg, force=force, on_step=on_step)  # moves an unreadable result aside itself
         locks.clear(wd, locks.FAILED_NAME)
         return result
@@ -127,7 +132,10 @@ class CellJob:
 
     def __call__(self, cfg, force: bool = False, resumed: bool = False) -> dict:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        return run_cell(cfg, force=force, resumed=resumed)
+        if os.environ.get("SUBMITIT_EXECUTOR") != "local":  # SLURM: submitit's own handlers (requeue on preemption)
+            return run_cell(cfg, force=force, resumed=resumed)
+        with stop_on_signals(interruptible=True):  # a local sweep that stops cancels its runs: they must stop
+            return run_cell(cfg, force=force, resumed=resumed)
 
     def checkpoint(self, cfg, force: bool = False, resumed: bool = False) -> DelayedSubmission:
         from submitit.helpers import DelayedSubmission

@@ -3,8 +3,10 @@ LocalExecutor) or `slurm` (one submitit job array, one task per cell). All three
 numbers, locks and failure records are the same whichever is used."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -168,47 +170,90 @@ def launch_local(cells: list[Cell], jobs: int | None = None, threads: int | None
     index = {id(c): i for i, c in enumerate(cells, 1)}
     _say(f"local: up to {len(slots)} runs at once, {threads} thread(s) each"
          + (f", GPUs {slots}" if any(slots) else "") + f"; logs under {folder.parent}/")
-    while queue or running:
-        for job_id, (job, cell, slot, tries) in list(running.items()):
-            if not job.done():
-                continue
-            del running[job_id]
-            free.append(slot)
-            label = f"[{index[id(cell)]}/{n}] {cell.label}"
-            try:
-                out = job.result()
-                _say(f"{label}: {_report(out)}")
-                counts["done" if out.get("status") == "done" else "skipped"] += 1
-            except Exception as e:  # noqa: BLE001 (a failed cell does not stop the others)
-                st = cell_state(cell)
-                if st["state"] in ("pending",) and tries + 1 < LOCAL_MAX_RETRIES:  # interrupted, not failed
-                    _say(f"{label}: interrupted (job {job.job_id}); requeued")
-                    queue.append((cell, tries + 1))
+    try:
+        while queue or running:
+            for job_id, (job, cell, slot, tries) in list(running.items()):
+                if not job.done():
                     continue
-                first = str(e).strip().splitlines()
-                _say(f"{label}: FAILED (job {job.job_id}, log {job.paths.stderr}): "
-                     f"{st['detail'].splitlines()[0] if st['detail'] else (first[-1] if first else type(e).__name__)}")
-                counts["failed"] += 1
-        while queue and free:
-            cell, tries = queue.pop(0)
-            label = f"[{index[id(cell)]}/{n}] {cell.label}"
-            st = cell_state(cell)  # checked just before starting: another sweep may have taken or finished it
-            action = plan([cell], force and tries == 0)[0][2] if tries == 0 else "run"
-            if action != "run":
-                _say(f"{label}: skip ({describe(st, action)})")
-                counts["skipped"] += 1
-                continue
-            slot = free.pop(0)
-            gpus = slots[slot]
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus), visible_gpus=gpus)
-            cfg = dataclasses.replace(cell.cfg, threads=threads if cell.cfg.threads is None else cell.cfg.threads)
-            job = executor.submit(CellJob(), cfg, force and tries == 0, tries > 0)
-            running[job.job_id] = (job, cell, slot, tries)
-            _say(f"{label}: started (pid {job.job_id}{', GPU ' + ','.join(map(str, gpus)) if gpus else ''})")
-        if queue or running:
-            time.sleep(poll_s)
+                del running[job_id]
+                free.append(slot)
+                label = f"[{index[id(cell)]}/{n}] {cell.label}"
+                try:
+                    out = job.result()
+                    _say(f"{label}: {_report(out)}")
+                    counts["done" if out.get("status") == "done" else "skipped"] += 1
+                except Exception as e:  # noqa: BLE001 (a failed cell does not stop the others)
+                    st = cell_state(cell)
+                    if st["state"] in ("pending",) and tries + 1 < LOCAL_MAX_RETRIES:  # interrupted, not failed
+                        _say(f"{label}: interrupted (job {job.job_id}); requeued")
+                        queue.append((cell, tries + 1))
+                        continue
+                    first = str(e).strip().splitlines()
+                    why = st["detail"].splitlines()[0] if st["detail"] else (first[-1] if first else type(e).__name__)
+                    _say(f"{label}: FAILED (job {job.job_id}, log {job.paths.stderr}): {why}")
+                    counts["failed"] += 1
+            while queue and free:
+                cell, tries = queue.pop(0)
+                label = f"[{index[id(cell)]}/{n}] {cell.label}"
+                st = cell_state(cell)  # checked just before starting: another sweep may have taken or finished it
+                action = plan([cell], force and tries == 0)[0][2] if tries == 0 else "run"
+                if action != "run":
+                    _say(f"{label}: skip ({describe(st, action)})")
+                    counts["skipped"] += 1
+                    continue
+                slot = free.pop(0)
+                gpus = slots[slot]
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus), visible_gpus=gpus)
+                cfg = dataclasses.replace(cell.cfg, threads=threads if cell.cfg.threads is None else cell.cfg.threads)
+                job = executor.submit(CellJob(), cfg, force and tries == 0, tries > 0)
+                running[job.job_id] = (job, cell, slot, tries)
+                _say(f"{label}: started (pid {job.job_id}{', GPU ' + ','.join(map(str, gpus)) if gpus else ''})")
+            if queue or running:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no run may go on training without the sweep
+        stop_local_jobs(running.values())
+        raise
     _say(f"sweep: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed")
     return 1 if counts["failed"] else 0
+
+
+def stop_local_jobs(running, wait_s: float = 30.0) -> None:
+    """Stop the running cells and wait for them to end. A run whose lock names its process is sent SIGTERM (it
+    stops cleanly: files being written removed, lock released; its submitit controller then ends by itself);
+    the others, and any still running after `wait_s`, are cancelled through submitit (SIGINT, then SIGKILL). A lock
+    a killed run could not release is removed."""
+    running = list(running)
+    for job, cell, *_ in running:
+        pid = _local_run_pid(cell)
+        if pid is None:
+            job.cancel()
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    for grace in (wait_s, 5.0):
+        deadline = time.time() + grace
+        while any(not job.done() for job, *_ in running) and time.time() < deadline:
+            time.sleep(0.1)
+        for job, *_ in running:
+            if not job.done():
+                job.cancel()
+    for job, cell, *_ in running:
+        owner, _ = locks.read_lock(cell.work_dir)
+        if owner and not locks.owner_alive(owner):
+            locks.clear(cell.work_dir, locks.LOCK_NAME)
+    if running:
+        _say(f"stopped {len(running)} running cell(s): " + ", ".join(cell.label for _, cell, *_ in running))
+
+
+def _local_run_pid(cell: Cell) -> int | None:
+    """The pid of the process training `cell` on this machine, from its lock."""
+    owner, _ = locks.read_lock(cell.work_dir)
+    if not owner or owner.get("job_id") != "local" or owner.get("host") != locks.owner_info()["host"]:
+        return None
+    try:
+        return int(owner["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # ----- slurm -----

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,10 +16,15 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..errors import ResourceError
+from .units import format_bytes
+
 log = logging.getLogger(__name__)
 
 #: Suffix of a file that could not be read and was moved aside (`checkpoint.pt` -> `checkpoint.pt.corrupt`).
 CORRUPT_SUFFIX = ".corrupt"
+#: Temporary files of `atomic_write` are `.<name>.<random><TMP_SUFFIX>` next to the file they become.
+TMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
@@ -26,7 +33,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
     Yields a temporary path next to `path` (same folder, so the final rename stays on one file system); write the
     content there. On a clean exit the temporary file is flushed to disk and renamed over `path`; on an exception
-    it is removed and `path` is left as it was. Parent folders are created.
+    it is removed and `path` is left as it was. Parent folders are created. A full disk is a `ResourceError` naming
+    `path`, the free space and about how much is needed.
 
         with atomic_write("results/x.npz") as tmp:
             with open(tmp, "wb") as f:
@@ -34,17 +42,53 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
         _fsync(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; written files should be readable like any other
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            previous = path.stat().st_size if path.is_file() else 0
+            raise disk_full_error(e, path, max(written, previous)) from e
         raise
+
+
+def disk_full_error(error: OSError, path: str | os.PathLike, needed: int) -> OSError | ResourceError:
+    """The error to raise for `error` met while writing `path`: for a full disk, a `ResourceError` naming the file,
+    the free space there and at least how much is needed (`needed` bytes: what was written, or the previous file's
+    size); any other error as it is."""
+    if error.errno != errno.ENOSPC:
+        return error
+    path = Path(path)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    have = "an unknown amount" if free is None else format_bytes(free)
+    need = f"at least {format_bytes(needed)}" if needed else "more"
+    return ResourceError(f"cannot write {path}: No space left on device ({have} free there, {need} needed). Free "
+                         "space there, or point --runs/--results to another disk.")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Remove the temporary files `atomic_write` left in `folder` for `name` when a process was killed (SIGKILL,
+    power loss) in the middle of a write. Call it only while no one else can be writing there (under a lock)."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(f".{name}.*{TMP_SUFFIX}")):
+        try:
+            size = tmp.stat().st_size
+            tmp.unlink()
+        except FileNotFoundError:
+            continue
+        log.info("removed %s (%s), left by a write that was killed", tmp, format_bytes(size))
+        removed.append(tmp)
+    return removed
 
 
 def _fsync(path: str) -> None:

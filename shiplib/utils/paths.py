@@ -24,7 +24,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 class ProjectRootError(ConfigError, FileNotFoundError):
-    """The project folder cannot be found, or `$SHIPLIB_HOME` names something that is not a folder."""
+    """The project folder cannot be found, or `$SHIPLIB_HOME` names something that is not a project folder."""
 
 
 def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
@@ -36,7 +36,7 @@ def find_repo_root(start: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def _checked_dir(path: str | os.PathLike, what: str) -> Path:
+def _checked_dir(path: str | os.PathLike, what: str, project: bool = False) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ProjectRootError(f"{what} is {str(path)!r}, which does not exist. Point it to a clone of the shiplib "
@@ -44,6 +44,10 @@ def _checked_dir(path: str | os.PathLike, what: str) -> Path:
     if not p.is_dir():
         raise ProjectRootError(f"{what} is {str(path)!r}, which is a file, not a folder. Point it to a clone of the "
                                "shiplib repository (the folder holding data/), or unset it.")
+    if project and not (p / "data").is_dir() and find_repo_root(p) != p.resolve():
+        raise ProjectRootError(f"{what} is {str(path)!r}, which is not a shiplib project folder (it holds no data/ "
+                               "folder, nor pyproject.toml and shiplib/). Point it to a clone of the shiplib "
+                               "repository, or unset it.")
     return p.resolve()
 
 
@@ -52,7 +56,7 @@ def project_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         return _checked_dir(root, "the project root argument")
     if os.environ.get(ENV_HOME):
-        return _checked_dir(os.environ[ENV_HOME], f"${ENV_HOME}")
+        return _checked_dir(os.environ[ENV_HOME], f"${ENV_HOME}", project=True)
     found = find_repo_root() or find_repo_root(_PACKAGE_DIR)
     if found is not None:
         return found

@@ -41,3 +41,11 @@ def format_flops(gflops) -> str:
 
 def format_megabytes(v) -> str:
     return "–" if missing(v) else f"{significant(v)} MB"
+
+
+def format_bytes(n: float) -> str:
+    """Binary units with one decimal: 512 B, 1.5 kB, 29.0 MB, 2.0 GB."""
+    for unit, size in (("TB", 2 ** 40), ("GB", 2 ** 30), ("MB", 2 ** 20), ("kB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
