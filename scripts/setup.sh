@@ -23,6 +23,8 @@ fi
 # the kernel "shiplib" runs this clone's .venv (installed into the venv, which its Jupyter prefers, and for the user)
 .venv/bin/python scripts/register_kernel.py
 mkdir -p runs  # checkpoints, caches and papermill's output notebooks (git-ignored)
+# JupyterLab's news and update check off for the venv's JupyterLab (offline; the toast would cover figures)
+install -D -m 644 scripts/jupyterlab_overrides.json .venv/share/jupyter/lab/settings/overrides.d/shiplib.json
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \

@@ -10,8 +10,8 @@
 Nothing in the repository is modified: the server's root is a temporary folder holding copies of the notebooks
 (fresh for each test), copies of results/ and docs/figures/, symlinks to pyproject.toml, shiplib/ and data/ (so
 shiplib.report.setup_notebook() finds that folder as the repository root) and an empty runs/. Jupyter's config,
-data (kernels: "shiplib" is registered there) and runtime folders and IPython's folder are temporary too, so no
-user setting leaks in. Chromium and chromedriver are Debian's (installed by
+runtime folders and IPython's folder are temporary too, so no user setting leaks in; the kernelspecs are the ones
+scripts/setup.sh registered (the notebooks must start this clone's python through them). Chromium and chromedriver are Debian's (installed by
 scripts/install_browser.sh); the test skips, saying why, where they cannot be found. Screenshots go to
 runs/screenshots/ (git-ignored) or to $SHIPLIB_SCREENSHOTS.
 """
@@ -199,8 +199,8 @@ def layout(root: Path) -> None:
 
 def jupyter_env(tmp: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY_", "MPLBACKEND", "IPYTHON"))}
-    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_DATA_DIR=str(tmp / "jupyter_data"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "jupyter_runtime"), IPYTHONDIR=str(tmp / "ipython"),
+    # the data folder (kernelspecs) stays the user's: the notebooks must run on the kernel setup registered
+    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_RUNTIME_DIR=str(tmp / "jupyter_runtime"), IPYTHONDIR=str(tmp / "ipython"),
                JUPYTER_PLATFORM_DIRS="0", PYTHONUNBUFFERED="1")
     # JupyterLab user settings: no news/update checks (no internet; their toast would cover the page), and all
     # cells attached to the DOM (windowing off) so that every cell's prompt and outputs can be read.
@@ -213,20 +213,17 @@ def jupyter_env(tmp: Path) -> dict:
     return env
 
 
-def register_kernel(env: dict) -> None:
-    """The project's kernel "shiplib" (as scripts/setup.sh registers it), here into the temporary data folder:
-    the user's own kernels are hidden there, so the notebooks' kernelspec must resolve to this venv's python."""
+def kernel_from_setup(env: dict) -> None:
+    """The kernel "shiplib" as scripts/setup.sh registered it (inside .venv, and for the user: the real kernelspec
+    folders, not a temporary one) must start this venv's python, so that the notebooks run this clone's code."""
     specs = json.loads(subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"], env=env,
                                       check=True, capture_output=True, text=True, timeout=60).stdout)["kernelspecs"]
-    if KERNEL_NAME not in specs:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--user", "--name", KERNEL_NAME,
-                        "--display-name", KERNEL_DISPLAY_NAME], env=env, check=True, capture_output=True,
-                       timeout=60)
-        specs = json.loads(subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
-                                          env=env, check=True, capture_output=True, text=True,
-                                          timeout=60).stdout)["kernelspecs"]
-    assert KERNEL_NAME in specs, f"kernel {KERNEL_NAME!r} not found after registering it: {sorted(specs)}"
-    names = ", ".join(f"{k} ({v['spec']['display_name']})" for k, v in sorted(specs.items()))
+    assert KERNEL_NAME in specs, (f"kernel {KERNEL_NAME!r} is not registered ({sorted(specs)}): run "
+                                  "scripts/setup.sh first")
+    argv0 = specs[KERNEL_NAME]["spec"]["argv"][0]
+    assert Path(argv0) == Path(sys.executable), (f"kernel {KERNEL_NAME!r} starts {argv0}, not this venv's "
+                                                 f"{sys.executable}: run scripts/setup.sh in this clone")
+    names = ", ".join(f"{k} ({v['spec']['display_name']}: {v['resource_dir']})" for k, v in sorted(specs.items()))
     _log(f"kernels: {names}")
 
 
@@ -258,7 +255,7 @@ def lab(tmp_path_factory):
     root = tmp / "work"
     layout(root)
     env = jupyter_env(tmp)
-    register_kernel(env)
+    kernel_from_setup(env)
     port, token = free_port(), secrets.token_hex(16)
     lab_cmd = [str(Path(sys.executable).with_name("jupyter-lab"))]
     if not os.access(lab_cmd[0], os.X_OK):
@@ -552,20 +549,29 @@ def test_notebook_opens_clean(lab, name):
     assert not problems, f"{name}:\n  - " + "\n  - ".join(problems)
 
 
-@pytest.mark.parametrize("name", RUN_NOTEBOOKS)
-def test_run_all_in_browser(lab, name):
-    """Clear all outputs, Run All Cells from the menu, then: all executed, no error, every plot rendered."""
-    t0 = time.monotonic()
+SET_PARAMETERS_JS = FIND_PANEL_JS + r"""
+const w = findPanel(arguments[0]);
+const cells = w.content.model.cells;
+for (let i = 0; i < cells.length; i++) {
+  const c = cells.get(i);
+  if ((c.getMetadata('tags') || []).includes('parameters')) { c.sharedModel.setSource(arguments[1]); return i; }
+}
+return -1;
+"""
+
+
+def run_all(lab: Lab, name: str, stem: str, parameters: str | None = None) -> tuple[list, Path, float]:
+    """In a fresh copy of `name`: optionally replace the parameters cell's text (as a person edits it), Clear
+    Outputs of All Cells, Run All Cells from the menus and wait until the kernel is idle; the cells as the DOM shows
+    them, a screenshot and the seconds Run All took."""
     lab.forget_old_outputs(name)
     committed = json.loads(lab.fresh_copy(name))
-    stem = Path(name).stem
-    cells = committed["cells"]
-    plot_cells = {i for i, c in enumerate(cells) if c["cell_type"] == "code" and (
-        PLOT_CALL.search(source(c)) or any("image/png" in o.get("data", {}) for o in c.get("outputs", [])))}
     with browser(lab) as driver:
         try:
             open_notebook(driver, lab, name, committed)
             focus_notebook(driver, name)
+            if parameters is not None:
+                assert driver.execute_script(SET_PARAMETERS_JS, name, parameters) >= 0, f"{name}: no parameters cell"
             use_menu(driver, "Edit", "editmenu:clear-all")
             wait_until(lambda: all(p == "[ ]:" for p in page_state(driver, name)["prompts"]), MENU_TIMEOUT,
                        f"{name}: every prompt to read [ ]: after Clear Outputs of All Cells")
@@ -603,6 +609,35 @@ def test_run_all_in_browser(lab, name):
             raise
         finally:
             lab.shutdown_kernels(name)
+    return dom_cells, shot, ran
+
+
+def test_a_user_error_in_the_browser_is_one_line(lab):
+    """vtab.ipynb with task = "svhn" (no VTAB-1k data offline), edited in the parameters cell and Run All: the run
+    stops in the training cell with the one-line MissingDataError that says how to get the data, no traceback."""
+    committed = json.loads(lab.fresh_copy("vtab.ipynb"))
+    params = next(source(c) for c in committed["cells"] if "parameters" in c["metadata"].get("tags", []))
+    edited = re.sub(r'^task = "[^"]*"', 'task = "svhn"', params, flags=re.M)
+    assert edited != params
+    dom_cells, shot, _ = run_all(lab, "vtab.ipynb", "vtab_svhn", edited)
+    errors = [o["text"].strip() for dom in dom_cells for o in dom["outputs"]
+              if o["mime"] == "application/vnd.jupyter.stderr" and "Error" in o["text"]]
+    assert errors, f"no error shown (screenshot {shot})"
+    first = errors[0]
+    assert first.startswith("MissingDataError: ") and "Traceback" not in first and "\n" not in first, first[:2000]
+    assert 'data_root="DIR"' in first and "svhn" in first
+
+
+@pytest.mark.parametrize("name", RUN_NOTEBOOKS)
+def test_run_all_in_browser(lab, name):
+    """Clear all outputs, Run All Cells from the menu, then: all executed, no error, every plot rendered."""
+    t0 = time.monotonic()
+    committed = json.loads(lab.fresh_copy(name))
+    stem = Path(name).stem
+    cells = committed["cells"]
+    plot_cells = {i for i, c in enumerate(cells) if c["cell_type"] == "code" and (
+        PLOT_CALL.search(source(c)) or any("image/png" in o.get("data", {}) for o in c.get("outputs", [])))}
+    dom_cells, shot, ran = run_all(lab, name, stem)
 
     assert len(dom_cells) == len(cells), \
         f"{name}: JupyterLab shows {len(dom_cells)} cells, the notebook has {len(cells)}"

@@ -209,8 +209,8 @@ def vtab1k_table(results_dir="results", protocol: str = "final",
                  include_tagged: bool = False) -> pd.DataFrame:
     """VTAB-1k: our runs (one row per run and metric) followed by the published rows.
 
-    Columns: the 19 tasks, natural/specialized/structured, "mean (3g)", "mean (19)", "params (M)" (mean trainable
-    parameters over tasks, head included), protocol, seeds (seeds per task; for published rows as their note states
+    Columns: protocol, "mean (3g)", "mean (19)" first, then the 19 tasks, natural/specialized/structured,
+    "params (M)" (mean trainable parameters over tasks, head included), seeds (seeds per task; for published rows as their note states
     it), source, note (long texts: show them with `footnotes`). Works with no results. Our rows are the methods'
     untagged runs; `include_tagged=True` adds ablation variants (`ship+no-sip`, ...).
     """
@@ -218,9 +218,10 @@ def vtab1k_table(results_dir="results", protocol: str = "final",
     parts = [ours_table(df, "vtab1k", check_metric(m), include_tagged) for m in metrics] if not df.empty else []
     if published:
         parts.append(published_table())
-    if not parts:
-        return ours_table(df, "vtab1k", "acc_last")
-    return pd.concat(parts)
+    table = pd.concat(parts) if parts else ours_table(df, "vtab1k", "acc_last")
+    # protocol and means first: visible without scrolling, so no row is compared with another protocol's unawares
+    lead = [c for c in ("protocol", MEAN_3G, mean_all_label("vtab1k")) if c in table.columns]
+    return table[lead + [c for c in table.columns if c not in lead]]
 
 
 def benchmark_summary(results_dir="results", benchmark: str = "mini", metric: str = "acc_last",
