@@ -56,6 +56,10 @@ TABLE = [
                    'held, _ = locks.acquire(paths_for(resolve_config(cfg)).work_dir)  # as a running training does\n'
                    'run_locked(cfg)', ["is being trained by", "right now"]),
     ("UnreadableResultError", 'read_result("{tmp}/garbage.json")', ["garbage.json"]),
+    ("ResultConflictError", 'shutil.copy("{repo}/results/mini/mini_mnist/linear/seed1.json", "{tmp}/seed1.json")\n'
+                            'commit_result("{tmp}/seed1.json", dict(read_result("{tmp}/seed1.json"), '
+                            'identity={{"lr": 9}}), None)',
+     ["written by another run", "--tag e2", 'overrides={{"tag": "e2"}}', 'results_dir="DIR"']),
     ("ProjectRootError", 'os.environ["SHIPLIB_HOME"] = "{tmp}/nowhere"\ntry:\n    project_root()\nfinally:\n'
                          '    os.environ["SHIPLIB_HOME"] = "{repo}"', ["does not exist"]),
     ("PrepareError", 'prepare_task("mini_mnist", out="{tmp}/prepared")', ["build-mini"]),
@@ -71,6 +75,7 @@ TABLE = [
 
 IMPORTS = """\
 import os
+import shutil
 from shiplib import build_model
 from shiplib.data.tfds_prepare import prepare_task
 from shiplib.engine import RunConfig, resolve_config, run_experiment
@@ -78,7 +83,7 @@ from shiplib.engine.run import paths_for
 from shiplib.launch import locks
 from shiplib.launch.job import run_locked
 from shiplib.engine.resources import check_memory, estimate_run
-from shiplib.engine.results import read_result
+from shiplib.engine.results import commit_result, read_result
 from shiplib.launch import slurm
 from shiplib.launch.launchers import local_slots
 from shiplib.report import check_parameters

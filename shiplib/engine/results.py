@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import ConfigError, StateError
+from ..errors import ConfigError, StateError, setting_fix
 from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside, remove_stale_temporaries
 from .prepare import stale_backbone
 
@@ -126,7 +126,8 @@ class ResultConflictError(StateError):
         differs = identity_diff(other.get("identity") or {}, mine.get("identity") or {})
         super().__init__(f"{path} was written by another run ({who(other)}) while this run ({who(mine)}) trained, "
                          f"with other settings ({differs}); it was kept and this run's result was not written. Name "
-                         "one variant with --tag, or give each its own --results folder.")
+                         f"one variant with {setting_fix('tag', 'e2', flag='--tag')}, or give each its own results "
+                         "folder (--results DIR; in a notebook: results_dir=\"DIR\").")
 
 
 def _result_problem(result) -> str | None:
