@@ -66,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from ..errors import ConfigError
 from ..hierarchy import (attribute_prototypes, check_level_order, check_level_starts, extract_block_features,
                          extract_last_layer_features, inter_layer_affinity, load_affinity, load_prototype_bank,
                          random_bank_like, semantic_levels, validate_affinity)
@@ -262,6 +263,17 @@ def mix_attribute_prompt(tokens: torch.Tensor, bank: torch.Tensor, prompt: torch
     return scale * (weights @ bank) + (1.0 - scale) * prompt
 
 
+def _check_backbone(cfg: ShipConfig, vit: VisionTransformer) -> None:
+    """Refuse, in one line and before any work, a backbone SHIP cannot run on as configured."""
+    for blk in vit.blocks:
+        check_block(blk)
+    if (cfg.ap or cfg.pml) and getattr(vit, "cls_token", None) is None:
+        raise ConfigError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
+                          "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
+    if cfg.levels is not None:
+        check_level_starts(cfg.levels, len(vit.blocks))
+
+
 def _clear_prompt_cache(module: "SHIP", incompatible_keys) -> None:
     module.prompt_cache.clear()
 
@@ -299,8 +311,7 @@ class SHIP(PeftModel):
 
     @classmethod
     def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
-        if options.get("levels") is not None:
-            check_level_starts(options["levels"], len(vit.blocks))
+        _check_backbone(dataclasses.replace(cls.config_class(), **options), vit)
 
     @classmethod
     def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict[str, Any]:
@@ -310,12 +321,8 @@ class SHIP(PeftModel):
                     prototypes=torch.randn(200, vit.embed_dim, generator=g))
 
     def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig, data=None):
+        _check_backbone(config, vit)
         super().__init__(vit, num_classes, config)
-        for blk in vit.blocks:
-            check_block(blk)
-        if (config.ap or config.pml) and getattr(vit, "cls_token", None) is None:
-            raise ValueError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
-                             "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
         D = self.embed_dim
         features = _TrainingFeatures(vit, data, config.feature_pool)
         if config.uses_levels:
