@@ -57,8 +57,9 @@ def add_branch(rows: PromptRows, branch: torch.Tensor, mask: torch.Tensor | None
     if mask is None:
         return PromptRows(rows.values + branch, rows.group)
     G, B = rows.values.shape[0], mask.shape[0]
-    if rows.group is None and G == B:
-        return PromptRows(masked_residual(rows.values, branch, mask))
+    if (rows.group is None and G == B) or torch.compiler.is_compiling():
+        # compiled: one row per sample, since a row count that depends on the drop-path draws would recompile
+        return PromptRows(masked_residual(rows.per_sample(rows.values, B), rows.per_sample(branch, B), mask))
     old = rows.group if rows.group is not None else torch.zeros(B, dtype=torch.long, device=mask.device)
     key = old * 2 + (mask != 0).long()
     uniq, group = torch.unique(key, return_inverse=True)

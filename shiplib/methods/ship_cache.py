@@ -20,10 +20,10 @@ def _state_key(model: nn.Module) -> tuple:
 
 
 def uses_prompt_cache(model) -> bool:
-    """Eval mode, cached prompts that are queries in no block but the last (decoupled attention everywhere), and
-    no gradient wanted for the prompts."""
+    """Eval mode, cached prompts that are queries in no block but the last (decoupled attention everywhere), no
+    gradient wanted for the prompts, and not under `torch.compile` (whose graph computes those rows itself)."""
     steps = model.plan.steps
-    if model.training or not any(k in CACHED_KINDS for s in steps for k in s.prompts):
+    if model.training or torch.compiler.is_compiling() or not any(k in CACHED_KINDS for s in steps for k in s.prompts):
         return False
     if any(s.attention != "decoupled" or (s.prompts_query and not s.last) for s in steps):
         return False
