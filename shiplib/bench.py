@@ -441,7 +441,8 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         out: dict[str, Any] = dict(
             method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
             else type(backbone).__name__, image_size=image_size, batch=batch, threads=used, device=str(dev),
-            repeats=repeats, warmup=warmup, compile=compile, trainable_params=counts["trainable"], total_params=counts["total"])
+            repeats=repeats, warmup=warmup, compile=compile, trainable_params=counts["trainable"],
+            total_params=counts["total"])
         out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
         out.update(_time_ratios(times, with_reference, floor))
         if memory:

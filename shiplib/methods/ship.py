@@ -429,7 +429,8 @@ class SHIP(PeftModel):
         img = last.image
         if not self.training:
             return img.new_zeros(())
-        prompts = [last.prompts[k].per_sample(last.prompts[k].values, img.shape[0]) for k in self.plan.steps[-1].prompts]
+        outputs = [last.prompts[k] for k in self.plan.steps[-1].prompts]
+        prompts = [p.per_sample(p.values, img.shape[0]) for p in outputs]
         targets = img[:, rows:] if rows is not None else gather_tokens(img, last.targets)
         return prompt_matching_loss(torch.cat(prompts, dim=1) if prompts else img[:, :0], targets)
 
