@@ -393,11 +393,10 @@ class SHIP(PeftModel):
         leading image rows returned (final-normed) from the last block; None: every image row.
         """
         plan, pml = self.plan, self.config.pml and self.training
-        img = self.embed(x)
         cache = self.prompt_cache if fused and uses_prompt_cache(self) else None
         cached = cache.lookup(self) if cache is not None else None
         filling = [] if cache is not None and cached is None else None
-        out = BlockOutput(img, None, None, {})
+        out = BlockOutput(self.embed(x), None, None, {})  # no other reference: each block's input is freed in turn
         for step in plan.steps:
             prompts = [self._segment(kind, step, out, cached, fused) for kind in step.prompts]
             read = plan.rows_read(step, rows, pml, skip=CACHED_KINDS if cached else ()) if fused \
