@@ -9,6 +9,9 @@ What is measured, per batch of random images at the backbone's input size:
   parameters;
 - `reference_*`: the same for the readable implementation, for methods that have one (`model.implementations`
   holds "reference", chosen per call: `model(x, implementation="reference")`), on the same weights;
+- `compiled_eval_s`, `compiled_train_s` (optional, `compile=True`): the same eval and training step through
+  `torch.compile` (default inductor backend; compilation happens in the warm-up rounds), the training step on its
+  own copy of the model; `compiled_*_vs_eager` are their ratios to the eager `eval`/`train` of the same rounds;
 - `timm_train_floor_s` (optional): forward + backward of the plain timm blocks with the gradient taken w.r.t. the
   block-0 input only (no weight gradients, whatever the method trains). Exact prompt gradients need the backward
   through every image row of every block, so this is a practical lower bound of a prompt method's training step.
@@ -97,16 +100,17 @@ def _implementation_kwargs(implementation: str | None) -> dict[str, str]:
 
 
 def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implementation: str | None = None,
-                   precision: Precision | None = None) -> Callable[[], None]:
+                   precision: Precision | None = None, compiled: bool = False) -> Callable[[], None]:
     optimizer = create_optimizer(model, lr=1e-3, weight_decay=1e-3)
     weights = getattr(model, "loss_weights", {})
     kw = _implementation_kwargs(implementation)
     precision = precision or Precision(device=x.device)
+    forward = torch.compile(model) if compiled else model  # the optimiser groups the module's own names
 
     def step():
         model.train()
         with precision.autocast():
-            logits, aux = model(x, return_losses=True, **kw)
+            logits, aux = forward(x, return_losses=True, **kw)
             loss = F.cross_entropy(logits, y)
             for name, value in aux.items():
                 loss = loss + weights.get(name, 1.0) * value
@@ -118,18 +122,19 @@ def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implement
 
 
 def _eval_fn(model: nn.Module, x: torch.Tensor, inference_mode: bool = True, implementation: str | None = None,
-             precision: Precision | None = None) -> Callable[[], None]:
+             precision: Precision | None = None, compiled: bool = False) -> Callable[[], None]:
     """An eval forward. `inference_mode=False` (for FlopCounterMode, whose module tracker cannot hook tensors that
     require grad inside inference mode or no_grad) runs it in normal mode with every parameter's requires_grad
     switched off for the call: the same forward, with SHIP's prompt cache used as at inference."""
     kw = _implementation_kwargs(implementation)
     precision = precision or Precision(device=x.device)
+    forward = torch.compile(model) if compiled else model
 
     def run():
         model.eval()
         if inference_mode:
             with torch.inference_mode(), precision.autocast():
-                model(x, **kw)
+                forward(x, **kw)
             return
         flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
@@ -322,8 +327,8 @@ def _median_ratio(num: list[float], den: list[float]) -> float:
 
 
 def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    with_reference: bool, floor: bool,
-                    precision: Precision) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
+                    with_reference: bool, floor: bool, precision: Precision, compiled: bool = False
+                    ) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
     """(the timed variants, the variants also measured for memory and FLOPs), all at `precision`."""
     vit = model.vit
 
@@ -339,6 +344,10 @@ def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y
         variants[f"{prefix}train"] = _train_step_fn(train_model, x, y, implementation=impl,
                                                     precision=Precision(precision.name, x.device))
     measured = dict(variants)
+    if compiled:  # timed only: compiled code is not what the memory and FLOP counters measure
+        variants["compiled_eval"] = _eval_fn(model, x, precision=precision, compiled=True)
+        variants["compiled_train"] = _train_step_fn(copy.deepcopy(train_model), x, y, compiled=True,
+                                                    precision=Precision(precision.name, x.device))
     if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
         variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y, precision)
     return variants, measured
@@ -347,6 +356,9 @@ def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y
 def _time_ratios(times: dict[str, list[float]], with_reference: bool, floor: bool) -> dict[str, float]:
     """Medians of per-round ratios of variants timed in the same rounds."""
     pairs = [("eval_vs_timm", "eval", "timm_eval")]
+    if "compiled_eval" in times:
+        pairs += [("compiled_eval_vs_eager", "compiled_eval", "eval"), ("compiled_train_vs_eager", "compiled_train",
+                                                                          "train")]
     if with_reference:
         pairs += [("reference_eval_vs_timm", "reference_eval", "timm_eval"),
                   ("reference_eval_speedup", "reference_eval", "eval"),
@@ -385,15 +397,18 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
               repeats: int = 3, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
               options: dict | None = None, device: str = "cpu", memory: bool = True, floor: bool = False,
               flops: bool = False, progress: bool = True, seed: int = 0, model: nn.Module | None = None,
-              precision: str = DEFAULT_PRECISION) -> dict:
+              precision: str = DEFAULT_PRECISION, compile: bool = False) -> dict:
     """Time (and measure memory of) one method against the plain timm forward; see the module docstring.
 
     Returns a flat dict: seconds per batch (`*_s`), peak memory in MB (`*_mem_mb`), ratios, parameter counts,
     and the settings. `model`: an already built model to measure instead of building `method` on `backbone`.
     `precision`: every variant (plain timm included) runs at it (`shiplib.engine.precision`).
+    `compile`: also time the eval and training step through `torch.compile` (needs a warm-up round to compile in).
     """
     if batch < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
+    if compile and warmup < 1:
+        raise ValueError("compile needs at least one warm-up round (compilation happens there), got warmup=0")
     dev = torch.device(device)
     check_precision(precision, dev)
     prec = Precision(precision, dev)
@@ -411,7 +426,7 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         x = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
         y = (torch.arange(batch) % model.num_classes).to(dev)
         with_reference = has_reference_implementation(model)
-        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor, prec)
+        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor, prec, compile)
         load_before = os.getloadavg()
         meter = OtherLoadMeter().start()
         times = time_interleaved(variants, repeats, warmup, dev, progress)
@@ -423,8 +438,8 @@ def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batc
         out: dict[str, Any] = dict(
             method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
             else type(backbone).__name__, image_size=image_size, batch=batch, threads=used, device=str(dev),
-            precision=precision,
-            repeats=repeats, warmup=warmup, trainable_params=counts["trainable"], total_params=counts["total"])
+            precision=precision, repeats=repeats, warmup=warmup, compile=compile,
+            trainable_params=counts["trainable"], total_params=counts["total"])
         out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
         out.update(_time_ratios(times, with_reference, floor))
         if memory:
@@ -614,6 +629,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--floor", action="store_true",
                         help="also time the plain timm forward+backward to the input (a prompt method's floor)")
     parser.add_argument("--flops", action="store_true", help="also count FLOPs (FlopCounterMode)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time eval and training step through torch.compile (compiled in the warm-up)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (default: a short summary)")
     parser.add_argument("--out", help="also write the JSON object to this file (atomically)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -637,7 +654,7 @@ def main(args: argparse.Namespace) -> int:
         result = run_bench(args.method, args.backbone, args.batch, args.threads, args.repeats, args.warmup,
                            args.classes, args.pretrained, _parse_options(args.overrides), args.device,
                            memory=not args.no_memory, floor=args.floor, flops=args.flops,
-                           progress=not args.no_progress, precision=args.precision)
+                           progress=not args.no_progress, precision=args.precision, compile=args.compile)
     except (KeyError, ValueError, TypeError) as e:  # unknown method/option, bad value: a message, no traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise SystemExit(f"error: {message}") from e

@@ -1,5 +1,6 @@
 """Every registered method: forward contract, training lowers the loss, frozen weights stay put, sane counts."""
 import copy
+import re
 
 import pytest
 import torch
@@ -108,6 +109,23 @@ def test_training_lowers_the_loss_and_leaves_frozen_weights_untouched(method, ba
 def test_unknown_options_fail_with_the_valid_names(method, batch):
     with pytest.raises(TypeError, match="Valid options: .*drop_path_rate"):
         build(method, tiny_vit(), loader_of(*batch), no_such_option=1)
+
+
+# Invalid values of the options every method shares, and of each method's own options.
+SHARED_BAD = [dict(drop_path_rate=2.0), dict(head_init_std=-1.0)]
+OWN_BAD = {"vpt_shallow": dict(num_prompts=0), "vpt_deep": dict(prompt_dropout=1.5), "spt": dict(init="knn"),
+           "sep": dict(fusion_heads=0), "ship": dict(da_scale=7)}
+BAD = [(m, o) for m in METHODS for o in SHARED_BAD + ([OWN_BAD[m]] if m in OWN_BAD else [])]
+
+
+@pytest.mark.parametrize("method, options", BAD, ids=[f"{m}-{next(iter(o))}" for m, o in BAD])
+def test_a_config_made_directly_is_refused_as_from_options_refuses_it(method, options):
+    """Validation runs when a config is made, so `Method(vit, n, Config(...))` cannot skip it."""
+    cls = get_method(method)
+    with pytest.raises(ValueError) as via_options:
+        cls.config_class.from_options(method, options)
+    with pytest.raises(type(via_options.value), match=re.escape(str(via_options.value))):
+        cls(tiny_vit(), NUM_CLASSES, cls.config_class(**options))
 
 
 @pytest.fixture(scope="module")

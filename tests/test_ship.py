@@ -416,10 +416,10 @@ def test_block_plan_of_the_official_cifar100_levels():
     assert s[8].hands_on == ("sip", "ap") and s[10].hands_on == () and s[11].hands_on == ()
     assert [st.index for st in s if st.cls_row_for_next] == [7, 10]  # the blocks before the AP starts
     assert [st.prompts_query for st in s] == [False] * 11 + [True] and all(st.attention == "decoupled" for st in s)
-    rows = plan.rows_read(s[11], head_only=True, pml=True)
-    assert rows.image == "cls+targets" and rows.prompts == ("sip", "ap", "ssp") and rows.targets
-    assert plan.rows_read(s[11], head_only=True, pml=False).image == "cls"
-    assert plan.rows_read(s[9], head_only=True, pml=True, skip=("sip", "ssp")).prompts == ("ap",)
+    rows = plan.rows_read(s[11], head_rows=1, pml=True)
+    assert rows.image == 1 and rows.prompts == ("sip", "ap", "ssp") and rows.targets
+    assert plan.rows_read(s[11], head_rows=1, pml=False).image == 1 and not plan.rows_read(s[11], 1, False).targets
+    assert plan.rows_read(s[9], head_rows=1, pml=True, skip=("sip", "ssp")).prompts == ("ap",)
 
 
 def test_block_plan_follows_the_switches():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 import shiplib
-from shiplib.methods.ship_fast import PromptRows, add_branch
+from shiplib.layers.ship_block import PromptRows, add_branch
 
 K, C = 4, 5
 TOL = 1e-5

@@ -3,7 +3,7 @@
 Every helper applies the block's parts exactly as timm does (norm1, the fused qkv projection split q | k | v,
 q_norm/k_norm, attention dropout, attn.norm, the optional gate, proj, layer scale, drop path, norm2, mlp), so a
 block computed from these parts, whole or in row sets, computes what `block(x)` computes. The joint and decoupled
-attentions (`joint_attention`, `decoupled_attention`) and SHIP's fast path are written with them.
+attentions (`joint_attention`, `decoupled_attention`) and SHIP's block (`ship_block`) are written with them.
 """
 from __future__ import annotations
 
@@ -135,8 +135,8 @@ def drop_path_mask(module: nn.Module, batch: int, training: bool, like: torch.Te
     if isinstance(module, nn.Identity):
         return None
     if not isinstance(module, DropPath):
-        raise TypeError(f"SHIP's fast path reproduces timm's DropPath or Identity, got {type(module).__name__}; "
-                        "use implementation='reference'")
+        raise TypeError(f"SHIP's block reproduces timm's DropPath or Identity, got {type(module).__name__}; "
+                        "build the backbone with timm's stochastic depth (drop_path_rate)")
     if not training or module.drop_prob == 0.0:
         return None
     keep = 1.0 - module.drop_prob

@@ -15,7 +15,8 @@ With no prompt tokens (T == n) the prompt term is empty and the image rows get p
 (no 1 - s factor): an ablation without any prompt then equals the frozen backbone.
 
 Two forms of the image-query formula: `decoupled_attention` materialises the logits (the readable path returns
-them), `decoupled_sdpa` runs it as two SDPA calls on given queries, keys and values (the fast path).
+them), `decoupled_image_attention` runs it as two attention calls on given queries, keys and values (the SHIP
+block, `shiplib.layers.ship_block`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 from .block_parts import (attend, attention_logits, check_block, check_pass_through, finish_block, merge_heads,
                           output_projection, split_qkv)
-from .sdpa import sdpa, small_key_attention
+from .sdpa import attention, small_key_attention
 
 
 def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int, scale: float = 0.1,
@@ -59,16 +60,17 @@ def decoupled_block_forward(block: nn.Module, x: torch.Tensor, num_image_tokens:
     return finish_block(block, x, out), logits
 
 
-def decoupled_sdpa(attn: nn.Module, q: torch.Tensor, k_image: torch.Tensor, v_image: torch.Tensor,
-                   k_prompt: torch.Tensor | None, v_prompt: torch.Tensor | None, scale: float,
-                   training: bool) -> torch.Tensor:
+def decoupled_image_attention(attn: nn.Module, q: torch.Tensor, k_image: torch.Tensor, v_image: torch.Tensor,
+                              k_prompt: torch.Tensor | None, v_prompt: torch.Tensor | None, scale: float,
+                              training: bool, fused: bool = True) -> torch.Tensor:
     """The image-query formula above on per-head q, keys and values, merged heads not yet formed: (1 - s)
-    softmax(q K_Z^T) V_Z + s softmax(q K_P^T) V_P as two attention calls; plain attention without prompt keys.
-    Prompt keys of batch 1 are shared by every sample (`small_key_attention`)."""
-    out = sdpa(attn, q, k_image, v_image, training)
+    softmax(q K_Z^T) V_Z + s softmax(q K_P^T) V_P as two attention calls (SDPA, or with `fused=False` the logits
+    written out); plain attention without prompt keys. Prompt keys of batch 1 are shared by every sample
+    (`small_key_attention`)."""
+    out = attention(attn, q, k_image, v_image, training, fused)
     if k_prompt is None or k_prompt.shape[2] == 0:
         return out
-    out_prompt = small_key_attention(attn, q, k_prompt, v_prompt, training)
+    out_prompt = small_key_attention(attn, q, k_prompt, v_prompt, training, fused)
     if torch.is_grad_enabled() and (out.requires_grad or out_prompt.requires_grad):
         return torch.lerp(out, out_prompt, scale)
     return out.lerp_(out_prompt, scale)  # nothing is saved for backward: reuse the buffer

@@ -1,7 +1,7 @@
-"""Attention through `F.scaled_dot_product_attention` with a timm `Attention`'s scale and dropout.
+"""Attention with a timm `Attention`'s scale and dropout, fused (`F.scaled_dot_product_attention`) or written out.
 
-No (T, T) matrix is kept for backward, unlike the explicit-logits forms (`block_parts.attention_logits`), which
-the readable SHIP path uses because it returns the logits.
+The fused form keeps no (T, T) matrix for backward; the written-out form (`fused=False`, the readable path)
+materialises the logits, as timm's `Attention` does when `fused_attn` is off.
 """
 from __future__ import annotations
 
@@ -9,11 +9,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .block_parts import attend, attention_logits
+
 
 def sdpa(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, training: bool) -> torch.Tensor:
     """softmax(q k^T * attn.scale) v with the module's attention dropout (active only while training)."""
     p = attn.attn_drop.p if training and isinstance(attn.attn_drop, nn.Dropout) else 0.0
     return F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=attn.scale)
+
+
+def attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, training: bool,
+              fused: bool = True) -> torch.Tensor:
+    """softmax(q k^T * attn.scale) v: SDPA, or (`fused=False`) with the logits materialised."""
+    if fused:
+        return sdpa(attn, q, k, v, training)
+    return attend(attn, attention_logits(attn, q, k), v)
 
 
 _aten = torch.ops.aten
@@ -40,7 +50,7 @@ class _RecomputedCpuSdpa(torch.autograd.Function):
 
 
 def small_key_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        training: bool) -> torch.Tensor:
+                        training: bool, fused: bool = True) -> torch.Tensor:
     """softmax(q k^T * scale) v for a few keys (the prompts): q (B, heads, T, d), k/v (B or 1, heads, L, d); keys
     of batch 1 are shared by every sample and broadcast without copies.
 
@@ -50,6 +60,8 @@ def small_key_attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: to
     """
     B = q.shape[0]
     k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
+    if not fused:
+        return attention(attn, q, k, v, training, fused=False)
     records = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     dropout = training and isinstance(attn.attn_drop, nn.Dropout) and attn.attn_drop.p > 0
     if records and not dropout and q.device.type == "cpu" and None not in _CPU_FLASH \

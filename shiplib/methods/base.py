@@ -25,7 +25,8 @@ DATA_STEP_ONLY = {"data_step_only": True}
 @dataclass(frozen=True)
 class MethodConfig:
     """Options common to all methods. Subclasses add their own fields (all with defaults) and are frozen too: a
-    model derives its structure from its config once, at construction."""
+    model derives its structure from its config once, at construction. Every instance is validated when it is
+    made (`validate`, extended by subclasses), however it is made."""
 
     drop_path_rate: float = 0.1  # official SHIP: linspace(0, 0.1) over the blocks, active while training
     head_init_std: float = 0.02  # official: trunc_normal(.02) weights, zero bias
@@ -46,13 +47,16 @@ class MethodConfig:
     def from_options(cls, method: str, options: dict[str, Any]) -> "MethodConfig":
         """Build from keyword options; unknown names fail with the list of valid ones."""
         cls.check_option_names(method, options)
-        cfg = cls(**options)
-        cfg.validate()
-        return cfg
+        return cls(**options)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if not self.head_init_std >= 0.0:
+            raise ValueError(f"head_init_std must be a number >= 0 (official 0.02), got {self.head_init_std}")
 
     def to_dict(self) -> dict:
         out = {}

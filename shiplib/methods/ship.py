@@ -19,16 +19,17 @@ Forward (defaults = official):
 - PML (`shiplib.losses.pml`) on the last block's outputs, top-`top_k` targets, returned raw under "pml"; its
   weight is `model.loss_weights["pml"]`; only computed in train mode (eval returns 0; the official code computes
   and discards it);
-- classifier on the final-normed CLS token (timm's `forward_head`).
+- classifier: the backbone's own head (timm's `forward_head`) on the final-normed image tokens.
 
-Two executions of the one plan, chosen like timm's `fused_attn`: `model.implementation` (from the
-`implementation` option at construction) or per call, `model(x, implementation="reference")`:
-- "fast" (default, `shiplib.methods.ship_fast`): SDPA attention, the CLS logit row computed on its own, the
-  input-independent prompt rows computed once per batch (and their keys/values cached across calls at inference),
-  only the rows the plan says are read;
-- "reference": `reference_forward_features`, one token tensor per block with every logit materialised: the
-  executable statement of the method, and the oracle of the fast path.
-They agree to float32 rounding (tests/test_ship_fast.py); drop path draws differ between them.
+One loop over the plan (`SHIP.run_plan`), one block function (`shiplib.layers.ship_block`) with timm's kind of
+switch (`fused_attn`): `model.implementation` (from the `implementation` option at construction) or per call,
+`model(x, implementation="reference")`:
+- "fast" (default): SDPA attention, the CLS logit row computed on its own, the input-independent prompt rows
+  computed once per batch (and their keys/values cached across calls at inference, `ship_cache`), only the rows
+  the plan says are read (in the last block only the prefix rows a token-pooled head reads);
+- "reference": the same function with every row materialised and every logit written out: the executable
+  statement of the method, and the oracle of the fast path.
+They agree to float32 rounding, gradients included (tests/test_ship_fast.py), with the same drop-path draws.
 
 Choices where the official code has no answer (documented behaviour, spec §10):
 - APs sit only at level starts > 0 (block 0 has no previous block to select tokens from): the last
@@ -65,18 +66,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from ..errors import ConfigError
 from ..hierarchy import (attribute_prototypes, check_level_order, check_level_starts, extract_block_features,
                          extract_last_layer_features, inter_layer_affinity, load_affinity, load_prototype_bank,
                          random_bank_like, semantic_levels, validate_affinity)
 from ..layers.block_parts import check_block
-from ..layers.decoupled_attention import decoupled_block_forward
-from ..layers.joint_attention import joint_block_forward
+from ..layers.ship_block import BlockOutput, BlockSettings, PromptRows, PromptSegment, ship_block
 from ..losses.pml import gather_tokens, prompt_matching_loss, top_attended_tokens
 from ..utils.checks import choice, is_int, positive_int
 from .base import MethodConfig, PeftModel
 from .registry import register_method
-from .ship_fast import PromptKVCache, fast_forward, head_reads_cls_only
-from .ship_plan import BlockPlan, BlockStep, attribute_prompt_starts
+from .ship_cache import CACHED_KINDS, PromptKVCache, cache_entry, uses_prompt_cache
+from .ship_plan import BlockPlan, BlockStep, attribute_prompt_starts, head_rows
 
 PROMPT_QUERIES = ("last", "all")
 IMPLEMENTATIONS = ("fast", "reference")
@@ -220,6 +221,17 @@ def mix_attribute_prompt(tokens: torch.Tensor, bank: torch.Tensor, prompt: torch
     return scale * (weights @ bank) + (1.0 - scale) * prompt
 
 
+def _check_backbone(cfg: ShipConfig, vit: VisionTransformer) -> None:
+    """Refuse, in one line and before any work, a backbone SHIP cannot run on as configured."""
+    for blk in vit.blocks:
+        check_block(blk)
+    if (cfg.ap or cfg.pml) and getattr(vit, "cls_token", None) is None:
+        raise ConfigError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
+                          "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
+    if cfg.levels is not None:
+        check_level_starts(cfg.levels, len(vit.blocks))
+
+
 def _clear_prompt_cache(module: "SHIP", incompatible_keys) -> None:
     module.prompt_cache.clear()
 
@@ -257,8 +269,7 @@ class SHIP(PeftModel):
 
     @classmethod
     def check_backbone(cls, options: dict[str, Any], vit: VisionTransformer) -> None:
-        if options.get("levels") is not None:
-            check_level_starts(options["levels"], len(vit.blocks))
+        _check_backbone(dataclasses.replace(cls.config_class(), **options), vit)
 
     @classmethod
     def bench_options(cls, vit: VisionTransformer, seed: int = 0) -> dict[str, Any]:
@@ -268,12 +279,8 @@ class SHIP(PeftModel):
                     prototypes=torch.randn(200, vit.embed_dim, generator=g))
 
     def __init__(self, vit: VisionTransformer, num_classes: int, config: ShipConfig):
+        _check_backbone(config, vit)
         super().__init__(vit, num_classes, config)
-        for blk in vit.blocks:
-            check_block(blk)
-        if (config.ap or config.pml) and getattr(vit, "cls_token", None) is None:
-            raise ValueError("SHIP's attribute prompts and PML pick tokens by the CLS token's attention, but this "
-                             "backbone has no class token; use one with class_token=True, or set ap=False, pml=False")
         D = self.embed_dim
         if config.uses_levels:
             self.levels, self.level_source = resolve_levels(config, self.depth)
@@ -296,7 +303,7 @@ class SHIP(PeftModel):
         self.register_buffer("prototype_bank", bank, persistent=False)
 
         self.loss_weights = {"pml": float(config.pml_weight)} if config.pml else {}
-        self.prompt_cache = PromptKVCache()  # inference-time prompt keys/values of the fast path
+        self.prompt_cache = PromptKVCache()  # inference-time prompt keys/values of the fast path (optional helper)
         self.register_load_state_dict_post_hook(_clear_prompt_cache)
 
     def train(self, mode: bool = True):
@@ -304,7 +311,7 @@ class SHIP(PeftModel):
             self.prompt_cache.clear()
         return super().train(mode)
 
-    # ----- prompts and targets (both executions) -----
+    # ----- prompts -----
     def inserted_prompt(self, kind: str, step: BlockStep, prev_image: torch.Tensor | None = None,
                         prev_logits: torch.Tensor | None = None) -> torch.Tensor:
         """The fresh tokens of prompt `kind` entering `step`'s block: the (1, L, D) parameter of a SIP or the SSP
@@ -321,50 +328,67 @@ class SHIP(PeftModel):
         return mix_attribute_prompt(gather_tokens(prev_image, index), self.prototype_bank,
                                     self.attribute_prompts[row], self.config.ap_mix_scale)
 
-    def pml_targets(self, logits: torch.Tensor, num_image: int) -> torch.Tensor:
-        """(B, top_k) indices of the PML targets (spec §5): the image tokens most attended by the last CLS query."""
-        return top_attended_tokens(logits, num_image, self.config.top_k)
-
     # ----- forward -----
     def forward(self, x: torch.Tensor, return_losses: bool = False, implementation: str | None = None):
         """Logits (and the raw losses); `implementation`: "fast" or "reference" for this call."""
-        impl = check_implementation(implementation or self.implementation)
-        if impl == "fast" and head_reads_cls_only(self.vit):
-            feats, losses = fast_forward(self, x, head_only=True)  # the last block computes the CLS row only
-        else:
-            feats, losses = self.forward_features(x, implementation=impl)
+        fused = check_implementation(implementation or self.implementation) == "fast"
+        # the fast path computes only the image rows a token-pooled head reads in the last block
+        feats, losses = self.run_plan(x, fused, head_rows(self.vit) if fused else None)
         logits = self.forward_head(feats)
         return (logits, losses) if return_losses else logits
 
     def forward_features(self, x: torch.Tensor, implementation: str | None = None
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Final-normed image tokens (B, n, D) and the raw PML."""
-        if check_implementation(implementation or self.implementation) == "fast":
-            return fast_forward(self, x, head_only=False)
-        return self.reference_forward_features(x)
+        return self.run_plan(x, check_implementation(implementation or self.implementation) == "fast", None)
 
-    def reference_forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The readable forward: the plan run block by block on one token tensor (spec §4 pseudo-code)."""
-        img = self.embed(x)
-        B, n = img.shape[:2]
-        outputs, logits = {}, None  # the previous block's prompt outputs by kind, and its logits
-        for step in self.plan.steps:
-            prompts = [outputs[k] if k in step.carried else self.inserted_prompt(k, step, img, logits)
-                       for k in step.prompts]
-            tokens, logits = self._run_block(step, torch.cat([img, *(p.expand(B, -1, -1) for p in prompts)], 1), n)
-            img = tokens[:, :n]
-            outputs = dict(zip(step.prompts, tokens[:, n:].split([p.shape[1] for p in prompts], dim=1)))
-        losses = {}
-        if self.config.pml:  # on the last block's outputs, before the final norm
-            losses["pml"] = prompt_matching_loss(tokens[:, n:], gather_tokens(img, self.pml_targets(logits, n))) \
-                if self.training else img.new_zeros(())
-        return self.vit.norm(img), losses
+    def run_plan(self, x: torch.Tensor, fused: bool, rows: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """SHIP's forward (spec §4): the block plan run block by block (`shiplib.layers.ship_block`).
 
-    def _run_block(self, step: BlockStep, x: torch.Tensor, num_image: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blk = self.vit.blocks[step.index]
-        if step.attention == "joint":
-            return joint_block_forward(blk, x)
-        return decoupled_block_forward(blk, x, num_image, self.config.da_scale, step.prompts_query)
+        `fused=False` is the readable path: every row materialised, every logit written out. `fused=True` computes
+        only the rows a later step reads, with SDPA and (at inference) the cached prompt keys/values. `rows`: the
+        leading image rows returned (final-normed) from the last block; None: every image row.
+        """
+        plan, pml = self.plan, self.config.pml and self.training
+        cache = self.prompt_cache if fused and uses_prompt_cache(self) else None
+        cached = cache.lookup(self) if cache is not None else None
+        filling = [] if cache is not None and cached is None else None
+        out = BlockOutput(self.embed(x), None, None, {})  # no other reference: each block's input is freed in turn
+        for step in plan.steps:
+            prompts = [self._segment(kind, step, out, cached, fused) for kind in step.prompts]
+            read = plan.rows_read(step, rows, pml, skip=CACHED_KINDS if cached else ()) if fused \
+                else plan.every_row(step, pml)
+            shared = cached[step.index]["shared"] if cached and "ap" not in step.prompts else None
+            settings = BlockSettings(step.attention == "joint", step.prompts_query, self.config.da_scale,
+                                     self.config.top_k, fused)
+            out = ship_block(self.vit.blocks[step.index], out.image, prompts, read, settings, shared)
+            if filling is not None:
+                filling.append(cache_entry(prompts))
+        if filling is not None:
+            cache.store(self, filling)
+        losses = {"pml": self._pml(out, rows)} if self.config.pml else {}
+        return self.vit.norm(out.image[:, :rows]), losses
+
+    def _segment(self, kind: str, step: BlockStep, prev: BlockOutput, cached: list | None,
+                 fused: bool) -> PromptSegment:
+        """Prompt `kind` entering `step`'s block: cached keys/values, the previous block's outputs, or fresh tokens
+        (one row per sample in the readable path)."""
+        if cached and kind in CACHED_KINDS:
+            return PromptSegment(kind, None, cached[step.index][kind])
+        if kind in step.carried:
+            return PromptSegment(kind, prev.prompts[kind])
+        fresh = PromptRows(self.inserted_prompt(kind, step, prev.image, prev.cls_logits))
+        return PromptSegment(kind, fresh if fused else fresh.to_batch(prev.image.shape[0]))
+
+    def _pml(self, last: BlockOutput, rows: int | None) -> torch.Tensor:
+        """PML on the last block's outputs, before the final norm (spec §5); 0 in evaluation."""
+        img = last.image
+        if not self.training:
+            return img.new_zeros(())
+        outputs = [last.prompts[k] for k in self.plan.steps[-1].prompts]
+        prompts = [p.per_sample(p.values, img.shape[0]) for p in outputs]
+        targets = img[:, rows:] if rows is not None else gather_tokens(img, last.targets)
+        return prompt_matching_loss(torch.cat(prompts, dim=1) if prompts else img[:, :0], targets)
 
     # ----- accounting -----
     def structure_record(self) -> dict[str, Any]:

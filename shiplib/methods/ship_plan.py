@@ -1,14 +1,17 @@
 """SHIP's block plan: which tokens enter each block, which prompts are inserted or carried, and which rows a block
 must hand on; computed once from the config and the semantic levels (docs/ship_computation.md §4).
 
-Both SHIP forwards run this one schedule: the readable path (`SHIP.reference_forward_features`, one token tensor per
-block, the executable statement of the method) and the fast path (`shiplib.methods.ship_fast`, row sets). They
-differ only in how a block computes the rows the plan asks of it.
+`SHIP.run_plan` runs this one schedule with `shiplib.layers.ship_block`: the readable path asks every block for every
+row (`BlockPlan.every_row`), the fast path only for the rows a later step reads (`BlockPlan.rows_read`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
+
+import torch.nn as nn
+
+from ..layers.ship_block import RowsRead
 
 PROMPT_KINDS = ("sip", "ap", "ssp")  # token order after the image tokens: [image | SIP | AP | SSP]
 
@@ -38,14 +41,13 @@ class BlockStep:
         return tuple(k for k in self.prompts if k not in self.carried)
 
 
-@dataclass(frozen=True)
-class RowsRead:
-    """The outputs of one block that are read later, for one call."""
-
-    image: str  # image rows: "all", "cls" (a CLS-only head reads the last block) or "cls+targets" (+ PML targets)
-    prompts: tuple[str, ...]  # prompt kinds whose outputs are read (by the next block, or by PML)
-    cls_logits: bool  # the CLS query's pre-softmax logit row is read (AP or PML token selection)
-    targets: bool  # the PML targets are selected (last block, PML on)
+def head_rows(vit: nn.Module) -> int | None:
+    """The leading image rows timm's head reads after the last block: the prefix tokens for token pooling (the class
+    token, and the distillation token of DeiT's distilled head), None (every row) for other pooling."""
+    if getattr(vit, "global_pool", None) == "token" and getattr(vit, "attn_pool", None) is None \
+            and getattr(vit, "cls_token", None) is not None:
+        return vit.num_prefix_tokens
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,16 @@ class BlockPlan:
                  for i in range(depth)]
         return cls(tuple(levels), tuple(ap_starts), tuple(steps))
 
-    def rows_read(self, step: BlockStep, head_only: bool, pml: bool, skip: tuple[str, ...] = ()) -> RowsRead:
-        """What the rest of the forward reads of `step`'s outputs. `head_only`: the caller reads only the CLS token
-        of the last block (a 'token'-pooled head); `pml`: PML is computed (training); `skip`: prompt kinds whose
-        outputs the caller has already (the inference cache)."""
+    def rows_read(self, step: BlockStep, head_rows: int | None, pml: bool, skip: tuple[str, ...] = ()) -> RowsRead:
+        """What the rest of the forward reads of `step`'s outputs. `head_rows`: the caller reads only the leading
+        image rows of the last block (a token-pooled head; None: every row); `pml`: PML is computed (training);
+        `skip`: prompt kinds whose outputs the caller has already (the inference cache)."""
         if not step.last:
-            return RowsRead("all", tuple(k for k in step.hands_on if k not in skip), step.cls_row_for_next, False)
-        image = "all" if not head_only else ("cls+targets" if pml else "cls")
-        return RowsRead(image, step.prompts if pml else (), pml, pml)
+            return RowsRead(None, tuple(k for k in step.hands_on if k not in skip), step.cls_row_for_next, False)
+        return RowsRead(head_rows, step.prompts if pml else (), pml, pml)
+
+    @staticmethod
+    def every_row(step: BlockStep, pml: bool) -> RowsRead:
+        """Every image row and every prompt output of `step` (the readable path)."""
+        targets = step.last and pml
+        return RowsRead(None, step.prompts, step.cls_row_for_next or targets, targets)
