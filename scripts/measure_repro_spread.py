@@ -11,7 +11,6 @@ method (mini_mnist, seed 1). Every number is compared with the committed one; th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

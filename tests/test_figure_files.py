@@ -5,7 +5,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import json  # noqa: E402
-import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402

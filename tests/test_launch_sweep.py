@@ -2,7 +2,6 @@
 recorded and do not stop the other cells; a re-run submits only what is missing or failed."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys

@@ -9,7 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader, TensorDataset
 
 import shiplib
-from shiplib.methods import takes_data
+from shiplib.methods import get_method, takes_data
 
 METHODS = shiplib.list_methods()
 # Small prompt lengths keep the tiny models tiny; methods not listed run with their defaults.

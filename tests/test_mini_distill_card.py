@@ -4,10 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import numpy as np
-import pytest
 
 from shiplib import repro
-from shiplib.backbones import MINI_ARCH, create_backbone, create_mini_vit, mini
+from shiplib.backbones import MINI_ARCH, create_backbone, create_mini_vit
 from shiplib.backbones.distill_mini import BACKBONE_NAME, DISTILLED_NAME, DistillConfig
 from shiplib.backbones.evidence import compute_evidence, pretrained_and_random_mini
 from shiplib.data import list_tasks

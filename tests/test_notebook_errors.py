@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 import shiplib

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import shiplib
 from shiplib.errors import ShiplibError
 from shiplib.methods import get_method
+from shiplib.methods.registry import takes_data
 
 SMALL = dict(depth=3, embed_dim=48, num_heads=2)  # few, narrow blocks: fast on CPU
 # timm name -> timm kwargs (on top of SMALL); the image side (`img_size`) gives at least 10 image tokens, the
@@ -58,7 +59,7 @@ def options_for(method: str, vit, x: torch.Tensor, **extra) -> dict:
         opts["prompt_length"] = 4
     if method in ("vpt_shallow", "vpt_deep", "spt", "sep"):
         opts["num_prompts"] = 4
-    if cls.needs_data:
+    if takes_data(method):
         opts["data"] = [x]
     return opts
 

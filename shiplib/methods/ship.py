@@ -56,6 +56,7 @@ the constructor then takes like given ones (`build_model(..., data=images)` runs
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
