@@ -65,7 +65,8 @@ def measure(variant: str, threads: int, methods: list[str], evidence: bool) -> d
             t0 = time.time()
             r = run_experiment(RunConfig(task="mini_mnist", method=method, seed=1, threads=threads, progress=False,
                                          results_dir=f"{tmp}/results", runs_dir=f"{tmp}/runs"))
-            loss_rel = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(r["history"], committed["history"]))
+            loss_rel = max(abs(a["loss"] - b["loss"]) / abs(b["loss"])
+                           for a, b in zip(r["history"], committed["history"]))
             out["runs"][method] = dict(acc_last=[r["acc_last"], committed["acc_last"]],
                                        acc_max_over_epochs=[r["acc_max_over_epochs"], committed["acc_max_over_epochs"]],
                                        loss_max_rel_diff=loss_rel, bit_identical_history=all(

@@ -51,7 +51,7 @@ import pathlib
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -69,6 +69,9 @@ from .utils.progress import bars_off
 from .utils.progress import progress_bar
 from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
                           missing, significant)
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where a table is built
+    import pandas as pd
 
 DEFAULT_BENCH_BACKBONE = "vit_base_patch16_224"
 

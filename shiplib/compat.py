@@ -120,8 +120,8 @@ def convert_official_state_dict(state_dict: Mapping, levels: Sequence[int] | Non
 
 def to_official_state_dict(model) -> dict[str, torch.Tensor]:
     """The official-layout state dict (CPU tensors) of a shiplib `ship` model with every prompt kind on (for round
-    trips and the official code). The unused `visual_prompt_token_pos_embed` is written as zeros; attribute-prompt rows the model
-    lacks (levels with < 3 entries, which the official code cannot run) are written as zeros.
+    trips and the official code). The unused `visual_prompt_token_pos_embed` is written as zeros; attribute-prompt rows
+    the model lacks (levels with < 3 entries, which the official code cannot run) are written as zeros.
     """
     if not isinstance(model, SHIP):
         raise TypeError(f"expected a shiplib 'ship' model, got {type(model).__name__}")

@@ -247,7 +247,9 @@ def test_mini_names_and_a_missing_checkpoint_says_how_to_train_it(monkeypatch, t
 
     from shiplib.backbones import mini
 
-    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
     default = create_backbone("mini")
     assert same(default, create_backbone("mini_distill")) and not same(default, create_backbone("mini_fmnist"))
     monkeypatch.setitem(mini.MINI_CHECKPOINTS, "mini_other", "vit_mini_other")

@@ -11,9 +11,9 @@ Nothing in the repository is modified: the server's root is a temporary folder h
 (fresh for each test), copies of results/ and docs/figures/, symlinks to pyproject.toml, shiplib/ and data/ (so
 shiplib.report.setup_notebook() finds that folder as the repository root) and an empty runs/. Jupyter's config,
 runtime folders and IPython's folder are temporary too, so no user setting leaks in; the kernelspecs are the ones
-scripts/setup.sh registered (the notebooks must start this clone's python through them). Chromium and chromedriver are Debian's (installed by
-scripts/install_browser.sh); the test skips, saying why, where they cannot be found. Screenshots go to
-runs/screenshots/ (git-ignored) or to $SHIPLIB_SCREENSHOTS.
+scripts/setup.sh registered (the notebooks must start this clone's python through them). Chromium and chromedriver are
+Debian's (installed by scripts/install_browser.sh); the test skips, saying why, where they cannot be found. Screenshots
+go to runs/screenshots/ (git-ignored) or to $SHIPLIB_SCREENSHOTS.
 """
 from __future__ import annotations
 
@@ -200,8 +200,8 @@ def layout(root: Path) -> None:
 def jupyter_env(tmp: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY_", "MPLBACKEND", "IPYTHON"))}
     # the data folder (kernelspecs) stays the user's: the notebooks must run on the kernel setup registered
-    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_RUNTIME_DIR=str(tmp / "jupyter_runtime"), IPYTHONDIR=str(tmp / "ipython"),
-               JUPYTER_PLATFORM_DIRS="0", PYTHONUNBUFFERED="1")
+    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_RUNTIME_DIR=str(tmp / "jupyter_runtime"),
+               IPYTHONDIR=str(tmp / "ipython"), JUPYTER_PLATFORM_DIRS="0", PYTHONUNBUFFERED="1")
     # JupyterLab user settings: no news/update checks (no internet; their toast would cover the page), and all
     # cells attached to the DOM (windowing off) so that every cell's prompt and outputs can be read.
     settings = tmp / "jupyter_config" / "lab" / "user-settings" / "@jupyterlab"

@@ -154,7 +154,7 @@ def test_prepare_all_19_tasks_on_mock_data(tmp_path, mock_tfds, manual_dir):
             assert [p.name for p, _ in samples] == [f"{i:06d}.jpg" for i in range(len(samples))]
             assert all(p.parent == task_dir / "images" / split for p, _ in samples)
             assert all(0 <= lab < spec.num_classes for _, lab in samples)
-        assert [l for _, l in lists["train800val200"]] == [l for _, l in lists["train800"] + lists["val200"]]
+        assert [lab for _, lab in lists["train800val200"]] == [lab for _, lab in lists["train800"] + lists["val200"]]
         with Image.open(lists["test"][0][0]) as im:
             assert im.format == "JPEG" and im.mode == "RGB"
         if spec.meta["image_rule"] != "rgb":
@@ -162,8 +162,8 @@ def test_prepare_all_19_tasks_on_mock_data(tmp_path, mock_tfds, manual_dir):
     # the labels follow the source indices: CLEVR scene i has 3 + i % 8 objects
     count = read_split_list(out / "clevr_count", "train800val200")
     val_start = 90 * N // 100
-    assert [l for _, l in count] == [i % 8 for i in range(8)] + [i % 8 for i in range(val_start, val_start + 4)]
-    assert len({l for _, l in read_split_list(out / "kitti", "test")}) == 4  # every distance bin occurs
+    assert [lab for _, lab in count] == [i % 8 for i in range(8)] + [i % 8 for i in range(val_start, val_start + 4)]
+    assert len({lab for _, lab in read_split_list(out / "kitti", "test")}) == 4  # every distance bin occurs
     ds = VtabFolderDataset("oxford_iiit_pet", "train800val200", root=out)  # loads through an alias name
     assert len(ds) == 12 and ds[0][0].size[0] > 0
 

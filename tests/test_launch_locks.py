@@ -159,7 +159,8 @@ def test_cell_states_status_table_and_dry_run(cells, capsys, sleeper):
     out = capsys.readouterr().out
     assert "[1/4] mini_mnist linear seed 1: finished" in out and "seed 2: stale, to run (it was made with other" in out
     assert "running elsewhere (pid" in out and "to run (failed before: ValueError: loss exploded)" in out
-    assert "dry run: 2 to run, 1 finished, 1 running elsewhere" in out and not (Path(done.cfg.runs_dir) / "local").exists()
+    assert ("dry run: 2 to run, 1 finished, 1 running elsewhere" in out
+            and not (Path(done.cfg.runs_dir) / "local").exists())
     # a queued SLURM job counts as running elsewhere; once squeue forgets it without a result: failed
     (failed.work_dir / "failed.json").unlink()
     (failed.work_dir / "queued.json").write_text(json.dumps(dict(job_id="5_1", log_dir=str(failed.work_dir / "%j"))))

@@ -92,7 +92,8 @@ def test_card_meets_the_accuracy_and_time_targets(card):
 
 def test_card_has_the_evidence(card):
     ev = card.get("evidence")
-    assert ev is not None, "no evidence in the card: papermill notebooks/pretrain_mini.ipynb out.ipynb -p write_card True"
+    assert ev is not None, ("no evidence in the card: "
+                            "papermill notebooks/pretrain_mini.ipynb out.ipynb -p write_card True")
     assert set(ev["linear_probe"]["tasks"]) == set(list_tasks("mini")), "a probe for every mini-VTAB task"
     rows = ev["linear_probe"]["tasks"]
     assert rows and all({"pretrained", "random_init"} <= set(r) for r in rows.values())

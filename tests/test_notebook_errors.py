@@ -62,7 +62,8 @@ TABLE = [
     ("ProjectRootError", 'os.environ["SHIPLIB_HOME"] = "{tmp}/nowhere"\ntry:\n    project_root()\nfinally:\n'
                          '    os.environ["SHIPLIB_HOME"] = "{repo}"', ["does not exist"]),
     ("PrepareError", 'prepare_task("mini_mnist", out="{tmp}/prepared")', ["build-mini"]),
-    ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}",  # as papermill -p epoch 3 -p lr 0.5\n'
+    ("UnknownParameterError", 'check_parameters(["epochs = None\\noverrides = {{}}",  '
+                              '# as papermill -p epoch 3 -p lr 0.5\n'
                               '                  "# Parameters\\nepoch = 3\\nlr = 0.5", "check_parameters()"])',
      ["'epoch' (did you mean 'epochs'?)", "-p overrides 'lr=0.5'"]),
     ("PrecisionError", 'run_experiment(RunConfig(task="mini_mnist", method="linear", precision="tf32", device="cpu", '

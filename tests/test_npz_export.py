@@ -123,7 +123,8 @@ def test_vit_b16_shaped_round_trip(tmp_path):
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
     path = export_google_npz(vit, tmp_path / "ViT-B_16.npz")
     arch = npz_architecture(path)
-    assert (arch["depth"], arch["embed_dim"], arch["num_heads"], arch["patch_size"], arch["img_size"]) == (12, 768, 12, 16, 224)
+    assert ((arch["depth"], arch["embed_dim"], arch["num_heads"], arch["patch_size"], arch["img_size"])
+            == (12, 768, 12, 16, 224))
     assert arch["mlp_ratio"] == 4.0
     loaded = create_backbone(path)
     assert _features_equal(vit, loaded, 224, n=1) < 1e-6

@@ -31,7 +31,8 @@ def test_manual_updates_and_close_print_the_last_count_once(monkeypatch):
     with progress.progress_bar(total=4, desc="features", file=out) as bar:
         bar.update(3)
         bar.update(1)
-    assert [ln.split(" [")[0] for ln in out.getvalue().splitlines()] == ["features: 0/4", "features: 3/4", "features: 4/4"]
+    assert [ln.split(" [")[0] for ln in out.getvalue().splitlines()] == ["features: 0/4", "features: 3/4",
+                                                                         "features: 4/4"]
 
 
 def test_mode_choice(monkeypatch):

@@ -47,7 +47,10 @@ def test_random_bank_keeps_shape_and_per_dimension_scale_but_not_the_clusters():
     torch.testing.assert_close(rand.std(0), bank.std(0), rtol=0.35, atol=0)
     # k-means centroids sit on the 4 blobs; Gaussian draws fill the space between them
     centres = torch.from_numpy(attribute_prototypes(x, k=4, seed=42))
-    gap = lambda b: torch.cdist(b, centres).min(dim=1).values.median()
+
+    def gap(b):
+        return torch.cdist(b, centres).min(dim=1).values.median()
+
     assert gap(rand) > 3 * gap(bank)
 
 

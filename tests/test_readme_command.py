@@ -84,7 +84,8 @@ def test_command_1_on_a_fresh_clone_with_a_stale_kernel(tmp_path):
             texts.append("".join(o.get("text") or o.get("data", {}).get("text/plain") or ""))
     shown = "\n".join(texts)
     # the notebook ran this clone's package: it wrote its result inside this clone
-    assert (clone / "runs" / "notebook" / "results" / "mini" / "mini_mnist" / "ship" / "seed1.json").is_file(), shown[-2000:]
+    assert (clone / "runs" / "notebook" / "results" / "mini" / "mini_mnist" / "ship"
+            / "seed1.json").is_file(), shown[-2000:]
     verdict = next((t for t in texts if "results/mini/mini_mnist/ship/seed1.json" in t and "reproduced" in t), None)
     assert verdict is not None, "the output notebook shows no comparison with the committed result"
     assert "reproduced True" in verdict and "False" not in verdict, verdict

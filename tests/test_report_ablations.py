@@ -162,7 +162,8 @@ def test_table_columns_follow_the_benchmarks_task_order_whatever_order_the_files
     table = ablation_table(ablation_summary(ablation_results(tmp_path / "results")), "components")
     shown = [c for c in table.columns if c.startswith("mini_")]
     assert sorted(shown) == sorted(written)
-    assert shown == [t for t in task_order("mini") if t in written] == ["mini_mnist", "mini_ihc_dab", "mini_clevr_count"]
+    assert shown == [t for t in task_order("mini") if t in written] == ["mini_mnist", "mini_ihc_dab",
+                                                                        "mini_clevr_count"]
 
 
 def test_ablations_figure_plots_each_variants_paired_difference(tmp_path, write_fake_result):

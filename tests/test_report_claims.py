@@ -78,4 +78,5 @@ def test_readme_names_the_component_that_costs_ship_most_where_it_loses():
     top = table.iloc[0]
     assert table.index[0] == "DA"
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert f"without decoupled attention SHIP gains\n**{top['change']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**" in text
+    assert (f"without decoupled attention SHIP gains\n"
+            f"**{top['change']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**") in text

@@ -93,7 +93,8 @@ def test_seed_summary_std_and_tags(tmp_path, write_fake_result):
         write_fake_result("dtd", "ship", seed, acc)
     write_fake_result("dtd", "ship", 1, 10.0, tag="no-sip")
     s = seed_summary(load_results(tmp_path / "results"), "acc_last").set_index("run")
-    assert s.loc["ship", "mean"] == pytest.approx(73.0) and s.loc["ship", "std"] == pytest.approx(np.std([70, 72, 77], ddof=1))
+    assert s.loc["ship", "mean"] == pytest.approx(73.0)
+    assert s.loc["ship", "std"] == pytest.approx(np.std([70, 72, 77], ddof=1))
     assert s.loc["ship", "seeds"] == [1, 2, 3] and s.loc["ship", "n_seeds"] == 3
     assert s.loc["ship+no-sip", "mean"] == 10.0 and np.isnan(s.loc["ship+no-sip", "std"])
     with pytest.raises(ValueError, match="metric must be one of"):
@@ -200,7 +201,8 @@ def test_write_tables_renders_csv_and_markdown(tmp_path, write_fake_result):
     assert "mini_final_acc_last.md" in names and "vtab1k_final.csv" in names and len(names) == 6
     md = (tmp_path / "tables" / "mini_final_acc_last.md").read_text()
     assert md.splitlines()[0].startswith("| run | mini_mnist") and "52.0 ± 2.8" in md
-    assert markdown_table(pd.DataFrame({"a": ["x|y"], "b": [None]}), index=False) == "| a | b |\n|---|---|\n| x\\|y |  |\n"
+    assert (markdown_table(pd.DataFrame({"a": ["x|y"], "b": [None]}), index=False)
+            == "| a | b |\n|---|---|\n| x\\|y |  |\n")
 
 
 def test_main_tables_show_the_methods_own_runs_and_tagged_runs_only_on_request(tmp_path, write_fake_result):

@@ -56,7 +56,8 @@ def assert_rerun_reproduces(path, config: RunConfig):
     again = run_experiment(config)
     assert again["identity"] == r["identity"]
     failed = [(c.name, c.value, c.reference) for c in repro.result_comparisons(again, r) if not c.ok]
-    assert not failed, f"the re-run differs from {path.relative_to(RESULTS.parent)} beyond shiplib.repro's tolerances: {failed}"
+    assert not failed, (f"the re-run differs from {path.relative_to(RESULTS.parent)} "
+                        f"beyond shiplib.repro's tolerances: {failed}")
 
 
 def scratch(tmp_path) -> dict:
@@ -85,8 +86,9 @@ def test_tuned_learning_rates_are_the_validation_choices_of_the_committed_tune_r
 def test_committed_tune_runs_were_made_with_the_committed_mini_weights():
     tune_files = sorted((RESULTS / "tune" / "mini").glob("*/*/seed*.json"))
     stale = _made_with_other_weights(tune_files)
-    assert tune_files and not stale, f"{len(stale)} of {len(tune_files)} tune runs predate the committed mini weights, " \
-                                     f"e.g. {stale[:2]}: re-run them (python -m shiplib sweep --protocol tune ... --force)"
+    assert tune_files and not stale, (
+        f"{len(stale)} of {len(tune_files)} tune runs predate the committed mini weights, "
+        f"e.g. {stale[:2]}: re-run them (python -m shiplib sweep --protocol tune ... --force)")
 
 
 def test_committed_files_hold_no_absolute_path_of_the_machine_that_wrote_them():
@@ -114,7 +116,8 @@ def test_committed_ablation_results_use_the_current_settings():
     other = []
     for variant, task, seed in _ablation_runs():
         path = _ablation_path(variant, task, seed)
-        if path.is_file() and read_result(path)["identity"] != resolve_config(variant_config(variant, task, seed)).identity():
+        if (path.is_file()
+                and read_result(path)["identity"] != resolve_config(variant_config(variant, task, seed)).identity()):
             other.append(str(path.relative_to(RESULTS)))
     assert not other, f"{len(other)} ablation results were made with other settings, e.g. {other[:3]}"
 

@@ -136,7 +136,10 @@ def test_shared_prompt_rows_split_by_drop_path_history():
     per_sample = rows.values.expand(6, -1, -1)
     for step in range(4):
         mask = (torch.rand(6, generator=g) > 0.4).float() / 0.6
-        branch_fn = (lambda v, s=step: torch.tanh(v * (s + 1)))
+
+        def branch_fn(v, s=step):
+            return torch.tanh(v * (s + 1))
+
         rows = add_branch(rows, branch_fn(rows.values), mask)
         per_sample = per_sample + mask[:, None, None] * branch_fn(per_sample)
         assert torch.allclose(rows.per_sample(rows.values, 6), per_sample, atol=1e-6)

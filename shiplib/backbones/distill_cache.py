@@ -61,8 +61,8 @@ def build_cache(folder: str | Path, spec: CacheSpec, threads: int | None = None)
         n = min(CHUNK, spec.views - i * CHUNK)
         views = sampler.sample(n, seed=spec.view_seed * 100003 + i)
         targets = teacher_targets(teacher, views.teacher)
-        atomic_torch_save(dict(student=torch.from_numpy(views.student), source=[str(s) for s in views.source], **targets,
-                               spec=asdict(spec), teacher=TEACHER_NAME, seconds=time.time() - t0), paths[i])
+        atomic_torch_save(dict(student=torch.from_numpy(views.student), source=[str(s) for s in views.source],
+                               **targets, spec=asdict(spec), teacher=TEACHER_NAME, seconds=time.time() - t0), paths[i])
     return paths
 
 

@@ -54,7 +54,8 @@ class DistillConfig:
     threads: int | None = None
 
     def __post_init__(self):
-        if min(self.w_pooled, self.w_spatial, self.w_pixel) < 0 or not (self.w_pooled or self.w_spatial or self.w_pixel):
+        if (min(self.w_pooled, self.w_spatial, self.w_pixel) < 0
+                or not (self.w_pooled or self.w_spatial or self.w_pixel)):
             raise ValueError("loss weights w_pooled, w_spatial, w_pixel must be >= 0 and not all 0, got "
                              f"{self.w_pooled}, {self.w_spatial}, {self.w_pixel}")
         if self.epochs < 1 or self.batch_size < 1 or self.views < self.batch_size:

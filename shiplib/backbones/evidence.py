@@ -145,7 +145,8 @@ def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = N
         raise FileNotFoundError(f"card {card_path} does not exist: pretrain the backbone first "
                                 "(notebooks/pretrain_mini.ipynb)")
     card = json.loads(card_path.read_text())
-    checkpoint_path = Path(checkpoint_path or card_path.with_name(card.get("file", mini_checkpoint_path(name=name).name)))
+    checkpoint_path = Path(checkpoint_path
+                           or card_path.with_name(card.get("file", mini_checkpoint_path(name=name).name)))
     digest = sha256_file(checkpoint_path)
     if digest != card.get("sha256"):
         raise ValueError(f"{checkpoint_path} has sha256 {digest} but the card {card_path} records "

@@ -273,7 +273,8 @@ def _from_file(path: Path, arch: Any, **kw) -> VisionTransformer:
                                    "num_classes": 0, **kw})
     sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     own = vit.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+             for k, v in sd.items() if k in own and v.shape != own[k].shape]
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected or wrong:

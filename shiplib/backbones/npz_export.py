@@ -48,7 +48,8 @@ def _unsupported_features(vit: VisionTransformer) -> list[str]:
         if not isinstance(blk.ls1, torch.nn.Identity) or not isinstance(blk.ls2, torch.nn.Identity):
             problems.append(f"block {i} uses layer scale (init_values)")
             break
-        if not isinstance(blk.attn.q_norm, torch.nn.Identity) or not isinstance(getattr(blk.attn, "norm", torch.nn.Identity()), torch.nn.Identity):
+        if (not isinstance(blk.attn.q_norm, torch.nn.Identity)
+                or not isinstance(getattr(blk.attn, "norm", torch.nn.Identity()), torch.nn.Identity)):
             problems.append(f"block {i} uses qk_norm / attention norm")
             break
     return problems

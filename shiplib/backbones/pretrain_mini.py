@@ -117,7 +117,8 @@ def pretrain_mini(
     x_train, y_train = fmnist_tensors("train")
     x_test, y_test = fmnist_tensors("test")
     if subset is not None:
-        (x_train, y_train), (x_test, y_test) = (x_train[:subset[0]], y_train[:subset[0]]), (x_test[:subset[1]], y_test[:subset[1]])
+        (x_train, y_train), (x_test, y_test) = ((x_train[:subset[0]], y_train[:subset[0]]),
+                                                (x_test[:subset[1]], y_test[:subset[1]]))
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     modules = RecipeModules(dict(model=model))
     opt = modules.optimizer(cfg.lr, cfg.weight_decay)
@@ -216,6 +217,7 @@ if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pr
     a = ap.parse_args()
     if a.export_only:
         raise SystemExit(print(export_from_work_dir(a.work_dir)["test_accuracy"]))
-    cfg = PretrainConfig(epochs=a.epochs, lr=a.lr, augment=a.augment, drop_path_rate=a.drop_path_rate, threads=a.threads)
+    cfg = PretrainConfig(epochs=a.epochs, lr=a.lr, augment=a.augment, drop_path_rate=a.drop_path_rate,
+                         threads=a.threads)
     card = pretrain_mini(cfg, work_dir=a.work_dir, stop_after=a.stop_after)
     print(card["test_accuracy"])

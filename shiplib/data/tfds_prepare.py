@@ -49,7 +49,8 @@ GENERATION_NEEDS = {
     "patch_camelyon": ("h5py",), "diabetic_retinopathy_detection/btgraham-300": ("cv2",), "kitti": ("cv2",),
     "dsprites": ("h5py",),
 }
-PIP_NAMES = {"tensorflow": "tensorflow-cpu", "cv2": "opencv-python-headless", "importlib_resources": "importlib-resources"}
+PIP_NAMES = {"tensorflow": "tensorflow-cpu", "cv2": "opencv-python-headless",
+             "importlib_resources": "importlib-resources"}
 
 
 class PrepareError(ShiplibError, RuntimeError):

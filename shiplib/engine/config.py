@@ -67,8 +67,8 @@ class RunConfig:
     progress: bool = True
     resume: bool = True
 
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("data_root", "results_dir", "runs_dir", "device", "threads", "num_workers", "cache_images",
-                      "progress", "resume")
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("data_root", "results_dir", "runs_dir", "device", "threads",
+                                                 "num_workers", "cache_images", "progress", "resume")
     FIXED_FIELDS: ClassVar[tuple[str, ...]] = ("task", "method", "seed", "options")
     #: Settings in a run's identity only when set, so that the identities of earlier results stay what they were.
     IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = ("backbone_arch",)

@@ -4,7 +4,8 @@
   gives one lr and weight decay for all tasks, or names a per-task settings table: SHIP's official per-task lr,
   weight decay, threshold α and prompt length K (`resources/vtab1k_official_settings.csv`, from SHIP's
   results_summary.txt).
-- mini-VTAB: `resources/mini_defaults.csv` (method × task, `*` wildcards; lr tuned on val200, see its `status`/`note` columns).
+- mini-VTAB: `resources/mini_defaults.csv` (method × task, `*` wildcards; lr tuned on val200, see its
+  `status`/`note` columns).
 - VTAB-1k: 100 epochs with a 10-epoch warm-up (the official recipe); mini-VTAB: the csv (10 epochs, 2 of warm-up).
   Backbone and image size per benchmark.
 Values the user sets always win; `resolve_defaults` reports the source of every value.

@@ -52,7 +52,8 @@ def validate_affinity(A, atol: float = 1e-5, name: str = "affinity") -> np.ndarr
         raise ValueError(f"{name} is not symmetric: max |A - A.T| = {asym:.3g} > atol={atol:g}")
     diag = float(np.max(np.abs(np.diag(arr) - 1.0)))
     if diag > atol:
-        raise ValueError(f"{name} must have a unit diagonal (cosine of a layer with itself): max |diag - 1| = {diag:.3g}")
+        raise ValueError(f"{name} must have a unit diagonal (cosine of a layer with itself): "
+                         f"max |diag - 1| = {diag:.3g}")
     if float(np.max(np.abs(arr))) > 1.0 + atol:
         raise ValueError(f"{name} holds cosines, so |A| <= 1; got max |A| = {float(np.max(np.abs(arr))):.6g}")
     return arr.astype(np.float32)
@@ -75,7 +76,8 @@ def inter_layer_affinity(features) -> np.ndarray:
         norms = np.linalg.norm(chunk, axis=-1, keepdims=True)
         if np.any(norms == 0):
             layer, image = np.argwhere(norms[..., 0] == 0)[0].tolist()
-            raise ValueError(f"feature vector of layer {layer}, image {start + image} is all zeros: its cosine is undefined")
+            raise ValueError(f"feature vector of layer {layer}, image {start + image} is all zeros: "
+                             "its cosine is undefined")
         unit = chunk / norms
         total += np.einsum("ind,jnd->ij", unit, unit)
     A = total / n_images

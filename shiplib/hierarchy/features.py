@@ -45,7 +45,8 @@ def _model_device(vit: VisionTransformer, device: str | torch.device | None) -> 
         return model_device
     device = torch.device(device)
     if device.type != model_device.type or (device.index is not None and device != model_device):
-        raise ValueError(f"the ViT is on {model_device} but device={device}; move it first with vit.to({str(device)!r})")
+        raise ValueError(f"the ViT is on {model_device} but device={device}; "
+                         f"move it first with vit.to({str(device)!r})")
     return model_device
 
 

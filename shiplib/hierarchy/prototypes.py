@@ -44,7 +44,8 @@ def attribute_prototypes(
     """
     feats = as_real_array(features, "features")
     if feats.ndim != 2 or 0 in feats.shape:
-        raise ValueError(f"features must be (N samples, D dims), got shape {feats.shape}; use the last layer, e.g. block_features[-1]")
+        raise ValueError(f"features must be (N samples, D dims), got shape {feats.shape}; "
+                         "use the last layer, e.g. block_features[-1]")
     if not np.all(np.isfinite(feats)):
         raise ValueError("features contain NaN/inf; check the backbone and the input images")
     positive_int("k", k)

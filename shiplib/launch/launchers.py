@@ -320,7 +320,8 @@ def launch_slurm(cells: list[Cell], force: bool = False, folder=None, threads=No
                                                                   submitted_at=locks._now()))
         _say(f"{cell.label}: submitted as SLURM job {job.job_id}")
     array_id = jobs[0].job_id.split("_")[0]
-    _say(f"slurm: submitted {len(jobs)} cell(s) as job array {array_id}; logs in {str(folder).replace('%j', array_id + '_<i>')}")
+    _say(f"slurm: submitted {len(jobs)} cell(s) as job array {array_id}; "
+         f"logs in {str(folder).replace('%j', array_id + '_<i>')}")
     if wait:
         return wait_for(todo, timeout_s=wait_timeout_s)
     return 0

@@ -33,7 +33,8 @@ def token_energy(tokens: torch.Tensor) -> torch.Tensor:
 def select_high_energy_tokens(tokens: torch.Tensor, k: int) -> torch.Tensor:
     """The k highest-energy tokens of each input, highest first: (B, N, D) -> (B, k, D)."""
     if not 1 <= k <= tokens.shape[1]:
-        raise ValueError(f"cannot select {k} tokens from {tokens.shape[1]}: use at most as many prompts as image tokens")
+        raise ValueError(f"cannot select {k} tokens from {tokens.shape[1]}: "
+                         "use at most as many prompts as image tokens")
     idx = token_energy(tokens).topk(k, dim=1).indices
     return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 

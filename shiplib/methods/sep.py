@@ -47,7 +47,8 @@ class SEPConfig(PromptConfig):
         super().validate()
         if self.fusion_layers is not None:
             layers = tuple(self.fusion_layers)
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
+            if (not all(isinstance(i, int) and not isinstance(i, bool) for i in layers)
+                    or len(set(layers)) != len(layers)):
                 raise ValueError(f"fusion_layers must be distinct block indices, got {self.fusion_layers!r}")
             object.__setattr__(self, "fusion_layers", tuple(sorted(layers)))  # normalised once; frozen otherwise
         positive_int("fusion_heads", self.fusion_heads, allow_none=True)

@@ -39,7 +39,8 @@ def training_curves(card: dict) -> tuple[Figure, pd.DataFrame]:
     if has_acc:
         acc_long = hist.melt(id_vars="epoch", value_vars=["train_acc", "test_acc"], var_name="split",
                              value_name="accuracy %")
-        sns.lineplot(data=acc_long, x="epoch", y="accuracy %", hue="split", marker="o", ax=axes[1]).set_title("accuracy")
+        sns.lineplot(data=acc_long, x="epoch", y="accuracy %", hue="split", marker="o",
+                     ax=axes[1]).set_title("accuracy")
     sns.lineplot(data=hist, x="epoch", y="lr", marker="o", ax=axes[-1]).set_title("learning rate at epoch end")
     fig.tight_layout()
     return fig, hist

@@ -210,9 +210,9 @@ def vtab1k_table(results_dir="results", protocol: str = "final",
     """VTAB-1k: our runs (one row per run and metric) followed by the published rows.
 
     Columns: protocol, "mean (3g)", "mean (19)" first, then the 19 tasks, natural/specialized/structured,
-    "params (M)" (mean trainable parameters over tasks, head included), seeds (seeds per task; for published rows as their note states
-    it), source, note (long texts: show them with `footnotes`). Works with no results. Our rows are the methods'
-    untagged runs; `include_tagged=True` adds ablation variants (`ship+no-sip`, ...).
+    "params (M)" (mean trainable parameters over tasks, head included), seeds (seeds per task; for published rows as
+    their note states it), source, note (long texts: show them with `footnotes`). Works with no results. Our rows are
+    the methods' untagged runs; `include_tagged=True` adds ablation variants (`ship+no-sip`, ...).
     """
     df = select_runs(load_results(results_dir, protocol=protocol, benchmark="vtab1k"), include_tagged)
     parts = [ours_table(df, "vtab1k", check_metric(m), include_tagged) for m in metrics] if not df.empty else []
@@ -332,7 +332,8 @@ def result_summary(result: dict, committed_dir=None) -> pd.DataFrame:
     params = result.get("parameters") or {}
     rows = [
         ("task", result["task"], f"benchmark {result['benchmark']}, group {result.get('group')}"),
-        ("run", run_label(result["method"], result.get("tag")), f"seed {result['seed']}, protocol {result['protocol']}"),
+        ("run", run_label(result["method"], result.get("tag")),
+         f"seed {result['seed']}, protocol {result['protocol']}"),
         ("epochs", result["epochs"], f"train {result['train_split']} ({result.get('train_size')} images), "
                                      f"evaluate {result['eval_split']} ({result.get('eval_size')} images)"),
         ("acc_last (%)", accuracy("acc_last"), METRIC_NOTES["acc_last"]),
