@@ -15,7 +15,6 @@ Every part is the CPU code path run on another device; `run_checks(device="cpu",
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ from .engine.precision import PRECISIONS, Precision, PrecisionError, check_preci
 
 #: The precisions timed (fp16 needs a gradient scaler and is rarely the choice where bf16 runs).
 TIMED_PRECISIONS = ("fp32", "tf32", "bf16")
-#: Compiled variants are timed where `run_bench` takes a `compile` argument (False: eager only).
-BENCH_COMPILES = "compile" in inspect.signature(run_bench).parameters
 
 
 @dataclass
@@ -48,8 +45,9 @@ def _mb(nbytes: float | None) -> str:
 
 
 def speed_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, repeats: int = 5, warmup: int = 2,
-               precisions=TIMED_PRECISIONS) -> list[Row]:
-    """Plain timm and SHIP per precision (and compiled, where the bench can), via `run_bench`."""
+               precisions=TIMED_PRECISIONS, compiled_too: bool = True) -> list[Row]:
+    """Plain timm and SHIP per precision, eager and (with `compiled_too`, which needs a warm-up round to compile
+    in) through torch.compile, via `run_bench`."""
     rows = []
     for precision in precisions:
         try:
@@ -57,7 +55,7 @@ def speed_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, re
         except PrecisionError as e:
             rows.append(Row("speed", precision, "skipped", str(e).split(":")[0]))
             continue
-        for compiled in ((False, True) if BENCH_COMPILES else (False,)):
+        for compiled in ((False, True) if compiled_too and warmup >= 1 else (False,)):
             kw = dict(compile=True) if compiled else {}
             r = run_bench("ship", backbone, batch=batch, threads=None, repeats=repeats, warmup=warmup,
                           device=device, floor=True, progress=False, precision=precision, **kw)
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(no_gpu_message())
         return 0
     print(f"gpu_check on {torch.cuda.get_device_name(args.device)} (torch {torch.__version__}); choices: "
-          f"{', '.join(PRECISIONS)}; compiled variants {'timed' if BENCH_COMPILES else 'not available'}",
+          f"{', '.join(PRECISIONS)}; eager and compiled variants timed",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="shiplib-gpu-check-") as tmp:
         rows = run_checks(args.device, Path(tmp), batch=args.batch, epochs=args.epochs)
