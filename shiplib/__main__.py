@@ -46,6 +46,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", help="name this variant (results go to <method>+<tag>/), e.g. for an lr sweep")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="numeric precision: fp32 (default), tf32 (CUDA Ampere+), bf16 or fp16 autocast")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="compile the model with torch.compile (default backend inductor; off by default: slower on "
+                        "CPU today)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--runs", default="runs", help="folder for checkpoints, logs and caches (default: runs)")
     p.add_argument("--data-root", help="folder holding <task>/train800.txt … (default: $SHIPLIB_DATA, then data/)")
@@ -67,7 +70,8 @@ def _config(args, task: str, method: str, seed: int):
         overrides["precision"] = args.precision
     base = RunConfig(task=task, method=method, seed=seed, protocol=args.protocol, tag=args.tag,
                      results_dir=args.results, runs_dir=args.runs, data_root=args.data_root, device=args.device,
-                     threads=args.threads, num_workers=args.workers, progress=not args.no_progress,
+                     threads=args.threads, num_workers=args.workers, compile=args.compile,
+                     progress=not args.no_progress,
                      resume=not args.fresh)
     return base.with_overrides(overrides)
 

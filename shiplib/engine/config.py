@@ -13,6 +13,7 @@ from ..errors import ConfigError  # re-exported here for older imports
 from ..data.transforms import DEFAULT_PRESET
 from ..methods import get_method, method_options
 from ..utils.checks import choice, positive_int
+from .compiled import check_compile_backend
 from .defaults import resolve_defaults
 from .precision import DEFAULT_PRECISION, check_precision_name
 from .resources import warn_threads
@@ -64,11 +65,12 @@ class RunConfig:
     threads: int | None = None
     num_workers: int = 0
     cache_images: bool = True  # decode each split once (in memory, or memory-mapped under runs_dir/_cache/images)
+    compile: str | None = None  # a torch.compile backend ("inductor"); None: eager (compiled = eager within 1e-5)
     progress: bool = True
     resume: bool = True
 
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("data_root", "results_dir", "runs_dir", "device", "threads",
-                                                 "num_workers", "cache_images", "progress", "resume")
+                                                 "num_workers", "cache_images", "compile", "progress", "resume")
     FIXED_FIELDS: ClassVar[tuple[str, ...]] = ("task", "method", "seed", "options")
     #: Settings in a run's identity only when set, so that the identities of earlier results stay what they were.
     IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = ("backbone_arch",)
@@ -244,6 +246,7 @@ def _validate_runtime(cfg: "RunConfig") -> None:
         _check_positive_int("threads", cfg.threads)
         warn_threads(cfg.threads)
     _check_positive_int("num_workers (--workers)", cfg.num_workers, allow_zero=True)
+    check_compile_backend(cfg.compile)
 
 
 def _fit_warmup(run: dict, defaults: dict, sources: dict) -> None:

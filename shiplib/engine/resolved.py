@@ -68,6 +68,7 @@ class Runtime:
     threads: int | None
     num_workers: int
     cache_images: bool
+    compile: str | None
     progress: bool
     resume: bool
 

@@ -45,6 +45,7 @@ from .checkpoints import CheckpointStore, checkpoint_state
 from .config import RunConfig, resolve_config
 from .loop import evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
+from .compiled import compile_model
 from .precision import Precision
 from .prepare import (DeviceBatches, backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
                       eval_loader, image_cache_dir, load_or_compute_data_inputs, on_device, stale_backbone,
@@ -130,7 +131,7 @@ def build(run: ResolvedRun, data: TaskLocation) -> Built:
 
     seed_everything(run.seed)  # the same init whether the data step was computed or read from the cache
     model = build_model(run.method, backbone=vit, num_classes=run.task.num_classes, **options)
-    model.to(device)
+    compile_model(model.to(device), run.runtime.compile)
     if model.structure_record():
         hierarchy = dict(hierarchy or {}, **model.structure_record())
     for ds in (train_set, eval_set):  # from here on, cached images are normalised on the device, batch by batch
