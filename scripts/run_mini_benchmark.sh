@@ -9,7 +9,11 @@
 #   pilot      the budget pilot of the "scaled" protocol (the official schedule's shape: lr_schedule=scaled, 10 %
 #              warm-up): SHIP and VPT-deep, lr 0.1 and 0.3, on one task per group (train800 -> val200), 10, 20
 #              and 40 epochs, evaluated at every tenth of training; tag pilot-e<epochs>-lr<lr>
-# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot [results dir] [runs dir]
+#   tune-tasks per-task learning rates of the scaled protocol at $BUDGET epochs (default 20, the pilot's choice)
+#              for every method on every mini task (train800 -> val200; tag tune-e<budget>-lr<lr>): in rounds,
+#              each asking shiplib.report.tuning which runs the choice still needs (the next rung beyond a best lr at
+#              the end of the lrs tried; a second seed where the top two lie within 2 points), SHIP and VPT-deep first
+# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot|tune-tasks [results dir] [runs dir]
 # On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 3 h (252 runs; two at a time, 1 thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +23,7 @@ results=${2:-results}
 runs=${3:-runs}
 common=(--launcher local --jobs 2 --threads 1 --results "$results" --runs "$runs")
 METHODS=(linear full vpt_shallow vpt_deep spt sep ship)
+MINI_TASKS=(mini_mnist mini_ihc_hema mini_dsprites_loc mini_textures mini_ihc_dab mini_dsprites_ori mini_clevr_count)
 
 lr_grid() {  # the learning rates tried per method
     case $1 in
@@ -54,5 +59,17 @@ case $stage in
                     "${common[@]}"
             done
         done ;;
-    *) echo "unknown stage '$stage': give tune, grid, ablations or pilot" >&2; exit 2 ;;
+    tune-tasks)
+        budget=${BUDGET:-20}
+        for round in $(seq 1 12); do  # each round settles at least one rung; 12 rounds reach any lr in the bounds
+            mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import tuning_commands
+print('\n'.join(tuning_commands(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split())))" \
+                "$results" "$budget" "${MINI_TASKS[*]}" "ship vpt_deep linear full vpt_shallow spt sep")
+            if [ ${#todo[@]} -eq 0 ]; then echo "tune-tasks: every method and task settled"; break; fi
+            echo "tune-tasks round $round: ${#todo[@]} runs"
+            # two runs at once, one thread each; a run that is already finished or running elsewhere is skipped
+            printf '%s\n' "${todo[@]}" | xargs -P 2 -L 1 "$PYTHON" -m shiplib run --threads 1 --no-progress \
+                --results "$results" --runs "$runs"
+        done ;;
+    *) echo "unknown stage '$stage': give tune, grid, ablations, pilot or tune-tasks" >&2; exit 2 ;;
 esac

@@ -102,3 +102,62 @@ def test_budget_pilot_picks_the_budget_after_which_doubling_stops_helping(write_
     assert table.loc[("mini_mnist", "ship", 10), "next_gain"] == pytest.approx(1 - 1.0 / 1.2)
     write_pilot_run(write_fake_result, "mini_mnist", "ship", 40, 0.1, 0.8)  # 40 epochs still help a lot here
     assert chosen_budget(budget_pilot(tmp_path / "results"))[0] is None
+
+
+# ----- per-task lrs on the 1-3-10 ladder -----
+def test_the_lr_ladder_has_exact_rungs_and_hard_limits():
+    from shiplib.report.tuning import LR_BOUNDS, lr_neighbours
+
+    assert lr_neighbours(0.1) == (0.03, 0.3) and lr_neighbours(0.3) == (0.1, 1.0)
+    assert lr_neighbours(1e-3) == (3e-4, 3e-3) and lr_neighbours(0.5) == (0.3, 1.0)  # off the ladder: nearest rungs
+    assert lr_neighbours(LR_BOUNDS[1]) == (1.0, None) and lr_neighbours(LR_BOUNDS[0]) == (None, 3e-5)
+
+
+def _runs(rows):
+    return pd.DataFrame([dict(method="ship", task="t", lr=lr, seed=seed, val_acc=acc) for lr, seed, acc in rows],
+                        columns=["method", "task", "lr", "seed", "val_acc"])
+
+
+def test_a_per_task_search_brackets_the_best_lr_and_decides_close_calls_on_two_seeds():
+    from shiplib.report.tuning import next_tuning_runs, per_task_lr
+
+    start = {"ship": 0.1}
+    assert next_tuning_runs(_runs([]), start, ["t"]) == [("t", "ship", 0.03, 1), ("t", "ship", 0.1, 1),
+                                                         ("t", "ship", 0.3, 1)]
+    rows = [(0.03, 1, 50.0), (0.1, 1, 60.0), (0.3, 1, 70.0)]  # best at the upper end: one rung further
+    assert next_tuning_runs(_runs(rows), start, ["t"]) == [("t", "ship", 1.0, 1)]
+    rows.append((1.0, 1, 69.0))  # interior now, but within 2 points of the runner-up: second seeds of both
+    assert next_tuning_runs(_runs(rows), start, ["t"]) == [("t", "ship", 0.3, 2), ("t", "ship", 1.0, 2)]
+    rows += [(0.3, 2, 66.0), (1.0, 2, 69.0)]  # means 68.0 and 69.0: 1.0 wins, now at the upper end again
+    assert next_tuning_runs(_runs(rows), start, ["t"]) == [("t", "ship", 3.0, 1)]
+    rows.append((3.0, 1, 20.0))  # diverges: 1.0 is interior and 1 point ahead of 0.3 on two seeds each: settled
+    table = per_task_lr(_runs(rows), start).iloc[0]
+    assert table["settled"] and table["lr"] == 1.0 and table["val_acc"] == 69.0 and table["seeds"] == 2
+    assert table["runner_up"] == "3e-01" and table["gap"] == pytest.approx(1.0) and table["at_edge"] is None
+    assert table["tried"] == "3e-02, 1e-01, 3e-01, 1e+00, 3e+00"
+
+
+def test_a_best_lr_at_a_hard_limit_is_settled_and_says_so():
+    from shiplib.report.tuning import per_task_lr
+
+    table = per_task_lr(_runs([(1.0, 1, 50.0), (3.0, 1, 60.0)]), {"ship": 1.0}).iloc[0]
+    assert table["settled"] and table["lr"] == 3.0 and table["at_edge"] == "at the hard limit 3e+00"
+
+
+def test_tuning_commands_reuse_the_pilot_at_the_same_budget_only(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import tuning_commands
+
+    def write(tag, lr, acc):
+        path = write_fake_result("mini_mnist", "ship", 1, acc, protocol="tune", tag=tag)
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    write("pilot-e20-lr1e-1", 0.1, 60.0)
+    write("pilot-e20-lr3e-1", 0.3, 70.0)
+    write("pilot-e40-lr1e+00", 1.0, 90.0)  # another budget: not part of the study
+    cmds = tuning_commands(tmp_path / "results", 20, ["mini_mnist"], ["ship"])
+    assert cmds == ["--task mini_mnist --method ship --seed 1 --protocol tune --epochs 20 --tag tune-e20-lr1e+00 "
+                    "--set lr=1e+00 --set lr_schedule=scaled --set warmup_epochs=2 --set eval_every=2"]

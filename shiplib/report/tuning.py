@@ -102,3 +102,128 @@ def chosen_budget(pilot: pd.DataFrame, flat: float = 0.02) -> tuple[int | None, 
         if len(at) and at.notna().all() and (at <= flat).all():
             return int(epochs), best
     return None, best
+
+
+# ----- per-task learning rates on a ladder that brackets the optimum -----
+#: The lr search's hard limits: below, prompts and heads barely move in a mini budget; above, SGD diverges.
+LR_BOUNDS = (1e-5, 3.0)
+#: Top-two validation accuracies closer than this (points) are decided on the mean of at least `CLOSE_SEEDS` seeds.
+CLOSE_POINTS = 2.0
+CLOSE_SEEDS = 2
+
+
+def lr_neighbours(lr: float) -> tuple[float | None, float | None]:
+    """The next lower and higher rung of the 1-3-10 ladder (…, 1e-2, 3e-2, 1e-1, 3e-1, 1, 3), None past a bound."""
+    exp = int(np.floor(np.log10(lr) + 1e-9))
+    mant = lr / 10 ** exp
+    eps = 1e-6  # 0.3 / 0.1 is 2.9999999999999996
+    # rungs from text: 3e-1 is 0.3, where 3 * 10 ** -1 is 0.30000000000000004
+    lower = float(f"3e{exp}") if mant > 3 + eps else float(f"1e{exp}") if mant > 1 + eps else float(f"3e{exp - 1}")
+    higher = float(f"3e{exp}") if mant < 3 - eps else float(f"1e{exp + 1}")
+    return (lower if lower >= LR_BOUNDS[0] * (1 - 1e-9) else None,
+            higher if higher <= LR_BOUNDS[1] * (1 + 1e-9) else None)
+
+
+def study_prefixes(epochs: int) -> tuple[str, ...]:
+    """Tag prefixes of the runs a per-task lr study at `epochs` reads: its own, and the budget pilot's runs at the
+    same budget, which have exactly the same settings (`scaled_protocol`)."""
+    return f"tune-e{epochs}-lr", f"pilot-e{epochs}-lr"
+
+
+def task_lr_runs(results_dir="results", benchmark: str = "mini", prefixes: tuple[str, ...] = study_prefixes(20)
+                 ) -> pd.DataFrame:
+    """The finished tune runs of one per-task study (tags `<prefix><lr>`): method, task, lr, seed, val_acc."""
+    cols = ["method", "task", "lr", "seed", "val_acc"]
+    df = load_results(results_dir, protocol="tune", benchmark=benchmark)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    study = re.compile("(?:" + "|".join(map(re.escape, prefixes)) + r")[0-9.eE+-]+")
+    df = df[[isinstance(t, str) and bool(study.fullmatch(t)) for t in df["tag"]]]
+    return df.rename(columns={"acc_last": "val_acc"})[cols].reset_index(drop=True)
+
+
+def _decide(runs: pd.DataFrame, start: float) -> dict:
+    """One (method, task): the chosen lr and the runs still needed to choose it (see `per_task_lr`)."""
+    if runs.empty:
+        lower, higher = lr_neighbours(start)
+        return dict(lr=None, needs=[(lr, 1) for lr in (lower, start, higher) if lr is not None])
+    mean = runs.groupby("lr")["val_acc"].mean().sort_index()
+    seeds = runs.groupby("lr")["seed"].apply(set)
+    best = float(mean.idxmax())  # first maximum: the smaller lr among ties
+    out = dict(lr=best, lr_label=format_lr(best), val_acc=float(mean[best]), seeds=len(seeds[best]),
+               tried=", ".join(format_lr(x) for x in mean.index), at_edge=None, runner_up=None, gap=None, needs=[])
+    lower, higher = lr_neighbours(best)
+    for neighbour, edge in ((lower, best == mean.index[0]), (higher, best == mean.index[-1])):
+        if edge and neighbour is not None:
+            out["needs"].append((neighbour, 1))
+        elif edge and len(mean) > 1:
+            out["at_edge"] = f"at the hard limit {format_lr(best)}"
+    if out["needs"] or len(mean) < 2:
+        return out
+    runner = float(mean.drop(best).idxmax())
+    out.update(runner_up=format_lr(runner), gap=float(mean[best] - mean[runner]))
+    if out["gap"] < CLOSE_POINTS:
+        for lr in (best, runner):
+            have = seeds[lr]
+            out["needs"] += [(lr, s) for s in range(1, CLOSE_SEEDS + 1) if s not in have][:CLOSE_SEEDS - len(have)]
+    return out
+
+
+def per_task_lr(runs: pd.DataFrame, start: dict[str, float]) -> pd.DataFrame:
+    """Per (method, task): the lr with the best mean validation accuracy over its seeds (ties: the smaller lr),
+    and `needs`, the (lr, seed) runs still missing before that choice stands:
+
+    - the next rung of the 1-3-10 ladder beyond the best lr when the best lies at an end of the lrs tried (unless
+      that end is a hard limit, `LR_BOUNDS`; then `at_edge` says so);
+    - a second seed of the best and the runner-up when they lie within `CLOSE_POINTS` points.
+
+    A (method, task) without runs needs `start[method]` and its two neighbours. `settled` is True when nothing is
+    missing."""
+    rows = []
+    for method, first in start.items():
+        for task in sorted(runs["task"].unique()) if "task" in runs else []:
+            part = runs[(runs["method"] == method) & (runs["task"] == task)]
+            rows.append(dict(method=method, task=task, **_decide(part, first)))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["settled"] = table["needs"].apply(lambda n: not n)
+    return table
+
+
+def next_tuning_runs(runs: pd.DataFrame, start: dict[str, float],
+                     tasks: list[str]) -> list[tuple[str, str, float, int]]:
+    """The (task, method, lr, seed) runs to make next, methods in the order of `start`, tasks in the given order."""
+    todo = []
+    for method, first in start.items():
+        for task in tasks:
+            part = runs[(runs["method"] == method) & (runs["task"] == task)]
+            todo += [(task, method, lr, seed) for lr, seed in _decide(part, first)["needs"]]
+    return todo
+
+
+def scaled_protocol(epochs: int) -> list[str]:
+    """The run settings of the scaled protocol at `epochs`: the official curve's shape sampled per step, a tenth
+    of training as warm-up, evaluated at every tenth."""
+    tenth = max(1, epochs // 10)
+    return ["lr_schedule=scaled", f"warmup_epochs={tenth}", f"eval_every={tenth}"]
+
+
+def default_lrs(methods: list[str], task: str) -> dict[str, float]:
+    """Each method's current default lr on `task`: where a per-task search starts."""
+    from ..engine import RunConfig, resolve_config
+
+    return {m: resolve_config(RunConfig(task=task, method=m)).training.lr for m in methods}
+
+
+def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[str],
+                    benchmark: str = "mini") -> list[str]:
+    """`python -m shiplib run` arguments of the next per-task tuning runs at `epochs` (tags `tune-e<epochs>-lr<lr>`,
+    train800 -> val200); empty when every (method, task) is settled (`per_task_lr`)."""
+    prefixes = study_prefixes(epochs)
+    prefix = prefixes[0]
+    runs = task_lr_runs(results_dir, benchmark, prefixes)
+    todo = next_tuning_runs(runs, default_lrs(methods, tasks[0]), tasks)
+    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
+    return [f"--task {task} --method {method} --seed {seed} --protocol tune --epochs {epochs} "
+            f"--tag {prefix}{format_lr(lr)} --set lr={format_lr(lr)} {settings}"
+            for task, method, lr, seed in todo]
