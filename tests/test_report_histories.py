@@ -35,3 +35,43 @@ def test_history_of_a_real_ship_run_has_pml(tiny_task_root, tiny_vit_file, tmp_p
     assert h["epoch"].tolist() == [0, 1] and h["run"].tolist() == ["ship", "ship"]
     assert h["loss"].tolist() == [e["loss"] for e in result["history"]]
     assert h["pml"].notna().all() and (h["loss"] >= h["ce"]).all()
+
+
+def test_per_step_values_of_a_real_run_are_read_summarised_and_drawn(tiny_task_root, tiny_vit_file, tmp_path):
+    from shiplib.report.figures import plot_step_curves
+    from shiplib.report.histories import step_frame, step_summary
+
+    cfg = RunConfig(task="svhn", method="vpt_deep", seed=1, epochs=2, batch_size=16, eval_every=1, lr=1e-2,
+                    backbone=str(tiny_vit_file), img_size=32, data_root=str(tiny_task_root),
+                    results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), progress=False,
+                    lr_schedule="scaled", warmup_epochs=1, options=dict(num_prompts=2))
+    result = run_experiment(cfg)
+    steps = step_frame(tmp_path / "results", task="svhn")
+    per_epoch = len(result["history"][0]["step_loss"])
+    assert len(steps) == 2 * per_epoch and steps["step"].tolist() == list(range(2 * per_epoch))
+    assert steps["ce"].tolist() == [v for h in result["history"] for v in h["step_ce"]]
+    summary = step_summary(steps, num_classes=3, window=2).loc["vpt_deep"]
+    after = steps.loc[steps["fraction"] >= 0.1, "ce"].rolling(2, center=True, min_periods=1).mean()
+    assert summary["seeds"] == 1 and summary["chance_ce"] == pytest.approx(np.log(3))
+    assert summary["above_chance"] == (summary["peak_ce_after_warmup"] > np.log(3))
+    assert summary["peak_ce_after_warmup"] <= steps["ce"].max() + 1e-12 and after.notna().all()
+    fig = plot_step_curves(steps, window=2)
+    assert [len(ax.lines) for ax in fig.axes[:2]] == [1, 1] and len(fig.axes[0].collections) == 0  # one seed: no band
+
+
+def test_a_step_summary_flags_a_loss_above_chance_after_warm_up():
+    import pandas as pd
+
+    from shiplib.report.figures import plot_step_curves
+    from shiplib.report.histories import step_summary
+
+    rows = [dict(task="t", run=run, seed=seed, step=i, fraction=i / 20, lr=0.1,
+                 ce=(5.0 if run == "ship" and i == 10 else 1.0) + 0.1 * seed) for run in ("ship", "vpt_deep")
+            for seed in (1, 2) for i in range(20)]
+    steps = pd.DataFrame(rows)
+    s = step_summary(steps, num_classes=10, window=1)
+    assert s.loc["ship", "above_chance"] and s.loc["ship", "peak_ce_after_warmup"] == pytest.approx(5.15)
+    assert not s.loc["vpt_deep", "above_chance"] and s.loc["vpt_deep", "final_ce"] == pytest.approx(1.15)
+    assert s.loc["ship", "seeds"] == 2
+    fig = plot_step_curves(steps, window=1)
+    assert len(fig.axes[0].collections) == 2  # a min-max band per run over its two seeds

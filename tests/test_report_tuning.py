@@ -161,3 +161,24 @@ def test_tuning_commands_reuse_the_pilot_at_the_same_budget_only(write_fake_resu
     cmds = tuning_commands(tmp_path / "results", 20, ["mini_mnist"], ["ship"])
     assert cmds == ["--task mini_mnist --method ship --seed 1 --protocol tune --epochs 20 --tag tune-e20-lr1e+00 "
                     "--set lr=1e+00 --set lr_schedule=scaled --set warmup_epochs=2 --set eval_every=2"]
+
+
+def test_chosen_runs_name_every_tag_holding_the_chosen_lr(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import chosen_runs
+
+    def write(tag, lr, acc, seed=1, method="ship"):
+        path = write_fake_result("mini_mnist", method, seed, acc, protocol="tune", tag=tag)
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    write("pilot-e20-lr1e-1", 0.1, 60.0)
+    write("pilot-e20-lr3e-1", 0.3, 70.0)
+    write("tune-e20-lr3e-01", 0.3, 69.0, seed=2)  # the second seed of the same lr, made by the study
+    write("tune-e20-lr1e+00", 1.0, 50.0)
+    write("pilot-e20-lr1e-1", 0.1, 55.0, method="vpt_deep")
+    assert chosen_runs(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"]) == [
+        "vpt_deep+pilot-e20-lr1e-1", "ship+pilot-e20-lr3e-1", "ship+tune-e20-lr3e-01"]
+    assert chosen_runs(tmp_path / "results", 40, "mini_mnist", ["ship"]) == []

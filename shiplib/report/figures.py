@@ -303,6 +303,37 @@ def plot_loss_curves(history: pd.DataFrame, columns=("ce", "loss"), errorbar="sd
     return fig
 
 
+def plot_step_curves(steps: pd.DataFrame, window: int = 10):
+    """Per optimiser step (paper Fig. 3 at step resolution): training cross-entropy (left) and the learning rate
+    (right) against the fraction of training done, one line per run (mean over seeds; band: min to max over seeds,
+    drawn only with several seeds). Each seed's cross-entropy is smoothed by a centred running mean over `window`
+    steps, since single mini-batches of 64 images are noisy."""
+    if steps.empty:
+        raise ValueError("no per-step values to plot: no result file with per-step logging matched")
+    fig, axes = _figure(1, 2, figsize=(PAGE_WIDTH, 3.6))
+    runs = method_order(steps["run"])
+    palette = method_palette(runs)
+    for run in runs:
+        part = steps[steps["run"] == run].sort_values(["seed", "step"])
+        smooth = part.groupby("seed")["ce"].transform(lambda v: v.rolling(window, center=True, min_periods=1).mean())
+        per_step = part.assign(ce=smooth).groupby("step").agg(fraction=("fraction", "mean"), mean=("ce", "mean"),
+                                                            lo=("ce", "min"), hi=("ce", "max"), lr=("lr", "mean"))
+        n = part["seed"].nunique()
+        label = f"{run} ({n} seed{'s' if n > 1 else ''})"
+        axes[0, 0].plot(per_step["fraction"], per_step["mean"], color=palette[run], label=label, linewidth=1.2)
+        if n > 1:
+            axes[0, 0].fill_between(per_step["fraction"], per_step["lo"], per_step["hi"], color=palette[run],
+                                    alpha=0.2, linewidth=0)
+        axes[0, 1].plot(per_step["fraction"], per_step["lr"], color=palette[run], label=label, linewidth=1.2)
+    axes[0, 0].set(xlabel="fraction of training", ylabel=CURVE_AXIS_LABELS.get("ce", "ce"),
+                   title=f"training cross-entropy (running mean of {window} steps)")
+    axes[0, 1].set(xlabel="fraction of training", ylabel="learning rate", title="learning rate per step")
+    _legend_below(axes[0, 0], ncol=1)
+    _legend_below(axes[0, 1], ncol=1)
+    fig.suptitle(f"{', '.join(dict.fromkeys(steps['task']))}: per optimiser step", fontsize=12)
+    return fig
+
+
 # ----- results and ablations -----
 def _task_list(summary: pd.DataFrame) -> list:
     """Tasks of a summary in their benchmark's order (natural → specialized → structured), else as they come."""

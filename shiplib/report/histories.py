@@ -1,6 +1,7 @@
 """Per-epoch training histories from result files (the JSONL logs in runs/ are not committed; results are)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..engine.results import find_result_files, read_result
@@ -99,3 +100,19 @@ def final_losses(history: pd.DataFrame, column: str = "ce") -> pd.DataFrame:
         return pd.DataFrame(columns=["mean", "std", "n_seeds"])
     last = history.loc[history.groupby(["run", "seed"])["epoch"].idxmax()]
     return last.groupby("run", sort=False)[column].agg(mean="mean", std="std", n_seeds="count")
+
+
+def step_summary(steps: pd.DataFrame, num_classes: int, warmup_fraction: float = 0.1,
+                 window: int = 10) -> pd.DataFrame:
+    """Per run (mean over seeds): the highest smoothed training cross-entropy after the warm-up, whether it rises
+    above ln(num_classes), the loss of always predicting uniformly, and the mean over the last `window` steps."""
+    rows = []
+    for run, part in steps.groupby("run", sort=False):
+        part = part.sort_values(["seed", "step"])
+        smooth = part.groupby("seed")["ce"].transform(lambda v: v.rolling(window, center=True, min_periods=1).mean())
+        mean = part.assign(ce=smooth).groupby("step").agg(fraction=("fraction", "mean"), ce=("ce", "mean"))
+        after = mean.loc[mean["fraction"] >= warmup_fraction, "ce"]
+        rows.append(dict(run=run, seeds=part["seed"].nunique(), peak_ce_after_warmup=after.max(),
+                         above_chance=bool(after.max() > np.log(num_classes)), chance_ce=np.log(num_classes),
+                         final_ce=mean["ce"].iloc[-window:].mean()))
+    return pd.DataFrame(rows).set_index("run")

@@ -132,8 +132,8 @@ def study_prefixes(epochs: int) -> tuple[str, ...]:
 
 def task_lr_runs(results_dir="results", benchmark: str = "mini", prefixes: tuple[str, ...] = study_prefixes(20)
                  ) -> pd.DataFrame:
-    """The finished tune runs of one per-task study (tags `<prefix><lr>`): method, task, lr, seed, val_acc."""
-    cols = ["method", "task", "lr", "seed", "val_acc"]
+    """The finished tune runs of one per-task study (tags `<prefix><lr>`): method, task, lr, seed, val_acc, tag."""
+    cols = ["method", "task", "lr", "seed", "val_acc", "tag"]
     df = load_results(results_dir, protocol="tune", benchmark=benchmark)
     if df.empty:
         return pd.DataFrame(columns=cols)
@@ -227,3 +227,15 @@ def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[st
     return [f"--task {task} --method {method} --seed {seed} --protocol tune --epochs {epochs} "
             f"--tag {prefix}{format_lr(lr)} --set lr={format_lr(lr)} {settings}"
             for task, method, lr, seed in todo]
+
+
+def chosen_runs(results_dir, epochs: int, task: str, methods: list[str], benchmark: str = "mini") -> list[str]:
+    """Run labels (`method+tag`) holding each method's chosen lr on `task` in the per-task study at `epochs`
+    (`per_task_lr`; the pilot's and the study's own tags alike), methods in the given order."""
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    runs = runs[runs["task"] == task]
+    if runs.empty:
+        return []
+    table = per_task_lr(runs, {m: 0.1 for m in methods}).set_index("method")
+    return [f"{m}+{tag}" for m in methods if m in table.index and table.loc[m, "lr"] is not None
+            for tag in sorted(set(runs.loc[(runs["method"] == m) & (runs["lr"] == table.loc[m, "lr"]), "tag"]))]
