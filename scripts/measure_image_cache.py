@@ -21,7 +21,7 @@ import torch
 
 from shiplib.data import build_dataset
 from shiplib.data.synthetic import write_synthetic_task
-from shiplib.engine import LRSchedule, create_optimizer, train_one_epoch
+from shiplib.engine import LRSchedule, TrainStep, create_optimizer, train_one_epoch
 from shiplib.engine.prepare import on_device, train_loader
 from shiplib.methods import build_model
 
@@ -41,8 +41,8 @@ def ship_epoch(ds) -> float:
     schedule = LRSchedule(1e-3, epochs=1, warmup_epochs=0, warmup_lr=1e-6, min_lr=1e-5)
     cpu = torch.device("cpu")
     loader = on_device(train_loader(ds, 64, seed=1, epoch=0), cpu)
-    return train_one_epoch(model, loader, create_optimizer(model, 1e-3, 1e-4), schedule, 0, cpu,
-                           progress=False)["train_seconds"]
+    train = TrainStep(model, create_optimizer(model, 1e-3, 1e-4), schedule, cpu)
+    return train_one_epoch(train, loader, 0, progress=False)["train_seconds"]
 
 
 def measure(task: str, root, img_size: int, folder: Path, with_model: bool) -> dict:

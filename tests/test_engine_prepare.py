@@ -4,8 +4,9 @@ import torch
 
 from shiplib.backbones import create_backbone
 from shiplib.data.folder import build_dataset
+from shiplib.engine.config import RunConfig, resolve_config
 from shiplib.engine.prepare import (backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
-                                    load_or_compute_data_inputs, train_loader)
+                                    eval_loader, load_or_compute_data_inputs, train_loader)
 from shiplib.methods import get_method
 
 
@@ -38,20 +39,21 @@ def test_data_step_computed_once_then_read_from_cache(tiny_task_root, tiny_vit_f
     data = build_dataset("svhn", "train800val200", root=tiny_task_root, img_size=32)
     ship = get_method("ship")
 
+    run = resolve_config(RunConfig(task="svhn", method="ship", backbone=str(tiny_vit_file), img_size=32,
+                                   runs_dir=str(tmp_path)))
+
     def cache(**options):
         config = ship.config_class.from_options("ship", dict(threshold=0.9, **options))
-        path = data_cache_path(tmp_path, "vtab1k", "svhn", str(tiny_vit_file), backbone_fingerprint(vit), "ship", 32,
-                               "train800val200", dataset_fingerprint(data), "ship", ship.data_key(config))
+        path = data_cache_path(run, backbone_fingerprint(vit), dataset_fingerprint(data), ship.data_key(config))
         return config, path
 
     config, path = cache(num_prototypes=8)
     assert path.parent == tmp_path / "_cache" / "vtab1k" / "svhn" and path.name.startswith("tiny_vit-")
-    first, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"),
-                                                progress=False)
+    first, cached = load_or_compute_data_inputs(ship, config, vit, eval_loader(data, 32), path, progress=False)
     assert not cached and path.is_file()
     assert "block features" not in capsys.readouterr().out  # a run without progress bars draws none here
     assert first["affinity"].shape == (4, 4) and first["prototypes"].shape == (8, 32)
-    second, cached = load_or_compute_data_inputs(ship, config, vit, data, path, 32, torch.device("cpu"))
+    second, cached = load_or_compute_data_inputs(ship, config, vit, eval_loader(data, 32), path)
     assert cached and list(second) == list(first)
     np.testing.assert_array_equal(first["affinity"], second["affinity"])
     np.testing.assert_array_equal(first["prototypes"], second["prototypes"])

@@ -138,8 +138,8 @@ def test_the_stages_run_one_by_one(tiny_task_root, tiny_vit_file, tmp_path):
 
 # ----- checkpoints -----
 def _state(epoch, ident=None):
-    return checkpoint_state(identity=ident or {"a": 1}, fingerprint="f", epoch=epoch, trainable={"w": torch.ones(2)},
-                            optimizer={}, history=[{"epoch": e} for e in range(epoch + 1)], elapsed=1.0)
+    return checkpoint_state(dict(trainable={"w": torch.ones(2)}, optimizer={}), identity=ident or {"a": 1},
+                            fingerprint="f", epoch=epoch, history=[{"epoch": e} for e in range(epoch + 1)], elapsed=1.0)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "text", "wrong_keys"])

@@ -36,7 +36,8 @@ def test_concurrent_local_sweeps_run_each_cell_once(tmp_path, capsys):
     # aside and the run restarted)
     bad = tmp_path / "runs/mini/mini_mnist/linear/seed2"
     CheckpointStore(bad / "checkpoint.pt", bad / "checkpoint.prev.pt").save(checkpoint_state(
-        identity={"lr": -1.0}, fingerprint="other", epoch=0, trainable={}, optimizer={}, history=[], elapsed=0.0))
+        dict(trainable={}, optimizer={}), identity={"lr": -1.0}, fingerprint="other", epoch=0, history=[],
+        elapsed=0.0))
     procs = [_sweep(*args, "--launcher", "local", "--jobs", "2") for _ in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [1, 1] or sorted(p.returncode for p in procs) == [0, 1], outs

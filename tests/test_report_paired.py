@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shiplib.report.paired import matched_pairs, paired_comparison, paired_table
+from shiplib.report.paired import Bootstrap, matched_pairs, paired_comparison, paired_table
 
 
 def frame(values: dict[str, list[float]], tasks=("t1", "t2", "t3"), seeds=(1, 2, 3), tags=None) -> pd.DataFrame:
@@ -40,8 +40,8 @@ def test_interval_covers_the_true_difference_and_task_resampling_is_wider():
     task_effect = rng.normal(0, 3, 7).repeat(3)  # seeds of one task move together
     base = rng.uniform(30, 90, 21)
     df = frame({"a": base + 1.0 + task_effect + rng.normal(0, 0.5, 21), "b": base}, tasks=tasks)
-    pairs = paired_comparison(df, "a", "b", resample="pairs")
-    by_task = paired_comparison(df, "a", "b", resample="tasks")
+    pairs = paired_comparison(df, "a", "b", bootstrap=Bootstrap(resample="pairs"))
+    by_task = paired_comparison(df, "a", "b", bootstrap=Bootstrap(resample="tasks"))
     assert pairs.ci_low < pairs.mean_diff < pairs.ci_high
     assert by_task.ci_high - by_task.ci_low > pairs.ci_high - pairs.ci_low
     assert by_task.mean_diff == pytest.approx(pairs.mean_diff)
@@ -71,8 +71,9 @@ def test_table_has_one_row_per_run():
 ])
 def test_bad_arguments_are_named(kw, match):
     df = frame({"a": [1.0] * 9, "b": [0.0] * 9})
+    boot = {k: kw.pop(k) for k in ("resample", "confidence", "n_boot") if k in kw}
     with pytest.raises((KeyError, ValueError), match=match):
-        paired_comparison(df, **kw)
+        paired_comparison(df, **kw, bootstrap=Bootstrap(**boot))
 
 
 def test_disjoint_runs_and_duplicates_are_errors():

@@ -405,9 +405,11 @@ def test_pml_function_pulls_prompts_and_image_tokens_and_is_zero_without_prompts
 
 # ---------- the block plan ----------
 def test_block_plan_of_the_official_cifar100_levels():
+    from shiplib.methods.ship import ShipConfig
     from shiplib.methods.ship_plan import BlockPlan
 
-    plan = BlockPlan.build(12, [0, 2, 4, 6, 8, 11], [8, 11], sip=True, ssp=True, da=True, prompt_queries="last")
+    plan = BlockPlan.build(12, [0, 2, 4, 6, 8, 11], [8, 11], ShipConfig(sip=True, ssp=True, da=True,
+                                                                         prompt_queries="last"))
     s = plan.steps
     assert [st.sip_level for st in s] == [0, None, 1, None, 2, None, 3, None, 4, None, None, 5]
     assert [st.ap_row for st in s if st.ap_row is not None] == [0, 1] and s[8].ap_row == 0 and s[11].ap_row == 1
@@ -423,12 +425,13 @@ def test_block_plan_of_the_official_cifar100_levels():
 
 
 def test_block_plan_follows_the_switches():
+    from shiplib.methods.ship import ShipConfig
     from shiplib.methods.ship_plan import BlockPlan
 
-    joint = BlockPlan.build(4, [0, 1, 3], [1, 3], sip=False, ssp=False, da=False, prompt_queries="last")
+    joint = BlockPlan.build(4, [0, 1, 3], [1, 3], ShipConfig(sip=False, ssp=False, da=False, prompt_queries="last"))
     assert [st.prompts for st in joint.steps] == [(), ("ap",), ("ap",), ("ap",)]
     assert all(st.prompts_query and st.attention == "joint" for st in joint.steps)
-    none = BlockPlan.build(3, [], [], sip=False, ssp=False, da=True, prompt_queries="all")
+    none = BlockPlan.build(3, [], [], ShipConfig(sip=False, ssp=False, da=True, prompt_queries="all"))
     assert all(st.prompts == () and st.sip_level is None for st in none.steps)
     m = build(levels=[0, 2, 4])
     assert m.plan.levels == (0, 2, 4) and m.plan.ap_starts == (2, 4) and len(m.plan.steps) == m.depth

@@ -23,7 +23,7 @@ from ..utils.seed import derived_seed, seed_everything
 from .distill_cache import CacheSpec, build_cache, load_cache
 from .mini import MINI_ARCH, create_mini_vit
 from .pretrain_images import PHOTOS
-from .recipe_loop import RecipeModules, StepWarmupCosine, run_epochs, train_steps
+from .recipe_loop import RecipeModules, RecipeTraining, StepWarmupCosine, run_epochs, train_steps
 from .teacher import TEACHER_SOURCE
 
 DISTILLED_NAME = "vit_mini_distill"
@@ -133,7 +133,7 @@ def distill_mini(cfg: DistillConfig | None = None, work_dir: str | Path = "runs/
     heads = DistillHeads(vit.embed_dim, cache["pooled"].shape[1], spatial.shape[-1])
     modules = RecipeModules(dict(vit=vit, heads=heads))
     opt = modules.optimizer(cfg.lr, cfg.weight_decay)
-    schedule = StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
+    training = RecipeTraining(modules, opt, StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs))
 
     def batch_loss(idx, gen):
         x = student_inputs(cache["student"][idx])
@@ -151,11 +151,12 @@ def distill_mini(cfg: DistillConfig | None = None, work_dir: str | Path = "runs/
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, epoch, 3))
         torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # drop path draws from the global RNG
         vit.train()
-        sums = train_steps(opt, schedule, epoch, n, cfg.batch_size, gen, lambda idx: batch_loss(idx, gen),
+        order = torch.randperm(n, generator=gen)
+        sums = train_steps(training, epoch, order, cfg.batch_size, lambda idx: batch_loss(idx, gen),
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         return {**{f"loss_{k}": v / (n // cfg.batch_size) for k, v in sums.items()}, "lr": opt.param_groups[0]["lr"]}
 
-    history, elapsed = run_epochs(work_dir, modules, opt, cfg.recipe(), cfg.epochs, one_epoch, stop_after,
+    history, elapsed = run_epochs(work_dir, training, cfg.recipe(), one_epoch, stop_after,
                                   elapsed=cache["teacher_seconds"])
     return vit, history, elapsed
 

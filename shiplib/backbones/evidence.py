@@ -98,10 +98,17 @@ def layer_affinity(vit: VisionTransformer, task: str, split: str = "train800val2
     return inter_layer_affinity(extract_block_features(vit, x, pool="cls", batch_size=256, progress=False))
 
 
+#: The seed of the random-init baseline the evidence records.
+RANDOM_INIT_SEED = 0
+
+
 def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransformer,
                      tasks: Sequence[str] | None = None, affinity_task: str | None = None,
-                     root: str | os.PathLike | None = None, seed: int = 0, random_init_seed: int = 0) -> dict:
-    """Linear probes on `tasks` (default: every registered mini-VTAB task) and the affinity on one task."""
+                     root: str | os.PathLike | None = None, seed: int = 0) -> dict:
+    """Linear probes on `tasks` (default: every registered mini-VTAB task) and the affinity on one task.
+
+    `random_init` is described as drawn after `torch.manual_seed(RANDOM_INIT_SEED)`, as
+    `pretrained_and_random_mini` draws it."""
     import sklearn  # deferred (see linear_probe); recorded with the evidence
 
     tasks = list(tasks) if tasks is not None else list_tasks("mini")
@@ -120,7 +127,7 @@ def compute_evidence(pretrained: VisionTransformer, random_init: VisionTransform
             preprocessing="ship preset (bicubic resize to the backbone's input size, mean=std=0.5)",
             probe="StandardScaler + sklearn LogisticRegression (lbfgs, max_iter=3000); C chosen on "
                   f"train800 -> val200 from {list(PROBE_C_GRID)}, refitted on train800val200, scored on test",
-            random_init=f"same architecture, timm's default init after torch.manual_seed({random_init_seed})",
+            random_init=f"same architecture, timm's default init after torch.manual_seed({RANDOM_INIT_SEED})",
             affinity="per-image cosine of block-output CLS tokens (before the final norm), averaged over the "
                      "train800val200 images (shiplib.hierarchy.inter_layer_affinity)",
         ),
@@ -157,7 +164,8 @@ def add_evidence_to_card(evidence: dict, card_path: str | os.PathLike | None = N
     return card
 
 
-def pretrained_and_random_mini(seed: int = 0, name: str = "mini") -> tuple[VisionTransformer, VisionTransformer]:
+def pretrained_and_random_mini(seed: int = RANDOM_INIT_SEED,
+                               name: str = "mini") -> tuple[VisionTransformer, VisionTransformer]:
     """The committed mini backbone `name` and a same-architecture random one (seeded), both headless."""
     torch.manual_seed(seed)
     return create_backbone(name), create_backbone(name, pretrained=False)

@@ -17,7 +17,7 @@ from ..utils.io import atomic_save_safetensors, atomic_write_json, sha256_file
 from ..utils.checks import choice
 from ..utils.seed import derived_seed, seed_everything
 from .mini import MINI_ARCH, MINI_CHECKPOINTS, create_mini_vit, mini_card_path, mini_checkpoint_path
-from .recipe_loop import RecipeModules, StepWarmupCosine, load_state, run_epochs, train_steps
+from .recipe_loop import RecipeModules, RecipeTraining, StepWarmupCosine, load_state, run_epochs, train_steps
 
 
 @dataclass
@@ -122,7 +122,7 @@ def pretrain_mini(
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     modules = RecipeModules(dict(model=model))
     opt = modules.optimizer(cfg.lr, cfg.weight_decay)
-    schedule = StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs)
+    training = RecipeTraining(modules, opt, StepWarmupCosine(cfg.lr, cfg.min_lr, cfg.epochs, cfg.warmup_epochs))
 
     def one_epoch(epoch: int) -> dict:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # per-epoch stream: resume gives the same run
@@ -135,15 +135,14 @@ def pretrain_mini(
             return loss, dict(loss=loss.item() * len(idx), correct=(logits.argmax(-1) == y_train[idx]).sum().item(),
                               seen=len(idx))
 
-        s = train_steps(opt, schedule, epoch, len(x_train), cfg.batch_size, gen, batch_loss,
-                        desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        order = torch.randperm(len(x_train), generator=gen)
+        s = train_steps(training, epoch, order, cfg.batch_size, batch_loss, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         return dict(train_loss=s["loss"] / s["seen"], train_acc=100 * s["correct"] / s["seen"],
                     test_acc=evaluate_classifier(model, x_test, y_test), lr=opt.param_groups[0]["lr"])
 
-    history, elapsed = run_epochs(work_dir, modules, opt, dict(cfg.recipe(), subset=subset), cfg.epochs, one_epoch,
-                                  stop_after)
-    return export_checkpoint(model, cfg, history, elapsed, Path(checkpoint_path or _default_checkpoint()),
-                             Path(card_path or _default_card()), n_train=len(x_train), n_test=len(x_test))
+    history, elapsed = run_epochs(work_dir, training, dict(cfg.recipe(), subset=subset), one_epoch, stop_after)
+    paths = Path(checkpoint_path or _default_checkpoint()), Path(card_path or _default_card())
+    return export_checkpoint(model, cfg, history, elapsed, paths, images=(len(x_train), len(x_test)))
 
 
 def _default_checkpoint() -> Path:
@@ -154,9 +153,11 @@ def _default_card() -> Path:
     return mini_card_path(name=BACKBONE_NAME)
 
 
-def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: float, checkpoint_path: Path,
-                      card_path: Path, n_train: int = 60000, n_test: int = 10000) -> dict:
-    """Write the safetensors weights and their JSON card (an incomplete run says so in the card)."""
+def export_checkpoint(model, cfg: PretrainConfig, history: list[dict], elapsed: float, paths: tuple[Path, Path],
+                      images: tuple[int, int] = (60000, 10000)) -> dict:
+    """Write the safetensors weights and their JSON card to `paths` (checkpoint, card); an incomplete run says so
+    in the card. `images`: the (train, test) images the run used."""
+    (checkpoint_path, card_path), (n_train, n_test) = paths, images
     if not history:
         raise ValueError("no finished epoch to export")
     atomic_save_safetensors(model.state_dict(), checkpoint_path, metadata={"name": MINI_CHECKPOINTS[BACKBONE_NAME]})
@@ -197,9 +198,8 @@ def export_from_work_dir(work_dir: str | Path = "runs/pretrain_mini", checkpoint
     model = create_mini_vit(num_classes=10, drop_path_rate=cfg.drop_path_rate)
     RecipeModules(dict(model=model)).load_state_dict(state["modules"])
     n_train, n_test = saved["subset"] or (60000, 10000)
-    return export_checkpoint(model, cfg, state["history"], state["elapsed"],
-                             Path(checkpoint_path or _default_checkpoint()), Path(card_path or _default_card()),
-                             n_train=n_train, n_test=n_test)
+    paths = Path(checkpoint_path or _default_checkpoint()), Path(card_path or _default_card())
+    return export_checkpoint(model, cfg, state["history"], state["elapsed"], paths, images=(n_train, n_test))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m shiplib.backbones.pretrain_mini`

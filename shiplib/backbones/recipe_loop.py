@@ -70,20 +70,31 @@ def load_state(path: str | Path) -> dict:
                          "folder) to pretrain from scratch.") from e
 
 
-def train_steps(optimizer: torch.optim.Optimizer, schedule, epoch: int, n_items: int, batch_size: int,
-                gen: torch.Generator, batch_loss: Callable, desc: str) -> dict[str, float]:
-    """One epoch over a permutation of `n_items` in full batches; returns the sums of `batch_loss`'s statistics.
+@dataclass(frozen=True)
+class RecipeTraining:
+    """What a recipe trains and how: its modules, their optimiser and the per-step schedule (which sets the
+    number of epochs)."""
+
+    modules: RecipeModules
+    optimizer: torch.optim.Optimizer
+    schedule: StepWarmupCosine
+
+
+def train_steps(training: RecipeTraining, epoch: int, order: torch.Tensor, batch_size: int, batch_loss: Callable,
+                desc: str) -> dict[str, float]:
+    """One epoch over the item indices `order` (a permutation) in full batches; returns the sums of `batch_loss`'s
+    statistics.
 
     `batch_loss(indices)` returns `(loss, stats)`: the loss to step on and numbers to sum over the epoch.
     """
-    steps = n_items // batch_size
-    perm = torch.randperm(n_items, generator=gen)
+    optimizer, schedule = training.optimizer, training.schedule
+    steps = len(order) // batch_size
     sums: dict[str, float] = {}
     running = 0.0
     bar = progress_bar(range(steps), desc=desc, leave=False)
     for it in bar:
         set_lr(optimizer, schedule.lr_at(epoch, it, steps))
-        loss, stats = batch_loss(perm[it * batch_size: (it + 1) * batch_size])
+        loss, stats = batch_loss(order[it * batch_size: (it + 1) * batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -95,14 +106,15 @@ def train_steps(optimizer: torch.optim.Optimizer, schedule, epoch: int, n_items:
     return sums
 
 
-def run_epochs(work_dir: str | Path, modules: RecipeModules, optimizer: torch.optim.Optimizer, config: dict,
-               epochs: int, one_epoch: Callable[[int], dict], stop_after: int | None = None,
-               elapsed: float = 0.0) -> tuple[list[dict], float]:
-    """Resume from `work_dir` (same `config` only), run `one_epoch(epoch) -> record` up to `stop_after` or `epochs`.
+def run_epochs(work_dir: str | Path, training: RecipeTraining, config: dict, one_epoch: Callable[[int], dict],
+               stop_after: int | None = None, elapsed: float = 0.0) -> tuple[list[dict], float]:
+    """Resume from `work_dir` (same `config` only), run `one_epoch(epoch) -> record` up to `stop_after` or the
+    schedule's epochs.
 
     Returns the history of every finished epoch (records with `epoch` first and `seconds` last) and the seconds
     spent, `elapsed` included.
     """
+    modules, optimizer, epochs = training.modules, training.optimizer, training.schedule.epochs
     positive_int("stop_after", stop_after, allow_none=True)
     work_dir = Path(work_dir)
     state_path, log_path = work_dir / "last.pt", work_dir / "log.jsonl"

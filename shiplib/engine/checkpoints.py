@@ -92,11 +92,16 @@ def _disk_hint(path: Path) -> str:
     return f"{free / 2**20:.0f} MB are free on its disk. " if free < 2**30 else ""
 
 
-def checkpoint_state(*, identity: dict, fingerprint: str, epoch: int, trainable: dict[str, torch.Tensor],
-                     optimizer: dict[str, Any], history: list[dict], elapsed: float,
-                     scaler: dict[str, Any] | None = None) -> dict:
+def checkpoint_state(training: dict[str, dict[str, Any]], *, identity: dict, fingerprint: str, epoch: int,
+                     history: list[dict], elapsed: float) -> dict:
     """What a checkpoint stores (plain tensors, numbers, strings, lists and dicts: loadable with weights_only).
-    `scaler`: the fp16 gradient scaler's state, stored only when there is one."""
+
+    `training`: the states that resume training, `trainable` (parameters) and `optimizer`, plus `scaler` (the
+    fp16 gradient scaler's), stored only when there is one."""
+    unknown = set(training) - {"trainable", "optimizer", "scaler"}
+    if unknown or not {"trainable", "optimizer"} <= set(training):
+        raise ValueError(f"training must hold 'trainable', 'optimizer' and optionally 'scaler', got {sorted(training)}")
     state = dict(format=CHECKPOINT_FORMAT, identity=identity, backbone_fingerprint=fingerprint, epoch=epoch,
-                 trainable=trainable, optimizer=optimizer, history=history, elapsed=elapsed)
+                 trainable=training["trainable"], optimizer=training["optimizer"], history=history, elapsed=elapsed)
+    scaler = training.get("scaler")
     return {**state, "scaler": scaler} if scaler else state

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -50,26 +51,27 @@ def _grad_norms(groups: dict[str, list[nn.Parameter]]) -> dict[str, float]:
     return out
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    schedule: LRSchedule,
-    epoch: int,
-    device: torch.device,
-    progress: bool = True,
-    on_step=None,
-    announce_time: bool = False,
-    precision: Precision | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class TrainStep:
+    """What every optimiser step of a run uses; `precision=None` is float32."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    device: torch.device
+    precision: Precision | None = None
+
+
+def train_one_epoch(train: TrainStep, loader, epoch: int, progress: bool = True, on_step=None,
+                    announce_time: bool = False) -> dict:
     """Train for one epoch; return the epoch's mean losses (raw aux values), lr, train accuracy (%) and seconds,
     and per step (`step_*`): the loss, the cross-entropy, the lr and each trainable part's gradient norm.
 
     `on_step(epoch, step)` is called after each optimiser step (used by tests to interrupt a run).
     `announce_time`: log how long the epoch will take, timed on its first batch (a warning when it is long).
-    `precision`: autocast and gradient scaling (default: float32).
     """
-    precision = precision or Precision(device=device)
+    model, optimizer, schedule, device = train.model, train.optimizer, train.schedule, train.device
+    precision = train.precision or Precision(device=device)
     model.train()
     weights = _loss_weights(model)
     sums: dict[str, float] = defaultdict(float)

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from ..data.image_cache import images_fingerprint
 from ..utils.io import atomic_save_npz, move_aside
 from ..utils.progress import bars_off
 from ..utils.seed import derived_seed
+
+if TYPE_CHECKING:  # an import at run time would be circular
+    from .resolved import ResolvedRun
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +130,14 @@ def image_cache_dir(runs_dir) -> Path:
     return Path(runs_dir) / "_cache" / "images"
 
 
-def data_cache_path(runs_dir, benchmark: str, task: str, backbone_spec, fingerprint: str, preset: str,
-                    img_size: int, split: str, images: str, method: str, key: dict) -> Path:
+def data_cache_path(run: ResolvedRun, fingerprint: str, images: str, key: dict) -> Path:
     """<runs>/_cache/<benchmark>/<task>/<backbone>-<weights sha>-<preset><size>-<split>-i<images sha>-<method>-<key
-    sha>.npz: keyed on everything a method's data step depends on (`images`: `dataset_fingerprint` of the split;
-    `key`: the method's `data_key`)."""
+    sha>.npz: keyed on everything a method's data step depends on (`fingerprint`: the backbone
+    weights'; `images`: `dataset_fingerprint` of the training split; `key`: the method's `data_key`)."""
     key_sha = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"{backbone_slug(backbone_spec)}-{fingerprint[:12]}-{preset}{img_size}-{split}-i{images[:12]}"
-    return Path(runs_dir) / "_cache" / benchmark / task / f"{name}-{method}-{key_sha}.npz"
+    m = run.model
+    name = f"{backbone_slug(m.backbone)}-{fingerprint[:12]}-{m.preset}{m.img_size}-{run.train_split}-i{images[:12]}"
+    return Path(run.runtime.runs_dir) / "_cache" / run.benchmark / run.task.name / f"{name}-{run.method}-{key_sha}.npz"
 
 
 _KEY = "__key__"  # the cache's own record of its key, next to the method's arrays
@@ -151,22 +155,20 @@ def _read_cache(path: Path) -> dict | None:
         return None
 
 
-def load_or_compute_data_inputs(method, config, vit, dataset, cache_path: Path, batch_size: int, device,
-                                num_workers: int = 0, progress: bool = True) -> tuple[dict[str, np.ndarray], bool]:
-    """`method.data_inputs` of the frozen backbone on `dataset` (in order), from the cache or computed once and
-    cached; returns the arrays and whether they came from the cache."""
+def load_or_compute_data_inputs(method, config, vit, loader, cache_path: Path,
+                                progress: bool = True) -> tuple[dict[str, np.ndarray], bool]:
+    """`method.data_inputs` of the frozen backbone (on its device) on `loader`'s images (in order), from the cache
+    or computed once and cached; returns the arrays and whether they came from the cache."""
     cached = _read_cache(cache_path)
     if cached is not None:
         log.info("data step: using the cache %s", cache_path)
         return cached, True
     key = method.data_key(config)
-    log.info("data step of %s on %d training images (%s)", method.method, len(dataset),
+    log.info("data step of %s on %d training images (%s)", method.method, len(loader.dataset),
              ", ".join(f"{k}={v}" for k, v in key.items()))
     was_training = vit.training
-    vit.to(device)
     with bars_off(not progress):
-        arrays = {name: np.asarray(a) for name, a in
-                  method.data_inputs(vit, eval_loader(dataset, batch_size, num_workers), config).items()}
+        arrays = {name: np.asarray(a) for name, a in method.data_inputs(vit, loader, config).items()}
     vit.train(was_training)
     atomic_save_npz(cache_path, **arrays, **{_KEY: np.array(json.dumps(key))})
     log.info("data step: cached in %s", cache_path)

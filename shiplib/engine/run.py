@@ -43,7 +43,7 @@ from ..utils.progress import progress_bar
 from ..utils.seed import auto_device, seed_everything
 from .checkpoints import CheckpointStore, checkpoint_state
 from .config import RunConfig, resolve_config
-from .loop import evaluate, train_one_epoch
+from .loop import TrainStep, evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
 from .compiled import compile_model
 from .precision import Precision
@@ -169,11 +169,10 @@ def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) 
     key = method.data_key(config)
     if key is None:
         return options, None
-    cache = data_cache_path(run.runtime.runs_dir, run.benchmark, run.task.name, run.model.backbone, fingerprint,
-                            run.model.preset, run.model.img_size, run.train_split, dataset_fingerprint(train_set),
-                            run.method, key)
-    arrays, cached = load_or_compute_data_inputs(method, config, vit, train_set, cache, run.training.eval_batch_size,
-                                                 device, run.runtime.num_workers, run.runtime.progress)
+    cache = data_cache_path(run, fingerprint, dataset_fingerprint(train_set), key)
+    vit.to(device)  # the model is moved there next anyway
+    loader = eval_loader(train_set, run.training.eval_batch_size, run.runtime.num_workers)
+    arrays, cached = load_or_compute_data_inputs(method, config, vit, loader, cache, run.runtime.progress)
     options.update(arrays)
     return options, dict(computed=list(arrays), cache=portable_path(cache), from_cache=cached,
                          images=len(train_set), split=run.train_split, **key)
@@ -242,6 +241,7 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
     store = CheckpointStore(paths.checkpoint, paths.previous_checkpoint)
     identity, eval_at = run.identity(), set(t.eval_epochs)
     pin = built.device.type == "cuda"
+    train = TrainStep(built.model, built.optimizer, built.schedule, built.device, built.precision)
     bar = progress_bar(range(progress.start_epoch, t.epochs), initial=progress.start_epoch, total=t.epochs,
                        disable=not rt.progress, desc=f"{run.task.name}/{run.method}/seed{run.seed}", dynamic_ncols=True)
     for epoch in bar:
@@ -249,10 +249,8 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
         seed_everything(derived_seed(run.seed, epoch, 2))  # drop path etc.: same draws after a resume
         loader = on_device(train_loader(built.train_set, t.batch_size, run.seed, epoch, rt.num_workers, pin),
                            built.device)
-        record = dict(epoch=epoch, **train_one_epoch(built.model, loader, built.optimizer, built.schedule, epoch,
-                                                     built.device, progress=rt.progress, on_step=on_step,
-                                                     announce_time=epoch == progress.start_epoch,
-                                                     precision=built.precision))
+        record = dict(epoch=epoch, **train_one_epoch(train, loader, epoch, progress=rt.progress, on_step=on_step,
+                                                     announce_time=epoch == progress.start_epoch))
         if epoch in eval_at:
             ev = evaluate(built.model, built.eval_data, built.device, progress=rt.progress,
                           desc=f"epoch {epoch} {run.eval_split}", precision=built.precision)
@@ -261,10 +259,10 @@ def fit(run: ResolvedRun, built: Built, progress: Progress,
             bar.set_postfix_str(f"acc@epoch {epoch} {ev['acc']:.2f}")  # says which epoch until the next eval
         record["seconds"] = time.perf_counter() - t0
         progress.history.append(record)
-        store.save(checkpoint_state(identity=identity, fingerprint=built.fingerprint, epoch=epoch,
-                                    trainable=_trainable_state(built.model), optimizer=built.optimizer.state_dict(),
-                                    history=progress.history, elapsed=_elapsed(built, progress),
-                                    scaler=built.precision.state_dict()))
+        training = dict(trainable=_trainable_state(built.model), optimizer=built.optimizer.state_dict(),
+                        scaler=built.precision.state_dict())
+        store.save(checkpoint_state(training, identity=identity, fingerprint=built.fingerprint, epoch=epoch,
+                                    history=progress.history, elapsed=_elapsed(built, progress)))
         atomic_write_jsonl(paths.log, progress.history)
     bar.close()
     return progress

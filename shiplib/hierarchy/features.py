@@ -7,6 +7,7 @@ unknown, hence `pool`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -38,16 +39,9 @@ def _check_pool(vit: VisionTransformer, pool: str) -> None:
         raise ValueError("pool='cls' needs a ViT with a class token (class_token=True); use pool='mean'")
 
 
-def _model_device(vit: VisionTransformer, device: str | torch.device | None) -> torch.device:
+def _model_device(vit: VisionTransformer) -> torch.device:
     param = next(vit.parameters(), None)
-    model_device = param.device if param is not None else torch.device("cpu")
-    if device is None:
-        return model_device
-    device = torch.device(device)
-    if device.type != model_device.type or (device.index is not None and device != model_device):
-        raise ValueError(f"the ViT is on {model_device} but device={device}; "
-                         f"move it first with vit.to({str(device)!r})")
-    return model_device
+    return param.device if param is not None else torch.device("cpu")
 
 
 def _expected_images(images_or_loader, max_images: int | None) -> int | None:
@@ -75,33 +69,36 @@ def _pool_tokens(out, pool: str, has_prefix: bool) -> torch.Tensor:
     return patches.mean(dim=1)
 
 
+@dataclass(frozen=True)
+class _Extraction:
+    """Settings of one feature pass; `layers=None` means every block."""
+
+    pool: str
+    layers: Sequence[int] | None
+    max_images: int | None
+    progress: bool
+    batch_size: int
+
+
 @torch.no_grad()
-def _extract(
-    model: torch.nn.Module,
-    images_or_loader,
-    pool: str,
-    layers: Sequence[int] | None,
-    device,
-    max_images: int | None,
-    progress: bool,
-    batch_size: int,
-) -> torch.Tensor:
+def _extract(model: torch.nn.Module, images_or_loader, how: _Extraction) -> torch.Tensor:
     vit = resolve_vit(model)
+    pool, max_images = how.pool, how.max_images
     _check_pool(vit, pool)
     positive_int("max_images", max_images, allow_none=True)
-    positive_int("batch_size", batch_size)
-    device = _model_device(vit, device)
+    positive_int("batch_size", how.batch_size)
+    device = _model_device(vit)
     has_prefix = vit.num_prefix_tokens > 0
-    indices = list(range(len(vit.blocks))) if layers is None else list(layers)
+    indices = list(range(len(vit.blocks))) if how.layers is None else list(how.layers)
 
     was_training = vit.training
     vit.eval()
     chunks: list[torch.Tensor] = []
     seen = 0
     bar = progress_bar(total=_expected_images(images_or_loader, max_images), unit="img",
-               desc=f"block features ({pool})", disable=not progress)
+               desc=f"block features ({pool})", disable=not how.progress)
     try:
-        for x in iter_image_batches(images_or_loader, batch_size):
+        for x in iter_image_batches(images_or_loader, how.batch_size):
             if max_images is not None:
                 x = x[: max_images - seen]
             if x.shape[0] == 0:
@@ -128,7 +125,6 @@ def extract_block_features(
     vit: torch.nn.Module,
     images_or_loader,
     pool: str = "cls",
-    device: str | torch.device | None = None,
     max_images: int | None = None,
     progress: bool = True,
     batch_size: int = 64,
@@ -138,20 +134,19 @@ def extract_block_features(
     `pool="cls"` takes the class token, `"mean"` averages the patch tokens (prefix tokens excluded).
     Features are the residual stream before the final norm, from the frozen ViT in eval mode (its train/eval
     state is restored afterwards). `images_or_loader` is an (N, C, H, W) tensor (split into `batch_size`
-    chunks) or an iterable yielding x or (x, y, ...). `device` must be the ViT's device (it is not moved).
+    chunks) or an iterable yielding x or (x, y, ...). Images go to the ViT's device; the ViT is not moved.
     """
-    return _extract(vit, images_or_loader, pool, None, device, max_images, progress, batch_size)
+    return _extract(vit, images_or_loader, _Extraction(pool, None, max_images, progress, batch_size))
 
 
 def extract_last_layer_features(
     vit: torch.nn.Module,
     images_or_loader,
     pool: str = "cls",
-    device: str | torch.device | None = None,
     max_images: int | None = None,
     progress: bool = True,
     batch_size: int = 64,
 ) -> torch.Tensor:
     """Pooled output of the last block only, (N, D): what the attribute prototypes are clustered from."""
     depth = len(resolve_vit(vit).blocks)
-    return _extract(vit, images_or_loader, pool, [depth - 1], device, max_images, progress, batch_size)[0]
+    return _extract(vit, images_or_loader, _Extraction(pool, [depth - 1], max_images, progress, batch_size))[0]

@@ -6,6 +6,7 @@ Official recipe: sklearn `KMeans(n_clusters=200, random_state=42)` on the last-l
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -143,33 +144,24 @@ def save_prototype_bank(path: str | os.PathLike, bank) -> Path:
     raise ValueError(f"unsupported prototype bank file {path.name!r}; use one of {_SUFFIXES}")
 
 
-def compute_task_hierarchy(
-    vit: torch.nn.Module,
-    loader,
-    threshold: float,
-    pool: str = "cls",
-    k: int = 200,
-    seed: int = 42,
-    n_init="auto",
-    max_samples: int | None = 1000,
-    max_images: int | None = None,
-    device=None,
-    progress: bool = True,
-    allow_fewer_clusters: bool = False,
-) -> dict:
+def compute_task_hierarchy(vit: torch.nn.Module, loader, threshold: float, pool: str = "cls",
+                           progress: bool = True, **prototype_options) -> dict:
     """Affinity, semantic levels and attribute bank of one task, from a single feature extraction.
 
     Returns {"affinity": (L, L) float32, "levels": list[int], "prototypes": (k, D) float32, "num_images": N}.
-    The bank clusters the last block's features, as the official code does.
+    The bank clusters the last block's features, as the official code does; `prototype_options` are
+    `attribute_prototypes`' (k, seed, n_init, max_samples, allow_fewer_clusters).
     """
-    check_threshold(threshold)  # fail before the (slow) extraction, not after it
-    positive_int("k", k)
-    features = extract_block_features(vit, loader, pool=pool, device=device, max_images=max_images, progress=progress)
+    # fail before the (slow) extraction, not after it
+    check_threshold(threshold)
+    options = inspect.signature(attribute_prototypes).bind(None, **prototype_options)
+    options.apply_defaults()
+    positive_int("k", options.arguments["k"])
+    features = extract_block_features(vit, loader, pool=pool, progress=progress)
     affinity = inter_layer_affinity(features)
     return {
         "affinity": affinity,
         "levels": semantic_levels(affinity, threshold),
-        "prototypes": attribute_prototypes(features[-1], k=k, seed=seed, n_init=n_init,
-                                           max_samples=max_samples, allow_fewer_clusters=allow_fewer_clusters),
+        "prototypes": attribute_prototypes(features[-1], **prototype_options),
         "num_images": int(features.shape[1]),
     }

@@ -20,12 +20,17 @@ block, `shiplib.layers.ship_block`).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 
 from .block_parts import (attend, attention_logits, check_block, check_pass_through, finish_block, merge_heads,
                           output_projection, split_qkv)
 from .sdpa import attention, small_key_attention
+
+if TYPE_CHECKING:  # ship_block imports this module
+    from .ship_block import BlockSettings
 
 
 def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int, scale: float = 0.1,
@@ -60,17 +65,18 @@ def decoupled_block_forward(block: nn.Module, x: torch.Tensor, num_image_tokens:
     return finish_block(block, x, out), logits
 
 
-def decoupled_image_attention(attn: nn.Module, q: torch.Tensor, k_image: torch.Tensor, v_image: torch.Tensor,
-                              k_prompt: torch.Tensor | None, v_prompt: torch.Tensor | None, scale: float,
-                              training: bool, fused: bool = True) -> torch.Tensor:
-    """The image-query formula above on per-head q, keys and values, merged heads not yet formed: (1 - s)
-    softmax(q K_Z^T) V_Z + s softmax(q K_P^T) V_P as two attention calls (SDPA, or with `fused=False` the logits
-    written out); plain attention without prompt keys. Prompt keys of batch 1 are shared by every sample
-    (`small_key_attention`)."""
-    out = attention(attn, q, k_image, v_image, training, fused)
-    if k_prompt is None or k_prompt.shape[2] == 0:
+def decoupled_image_attention(attn: nn.Module, q: torch.Tensor, image_kv: tuple[torch.Tensor, torch.Tensor],
+                              prompt_kv: tuple[torch.Tensor, torch.Tensor] | None, settings: BlockSettings,
+                              training: bool) -> torch.Tensor:
+    """The image-query formula above on per-head q and (keys, values) pairs, merged heads not yet formed: (1 - s)
+    softmax(q K_Z^T) V_Z + s softmax(q K_P^T) V_P as two attention calls, s = `settings.da_scale` (SDPA, or with
+    `settings.fused=False` the logits written out); plain attention without prompt keys. Prompt keys of batch 1
+    are shared by every sample (`small_key_attention`)."""
+    fused = settings.fused
+    out = attention(attn, q, *image_kv, training, fused)
+    if prompt_kv is None or prompt_kv[0].shape[2] == 0:
         return out
-    out_prompt = small_key_attention(attn, q, k_prompt, v_prompt, training, fused)
+    out_prompt = small_key_attention(attn, q, *prompt_kv, training, fused)
     if torch.is_grad_enabled() and (out.requires_grad or out_prompt.requires_grad):
-        return torch.lerp(out, out_prompt, scale)
-    return out.lerp_(out_prompt, scale)  # nothing is saved for backward: reuse the buffer
+        return torch.lerp(out, out_prompt, settings.da_scale)
+    return out.lerp_(out_prompt, settings.da_scale)  # nothing is saved for backward: reuse the buffer

@@ -161,8 +161,8 @@ def ship_block(block: nn.Module, img: torch.Tensor, prompts: list[PromptSegment]
     if settings.joint and keys is not None:
         out = attention(attn, q, *keys, training, settings.fused)
     else:
-        k_p, v_p = split_kv(attn, kv_p) if kv_p is not None else (None, None)  # batch 1: shared by every sample
-        out = decoupled_image_attention(attn, q, k, v, k_p, v_p, settings.da_scale, training, settings.fused)
+        prompt_kv = split_kv(attn, kv_p) if kv_p is not None else None  # batch 1: shared by every sample
+        out = decoupled_image_attention(attn, q, (k, v), prompt_kv, settings, training)
     image = _finish(block, rows_x, merge_heads(out), rows_xn, masks)
     return BlockOutput(image, cls_logits, targets, _prompt_outputs(block, wanted, settings, keys, masks, B))
 

@@ -45,12 +45,12 @@ def build_model(
     num_classes: int = 1000,
     pretrained: bool = True,
     data: Any = None,
-    backbone_arch: Any = None,
     **options,
 ) -> nn.Module:
     """Build `method` on a timm ViT backbone.
 
-    backbone: timm name (default: the paper's in21k ViT-B/16), "mini", a .npz/.safetensors/.pth path, or a module.
+    backbone: timm name (default: the paper's in21k ViT-B/16), "mini", a .npz/.safetensors/.pth path, or a module
+              (e.g. `create_backbone(path, backbone_arch=...)` for a weights file that does not say its architecture).
     data: training images (a DataLoader yielding (x, y) or x, or an image tensor) for the method's data step
           (`PeftModel.data_inputs`: SPT's prompt init, SHIP's affinity/prototypes when not given as options).
     options: the method's config fields (`shiplib.method_options(method)` lists them).
@@ -59,8 +59,7 @@ def build_model(
     config = cls.config_class.from_options(method, options)
     if data is not None and not takes_data(method):
         raise TypeError(f"method {method!r} does not use `data`; drop the argument")
-    vit = create_backbone(backbone, pretrained=pretrained, drop_path_rate=config.drop_path_rate,
-                          backbone_arch=backbone_arch)
+    vit = create_backbone(backbone, pretrained=pretrained, drop_path_rate=config.drop_path_rate)
     if data is not None and cls.data_key(config) is not None:
         with torch.random.fork_rng(devices=[]):  # the same init as when the arrays are given as options
             config = cls.config_class.from_options(method, {**options, **cls.data_inputs(vit, data, config)})

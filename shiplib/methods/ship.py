@@ -288,8 +288,7 @@ class SHIP(PeftModel):
         else:
             self.levels, self.level_source = [], "unused"
         self.ap_starts = attribute_prompt_starts(self.levels, config.num_attribute_prompts) if config.ap else []
-        self.plan = BlockPlan.build(self.depth, self.levels, self.ap_starts, sip=config.sip, ssp=config.ssp,
-                                    da=config.da, prompt_queries=config.prompt_queries)
+        self.plan = BlockPlan.build(self.depth, self.levels, self.ap_starts, config)
         self.implementation = config.implementation  # like timm's `fused_attn`; a call may choose otherwise
 
         # Official inits (spec §4) on the official shapes: PyTorch's fan rules then give the official bounds.

@@ -59,11 +59,12 @@ class BlockPlan:
     steps: tuple[BlockStep, ...]
 
     @classmethod
-    def build(cls, depth: int, levels: Sequence[int], ap_starts: Sequence[int], sip: bool, ssp: bool, da: bool,
-              prompt_queries: str) -> "BlockPlan":
+    def build(cls, depth: int, levels: Sequence[int], ap_starts: Sequence[int], switches) -> "BlockPlan":
         """SIP (one per level) inserted at its level start and carried to the level's end; an AP likewise from
         its level start; the SSP inserted at every block; prompts as queries with joint attention, with
-        `prompt_queries="all"`, and in the last block."""
+        `prompt_queries="all"`, and in the last block. `switches`: the `sip`, `ssp`, `da` and `prompt_queries`
+        of a `ShipConfig` (or any object with them)."""
+        sip, ssp, da, prompt_queries = switches.sip, switches.ssp, switches.da, switches.prompt_queries
         level_of = {s: c for c, s in enumerate(levels)}
         ap_row_of = {s: j for j, s in enumerate(ap_starts)}
         kinds, has_ap = [], False

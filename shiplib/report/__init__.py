@@ -11,7 +11,7 @@ from .affinity import (adjacent_frame, adjacent_stats_frame, adjacent_stats_tabl
 from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
 from .histories import final_losses, history_frame
 from .parameters import UnknownParameterError, check_parameters
-from .paired import PairedComparison, matched_pairs, paired_comparison, paired_table
+from .paired import Bootstrap, PairedComparison, matched_pairs, paired_comparison, paired_table
 from .notebook import cli_command, describe_config, pick_tasks, setup_notebook, suggest_thresholds
 from .tuning import lr_grid, selected_lr
 from .tables import (METHODS, METRICS, benchmark_summary, committed_comparison, comparable_published, group_means,
@@ -24,7 +24,7 @@ __all__ = [
     "get_variant", "missing_runs", "run_ablations", "select_variants", "sweep_commands", "variant_config",
     "variants_frame",
     "UnknownParameterError", "check_parameters",
-    "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
+    "Bootstrap", "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
     "adjacent_frame", "adjacent_stats_frame", "adjacent_stats_table", "affinity_range", "levels_frame",
     "load_affinity_dir", "task_affinities", "task_backbone",
     "block_patch_tokens", "layer_feature_maps", "sample_images",

@@ -32,22 +32,26 @@ def task_backbone(task: str, backbone=None, pretrained: bool = True):
     return create_backbone(spec, pretrained=pretrained).eval()
 
 
-def task_affinities(tasks, backbone=None, pretrained: bool = True, split: str = "train800val200",
-                    pool: str = "cls", max_images: int | None = None, data_root=None, preset: str = "ship",
-                    img_size: int | None = None, batch_size: int = 128, progress: bool = False) -> dict:
-    """{task: (L, L) affinity} of the frozen backbone on each task's `split` (default: a run's training split).
+# A run's training split and preprocessing: the data SHIP computes its levels from.
+AFFINITY_SPLIT, AFFINITY_PRESET, AFFINITY_BATCH = "train800val200", "ship", 128
+
+
+def task_affinities(tasks, backbone=None, pool: str = "cls", max_images: int | None = None, data_root=None,
+                    img_size: int | None = None) -> dict:
+    """{task: (L, L) affinity} of the frozen pretrained backbone on each task's training split of a run.
 
     `backbone`/`img_size` default to the task's benchmark defaults (the mini ViT at 32 px for mini tasks).
     """
     models, out = {}, {}
     for task in tasks:
         spec, size = benchmark_backbone(task, backbone, img_size)
-        dataset = build_dataset(task, split, root=data_root, preset=preset, img_size=size)  # fails first if absent
+        dataset = build_dataset(task, AFFINITY_SPLIT, root=data_root, preset=AFFINITY_PRESET,
+                                img_size=size)  # fails first if absent
         if (str(spec), size) not in models:
-            models[(str(spec), size)] = create_backbone(spec, pretrained=pretrained).eval()
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+            models[(str(spec), size)] = create_backbone(spec, pretrained=True).eval()
+        loader = DataLoader(dataset, batch_size=AFFINITY_BATCH, shuffle=False)
         feats = extract_block_features(models[(str(spec), size)], loader, pool=pool, max_images=max_images,
-                                       progress=progress)
+                                       progress=False)
         out[task] = inter_layer_affinity(feats)
     return out
 

@@ -15,16 +15,17 @@ import torch
 from ..data import build_dataset
 from ..hierarchy import resolve_vit
 from ..utils.checks import choice
-from .affinity import benchmark_backbone
+from .affinity import AFFINITY_PRESET, benchmark_backbone
 
 KINDS = ("pca", "norm", "cos_next")
 
 
-def sample_images(task: str, n: int = 4, split: str = "test", data_root=None, preset: str = "ship",
-                  img_size: int | None = None, seed: int = 0) -> dict:
-    """`n` images of a task (a seeded draw): model inputs (n, C, H, W), the raw RGB arrays, labels, indices."""
+def sample_images(task: str, n: int = 4, split: str = "test", data_root=None, img_size: int | None = None,
+                  seed: int = 0) -> dict:
+    """`n` images of a task (a seeded draw): model inputs (n, C, H, W) preprocessed as in a run, the raw RGB
+    arrays, labels, indices."""
     _, size = benchmark_backbone(task, None, img_size)
-    ds = build_dataset(task, split, root=data_root, preset=preset, img_size=size)
+    ds = build_dataset(task, split, root=data_root, preset=AFFINITY_PRESET, img_size=size)
     if not 0 < n <= len(ds):
         raise ValueError(f"n must be in 1..{len(ds)} (the size of {task}/{split}), got {n}")
     idx = sorted(np.random.default_rng(seed).choice(len(ds), size=n, replace=False).tolist())

@@ -70,24 +70,34 @@ def matched_pairs(results: pd.DataFrame, a: str, b: str, metric: str = "acc_last
     return joined.dropna().reset_index(), unmatched
 
 
-def paired_comparison(results: pd.DataFrame, a: str, b: str, metric: str = "acc_last", n_boot: int = 10000,
-                      confidence: float = 0.95, resample: str = "pairs", tie: float = 0.0,
-                      seed: int = 0) -> PairedComparison:
-    """Compare run `a` with run `b` on the (task, seed) cells both have.
+@dataclass(frozen=True)
+class Bootstrap:
+    """The percentile bootstrap of the mean difference: `resample="pairs"` draws (task, seed) cells, `"tasks"`
+    whole tasks (all their seeds together), the wider interval when seeds of one task are correlated."""
 
-    `resample="pairs"` bootstraps the cells; `"tasks"` bootstraps whole tasks (all their seeds together),
-    the wider interval when seeds of one task are correlated. A difference within `tie` points is a tie.
-    """
-    choice("resample", resample, RESAMPLING)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_boot < 100:
-        raise ValueError(f"n_boot={n_boot} is too few for a percentile interval; use at least 1000")
+    n_boot: int = 10000
+    confidence: float = 0.95
+    resample: str = "pairs"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choice("resample", self.resample, RESAMPLING)
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.n_boot < 100:
+            raise ValueError(f"n_boot={self.n_boot} is too few for a percentile interval; use at least 1000")
+
+
+def paired_comparison(results: pd.DataFrame, a: str, b: str, metric: str = "acc_last", tie: float = 0.0,
+                      bootstrap: Bootstrap = Bootstrap()) -> PairedComparison:
+    """Compare run `a` with run `b` on the (task, seed) cells both have; a difference within `tie` points is a
+    tie, the confidence interval is `bootstrap`'s."""
+    n_boot, confidence, resample = bootstrap.n_boot, bootstrap.confidence, bootstrap.resample
     pairs, unmatched = matched_pairs(results, a, b, metric)
     if pairs.empty:
         raise ValueError(f"runs {a!r} and {b!r} share no (task, seed) cell; run both on the same tasks and seeds")
     diff = (pairs[a] - pairs[b]).to_numpy(float)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(bootstrap.seed)
     if resample == "pairs":
         boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
     else:
