@@ -145,6 +145,8 @@ class ResolvedRun:
         for key in ("data_root", "results_dir", "runs_dir"):
             if runtime[key] is not None:
                 runtime[key] = portable_path(runtime[key])
+        if runtime["compile"] is None:  # recorded when used: eager runs keep the records of earlier results
+            del runtime["compile"]
         return {**self.identity(), **runtime}
 
     @property
