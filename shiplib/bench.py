@@ -115,6 +115,10 @@ class BenchSettings:
             _check_count(name, getattr(self, name), least)
         if self.threads is not None:
             _check_count("threads", self.threads, 1)
+        for name in ("pretrained", "memory", "floor", "flops", "compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}; e.g. "
+                                  f"BenchSettings({name}=True)")
         check_precision_name(self.precision)
         check_device_name(self.device)
         if self.compile and self.warmup < 1:
@@ -123,13 +127,15 @@ class BenchSettings:
         object.__setattr__(self, "options", method_option_overrides(self.method, self.options))
 
 
-#: The command-line flag of each setting checked as a count (the others are named as the field).
-_FLAGS = {"num_classes": "--classes"}
+#: Command-line flags of the settings whose flag is not `--<name>` (None: the command line has none).
+_FLAGS = {"num_classes": "--classes", "seed": None}
 
 
 def _fix(name: str, value: Any) -> str:
+    """How to set `name` to `value` on the command line and in a notebook."""
     flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-    return f"{flag} {value} (in a notebook: BenchSettings({name}={value!r}))"
+    notebook = f"BenchSettings({name}={value!r})"
+    return f"{flag} {value} (in a notebook: {notebook})" if flag else notebook
 
 
 def _check_count(name: str, value: Any, least: int) -> None:

@@ -255,6 +255,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 def check_device_name(device: Any) -> None:
+    """A device name a run or a benchmark accepts (whether the machine has it is checked where it starts)."""
     if not isinstance(device, str) or not _DEVICE.match(device.strip()):
         raise ConfigError(f"device {device!r} is not supported; valid: cpu, cuda, cuda:N, auto "
                           "(auto: CUDA when present, else CPU), e.g. --device cpu")
