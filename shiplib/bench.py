@@ -45,12 +45,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import pathlib
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -60,13 +62,21 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .backbones import create_backbone
+from .engine.config import check_device_name, method_option_overrides
+from .engine.loop import loss_weights, total_loss
 from .engine.optim import create_optimizer
-from .engine.precision import DEFAULT_PRECISION, PRECISIONS, Precision, check_precision
+from .engine.precision import DEFAULT_PRECISION, PRECISIONS, Precision, check_precision, check_precision_name
+from .engine.resources import check_device
+from .engine.validate import method_config
+from .errors import ConfigError
 from .methods import build_model, get_method, list_methods
+from .methods.base import embed_tokens
 from .params import count_parameters
 from .utils.io import atomic_write_json
+from .utils.checks import is_int
 from .utils.progress import bars_off
 from .utils.progress import progress_bar
+from .utils.seed import auto_device
 from .utils.units import (format_flops, format_megabytes, format_ratio, format_seconds, format_throughput,
                           missing, significant)
 
@@ -74,6 +84,64 @@ if TYPE_CHECKING:  # annotations only: pandas is imported where a table is built
     import pandas as pd
 
 DEFAULT_BENCH_BACKBONE = "vit_base_patch16_224"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What `run_bench` measures and how (see the module docstring). Checked when made: a bad value fails with a
+    ConfigError naming it and the fix. `options`: the method's options as a dict or in any form `--set` takes
+    (`shiplib.engine.config.parse_overrides`, aliases such as K included); stored as a dict of option names."""
+
+    method: str = "ship"
+    backbone: Any = DEFAULT_BENCH_BACKBONE  # timm name, "mini", a weights file or a VisionTransformer
+    batch: int = 8
+    threads: int | None = 2  # torch CPU threads during the measurement; None: leave torch's setting
+    repeats: int = 3  # timed rounds
+    warmup: int = 1  # untimed rounds first
+    num_classes: int = 100
+    pretrained: bool = False
+    options: Any = None
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    precision: str = DEFAULT_PRECISION
+    memory: bool = True  # peak memory of each variant
+    floor: bool = False  # also time the plain timm forward+backward to the input
+    flops: bool = False  # also count FLOPs
+    compile: bool = False  # also time eval and training step through torch.compile
+    progress: bool = True
+    seed: int = 0  # random weights, images and the draws of the memory and FLOP measurements
+
+    def __post_init__(self) -> None:
+        for name, least in (("batch", 1), ("repeats", 1), ("warmup", 0), ("num_classes", 1), ("seed", 0)):
+            _check_count(name, getattr(self, name), least)
+        if self.threads is not None:
+            _check_count("threads", self.threads, 1)
+        for name in ("pretrained", "memory", "floor", "flops", "compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}; e.g. "
+                                  f"BenchSettings({name}=True)")
+        check_precision_name(self.precision)
+        check_device_name(self.device)
+        if self.compile and self.warmup < 1:
+            raise ConfigError("compile needs at least one warm-up round (compilation happens there), got warmup=0; "
+                              f"use {_fix('warmup', 1)}")
+        object.__setattr__(self, "options", method_option_overrides(self.method, self.options))
+
+
+#: Command-line flags of the settings whose flag is not `--<name>` (None: the command line has none).
+_FLAGS = {"num_classes": "--classes", "seed": None}
+
+
+def _fix(name: str, value: Any) -> str:
+    """How to set `name` to `value` on the command line and in a notebook."""
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    notebook = f"BenchSettings({name}={value!r})"
+    return f"{flag} {value} (in a notebook: {notebook})" if flag else notebook
+
+
+def _check_count(name: str, value: Any, least: int) -> None:
+    if not is_int(value) or value < least:
+        example = max(least, BenchSettings.__dataclass_fields__[name].default or least)
+        raise ConfigError(f"{name} must be an int >= {least}, got {value!r}; e.g. {_fix(name, example)}")
 
 
 # ----- models -----
@@ -86,7 +154,7 @@ def build_bench_model(method: str, backbone: Any = DEFAULT_BENCH_BACKBONE, num_c
     vit = create_backbone(backbone, pretrained=pretrained)
     opts = {**cls.bench_options(vit, seed), **(options or {})}
     data = None
-    if cls.data_key(cls.config_class.from_options(method, opts)) is not None:
+    if cls.data_key(method_config(method, opts)) is not None:
         g = torch.Generator().manual_seed(seed)
         data = [torch.randn(16, 3, *vit.patch_embed.img_size, generator=g)]
     return build_model(method, backbone=vit, num_classes=num_classes, pretrained=False, data=data, **opts)
@@ -105,7 +173,7 @@ def _implementation_kwargs(implementation: str | None) -> dict[str, str]:
 def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implementation: str | None = None,
                    precision: Precision | None = None, compiled: bool = False) -> Callable[[], None]:
     optimizer = create_optimizer(model, lr=1e-3, weight_decay=1e-3)
-    weights = getattr(model, "loss_weights", {})
+    weights = loss_weights(model)
     kw = _implementation_kwargs(implementation)
     precision = precision or Precision(device=x.device)
     forward = torch.compile(model) if compiled else model  # the optimiser groups the module's own names
@@ -114,9 +182,7 @@ def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, implement
         model.train()
         with precision.autocast():
             logits, aux = forward(x, return_losses=True, **kw)
-            loss = F.cross_entropy(logits, y)
-            for name, value in aux.items():
-                loss = loss + weights.get(name, 1.0) * value
+            loss, _ = total_loss(logits, y, aux, weights)
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss, optimizer)
         precision.step(optimizer)
@@ -160,7 +226,7 @@ def _timm_floor_fn(vit: nn.Module, x: torch.Tensor, y: torch.Tensor,
         vit.train()
         with precision.autocast():
             with torch.no_grad():
-                h = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+                h = embed_tokens(vit, x)  # the methods' own embedding: timm's forward_features up to the blocks
             h.requires_grad_(True)
             loss = F.cross_entropy(vit.forward_head(vit.norm(vit.blocks(h))), y)
         torch.autograd.grad(loss, h)  # the input gradient only: no weight gradients even where weights train
@@ -304,11 +370,12 @@ def _peak_memory_once(fn: Callable[[], None], device: torch.device) -> int:
     return int(peak)
 
 
-def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+# FlopCounterMode calls these with the kernel's other arguments and `out_shape=`, which the counts do not need.
+def _sdpa_cpu_flops(query, key, value, *_, **__) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_cpu_backward_flops(grad_out, query, key, value, *_, **__) -> int:
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
@@ -329,11 +396,12 @@ def _median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    with_reference: bool, floor: bool, precision: Precision, compiled: bool = False
-                    ) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
-    """(the timed variants, the variants also measured for memory and FLOPs), all at `precision`."""
-    vit = model.vit
+def _bench_variants(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: BenchSettings,
+                    precision: Precision) -> tuple[dict[str, Callable[[], None]], dict[str, Callable]]:
+    """(the timed variants, the variants also measured for memory and FLOPs), all at `precision`. The training
+    steps run on a copy of `model`, so that the eval variants keep its parameters."""
+    vit, train_model = model.vit, copy.deepcopy(model)
+    with_reference = has_reference_implementation(model)
 
     def plain_eval():
         vit.eval()
@@ -347,11 +415,11 @@ def _bench_variants(model: nn.Module, train_model: nn.Module, x: torch.Tensor, y
         variants[f"{prefix}train"] = _train_step_fn(train_model, x, y, implementation=impl,
                                                     precision=Precision(precision.name, x.device))
     measured = dict(variants)
-    if compiled:  # timed only: compiled code is not what the memory and FLOP counters measure
+    if settings.compile:  # timed only: compiled code is not what the memory and FLOP counters measure
         variants["compiled_eval"] = _eval_fn(model, x, precision=precision, compiled=True)
         variants["compiled_train"] = _train_step_fn(copy.deepcopy(train_model), x, y, compiled=True,
                                                     precision=Precision(precision.name, x.device))
-    if floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
+    if settings.floor:  # the train copy's frozen blocks, in train mode (same drop path as the train step)
         variants["timm_train_floor"] = _timm_floor_fn(train_model.vit, x, y, precision)
     return variants, measured
 
@@ -396,79 +464,88 @@ def _flop_figures(fns: dict[str, Callable[[], None]], model: nn.Module, x: torch
     return out
 
 
-def run_bench(method: str = "ship", backbone: Any = DEFAULT_BENCH_BACKBONE, batch: int = 8, threads: int | None = 2,
-              repeats: int = 3, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
-              options: dict | None = None, device: str = "cpu", memory: bool = True, floor: bool = False,
-              flops: bool = False, progress: bool = True, seed: int = 0, model: nn.Module | None = None,
-              precision: str = DEFAULT_PRECISION, compile: bool = False) -> dict:
+def run_bench(settings: BenchSettings | None = None, model: nn.Module | None = None) -> dict:
     """Time (and measure memory of) one method against the plain timm forward; see the module docstring.
 
     Returns a flat dict: seconds per batch (`*_s`), peak memory in MB (`*_mem_mb`), ratios, parameter counts,
-    and the settings. `model`: an already built model to measure instead of building `method` on `backbone`.
-    `precision`: every variant (plain timm included) runs at it (`shiplib.engine.precision`).
-    `compile`: also time the eval and training step through `torch.compile` (needs a warm-up round to compile in).
+    and the settings. `model`: an already built model to measure instead of building `settings.method` on
+    `settings.backbone`. Every variant (plain timm included) runs at `settings.precision`
+    (`shiplib.engine.precision`).
     """
-    if batch < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
-    if compile and warmup < 1:
-        raise ValueError("compile needs at least one warm-up round (compilation happens there), got warmup=0")
-    dev = torch.device(device)
-    check_precision(precision, dev)
-    prec = Precision(precision, dev)
+    settings = settings or BenchSettings()
+    dev = auto_device(settings.device)
+    check_device(str(dev))
+    check_precision(settings.precision, dev)
     prev_threads = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     try:
         if model is None:
-            with bars_off(not progress):
-                model = build_bench_model(method, backbone, num_classes, pretrained, options, seed)
-        model = model.to(dev)
-        image_size = list(model.vit.patch_embed.img_size)
-        x = torch.randn(batch, 3, *image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
-        y = (torch.arange(batch) % model.num_classes).to(dev)
-        with_reference = has_reference_implementation(model)
-        variants, measured = _bench_variants(model, copy.deepcopy(model), x, y, with_reference, floor, prec, compile)
-        load_before = os.getloadavg()
-        meter = OtherLoadMeter().start()
-        times = time_interleaved(variants, repeats, warmup, dev, progress)
-        other_cpu = meter.stop()
-        load_after = os.getloadavg()
-
-        counts = count_parameters(model)
-        cores, used = usable_cores(), torch.get_num_threads()
-        out: dict[str, Any] = dict(
-            method=getattr(model, "method", method), backbone=str(backbone) if not isinstance(backbone, nn.Module)
-            else type(backbone).__name__, image_size=image_size, batch=batch, threads=used, device=str(dev),
-            precision=precision, repeats=repeats, warmup=warmup, compile=compile,
-            trainable_params=counts["trainable"], total_params=counts["total"])
-        out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
-        out.update(_time_ratios(times, with_reference, floor))
-        if memory:
-            out.update(_memory_figures(measured, dev, seed, with_reference))
-        if flops:
-            out.update(_flop_figures(measured, model, x, dev, seed, prec))
-        out["samples_s"] = {k: [round(t, 4) for t in v] for k, v in times.items()}
-        out["load_average"] = dict(before=list(load_before), after=list(load_after))
-        out["cpu_cores"] = cores
-        out["other_cpu"] = None if other_cpu is None else round(other_cpu, 3)
-        out["under_load"] = is_under_load(other_cpu, cores, used, load_before[0])
-        out["under_load_rule"] = UNDER_LOAD_RULE
-        out["memory_method"] = ("torch.cuda.max_memory_allocated" if dev.type == "cuda" else
-                                "torch.profiler CPU allocator events: peak live tensor bytes above the start")
-        return out
+            with bars_off(not settings.progress):
+                model = build_bench_model(settings.method, settings.backbone, settings.num_classes,
+                                          settings.pretrained, settings.options, settings.seed)
+        return _measure(model.to(dev), settings, dev)
     finally:
         torch.set_num_threads(prev_threads)
 
 
+def _measure(model: nn.Module, settings: BenchSettings, dev: torch.device) -> dict:
+    """`run_bench` on a built model, on its device, with the threads set."""
+    s, prec = settings, Precision(settings.precision, dev)
+    image_size = list(model.vit.patch_embed.img_size)
+    x = torch.randn(s.batch, 3, *image_size, generator=torch.Generator().manual_seed(s.seed)).to(dev)
+    y = (torch.arange(s.batch) % model.num_classes).to(dev)
+    with_reference = has_reference_implementation(model)
+    variants, measured = _bench_variants(model, x, y, s, prec)
+    load_before = os.getloadavg()
+    meter = OtherLoadMeter().start()
+    times = time_interleaved(variants, s.repeats, s.warmup, dev, s.progress)
+    other_cpu = meter.stop()
+    load_after = os.getloadavg()
+
+    counts = count_parameters(model)
+    cores, used = usable_cores(), torch.get_num_threads()
+    out: dict[str, Any] = dict(
+        method=getattr(model, "method", s.method), backbone=str(s.backbone) if not isinstance(s.backbone, nn.Module)
+        else type(s.backbone).__name__, image_size=image_size, batch=s.batch, threads=used, device=str(dev),
+        precision=s.precision, repeats=s.repeats, warmup=s.warmup, compile=s.compile,
+        trainable_params=counts["trainable"], total_params=counts["total"])
+    out.update({f"{name}_s": statistics.median(ts) for name, ts in times.items()})
+    out.update(_time_ratios(times, with_reference, s.floor))
+    if s.memory:
+        out.update(_memory_figures(measured, dev, s.seed, with_reference))
+    if s.flops:
+        out.update(_flop_figures(measured, model, x, dev, s.seed, prec))
+    out["samples_s"] = {k: [round(t, 4) for t in v] for k, v in times.items()}
+    out["load_average"] = dict(before=list(load_before), after=list(load_after))
+    out["cpu_cores"] = cores
+    out["other_cpu"] = None if other_cpu is None else round(other_cpu, 3)
+    out["under_load"] = is_under_load(other_cpu, cores, used, load_before[0])
+    out["under_load_rule"] = UNDER_LOAD_RULE
+    out["memory_method"] = ("torch.cuda.max_memory_allocated" if dev.type == "cuda" else
+                            "torch.profiler CPU allocator events: peak live tensor bytes above the start")
+    return out
+
+
 # ----- tables for notebooks -----
-def efficiency_table(methods: list[str] | None = None, backbone: Any = "mini", batch: int = 8, threads: int = 2,
-                     repeats: int = 2, warmup: int = 1, num_classes: int = 100, pretrained: bool = False,
-                     options: dict[str, dict] | None = None, progress: bool = True, floor: bool = True):
+#: The settings of `efficiency_table` unless given: the mini backbone, a 100-class head, the train floor timed.
+TABLE_SETTINGS = BenchSettings(backbone="mini", batch=8, threads=2, repeats=2, warmup=1, num_classes=100, floor=True,
+                               flops=True)
+
+
+def table_settings(**changes: Any) -> BenchSettings:
+    """`TABLE_SETTINGS` with `changes` (e.g. `backbone=`, `batch=`, `threads=`, `repeats=`), checked."""
+    return dataclasses.replace(TABLE_SETTINGS, **changes)
+
+
+def efficiency_table(methods: list[str] | None = None, settings: BenchSettings | None = None,
+                     options: dict[str, dict] | None = None):
     """One row per method (plus `<method> (reference)` rows where a reference implementation exists), each
     measured by `run_bench` against the plain timm ViT timed in the same rounds. Returns (table, raw `run_bench`
     results per method).
+
+    `settings`: the measurement of every method (default `TABLE_SETTINGS`; memory and FLOPs are always
+    measured, the table shows them); `options`: method options by method name.
 
     Columns (numbers; `format_efficiency` renders them for reading):
     - deterministic: trainable_params, total_params, trainable_%, eval/train_gflops_per_image, eval/train_mem_mb
@@ -484,10 +561,12 @@ def efficiency_table(methods: list[str] | None = None, backbone: Any = "mini", b
     import pandas as pd  # deferred: pandas takes about a second to import, only the tables need it
 
     nan = float("nan")
+    settings = settings or TABLE_SETTINGS
+    batch = settings.batch
     rows, raw = [], {}
     for method in (methods or list_methods()):
-        r = run_bench(method, backbone, batch, threads, repeats, warmup, num_classes, pretrained,
-                      (options or {}).get(method), memory=True, floor=floor, flops=True, progress=progress)
+        r = run_bench(dataclasses.replace(settings, method=method, options=(options or {}).get(method),
+                                          memory=True, flops=True))
         raw[method] = r
         impls = [("", method)] + ([("reference_", f"{method} (reference)")] if "reference_eval_s" in r else [])
         for prefix, label in impls:
@@ -623,11 +702,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after warm-up (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
     parser.add_argument("--classes", type=int, default=100, help="classifier outputs (default 100)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:k]")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                         help=f"numeric precision of every variant (default {DEFAULT_PRECISION})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="method option, e.g. --set prompt_length=10 (repeatable; values parsed as JSON)")
+                        help="method option, e.g. --set prompt_length=10 or --set K=10 (repeatable; read as "
+                             "`run --set`)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--floor", action="store_true",
                         help="also time the plain timm forward+backward to the input (a prompt method's floor)")
@@ -639,28 +719,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _parse_options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The settings the `bench` command line asks for; `--set` items as `run --set` reads them."""
+    return BenchSettings(method=args.method, backbone=args.backbone, batch=args.batch, threads=args.threads,
+                         repeats=args.repeats, warmup=args.warmup, num_classes=args.classes,
+                         pretrained=args.pretrained, options=args.overrides, device=args.device,
+                         precision=args.precision, memory=not args.no_memory, floor=args.floor, flops=args.flops,
+                         compile=args.compile, progress=not args.no_progress)
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        result = run_bench(args.method, args.backbone, args.batch, args.threads, args.repeats, args.warmup,
-                           args.classes, args.pretrained, _parse_options(args.overrides), args.device,
-                           memory=not args.no_memory, floor=args.floor, flops=args.flops,
-                           progress=not args.no_progress, precision=args.precision, compile=args.compile)
-    except (KeyError, ValueError, TypeError) as e:  # unknown method/option, bad value: a message, no traceback
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        raise SystemExit(f"error: {message}") from e
+    """`python -m shiplib bench`: a bad setting raises a ConfigError, which the command line reports in one line."""
+    result = run_bench(settings_from_args(args))
     if args.out:
         atomic_write_json(args.out, result)
     if args.json:

@@ -10,26 +10,44 @@ Without a CUDA device it says so in one line and exits 0. On a GPU it prints one
 - agreement: the device's logits against the CPU's for the same weights and images, within
   `shiplib.repro`'s `gpu_logits` tolerance.
 
-Every part is the CPU code path run on another device; `run_checks(device="cpu", ...)` runs the same table here.
+Every part is the CPU code path run on another device; `run_checks(CheckSettings(device="cpu", ...), work)` runs
+the same table here.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import repro
-from .bench import DEFAULT_BENCH_BACKBONE, build_bench_model, run_bench
+from .bench import DEFAULT_BENCH_BACKBONE, BenchSettings, build_bench_model, run_bench
 from .data.synthetic import write_synthetic_task
 from .engine import RunConfig, run_experiment
 from .engine.precision import PRECISIONS, Precision, PrecisionError, check_precision
 
 #: The precisions timed (fp16 needs a gradient scaler and is rarely the choice where bf16 runs).
 TIMED_PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """What the check runs: `batch` images per batch in the speed rows and the short run; the short run's
+    `epochs`, image size (`img_size`), split `sizes` (default VTAB-1k's) and SHIP `options`."""
+
+    device: str = "cuda"
+    backbone: str = DEFAULT_BENCH_BACKBONE
+    batch: int = 64
+    img_size: int = 224
+    epochs: int = 2
+    repeats: int = 5  # timed rounds of each speed row
+    warmup: int = 2  # untimed rounds first (compiled rows need at least one)
+    precisions: tuple[str, ...] = TIMED_PRECISIONS
+    sizes: dict | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -44,21 +62,20 @@ def _mb(nbytes: float | None) -> str:
     return "–" if nbytes is None else f"{nbytes / 2 ** 20:,.0f} MB"
 
 
-def speed_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, repeats: int = 5, warmup: int = 2,
-               precisions=TIMED_PRECISIONS, compiled_too: bool = True) -> list[Row]:
+def speed_rows(check: CheckSettings, compiled_too: bool = True) -> list[Row]:
     """Plain timm and SHIP per precision, eager and (with `compiled_too`, which needs a warm-up round to compile
     in) through torch.compile, via `run_bench`."""
     rows = []
-    for precision in precisions:
+    for precision in check.precisions:
         try:
-            check_precision(precision, device)
+            check_precision(precision, check.device)
         except PrecisionError as e:
             rows.append(Row("speed", precision, "skipped", str(e).split(":")[0]))
             continue
-        for compiled in ((False, True) if compiled_too and warmup >= 1 else (False,)):
-            kw = dict(compile=True) if compiled else {}
-            r = run_bench("ship", backbone, batch=batch, threads=None, repeats=repeats, warmup=warmup,
-                          device=device, floor=True, progress=False, precision=precision, **kw)
+        for compiled in ((False, True) if compiled_too and check.warmup >= 1 else (False,)):
+            r = run_bench(BenchSettings("ship", check.backbone, batch=check.batch, threads=None,
+                                        repeats=check.repeats, warmup=check.warmup, device=check.device,
+                                        floor=True, progress=False, precision=precision, compile=compiled))
             setting = precision + (" compiled" if compiled else "")
             rows += [Row("speed", setting, "timm eval / batch", f"{r['timm_eval_s']:.3f} s"),
                      Row("speed", setting, "SHIP eval / batch",
@@ -69,18 +86,17 @@ def speed_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, re
     return rows
 
 
-def run_rows(device: str, work: Path, backbone=DEFAULT_BENCH_BACKBONE, img_size: int = 224, epochs: int = 2,
-             precision: str = "fp32", sizes: dict | None = None, batch_size: int = 64,
-             options: dict | None = None) -> list[Row]:
-    """`epochs` epochs of SHIP on a synthetic VTAB-1k-layout task through `run_experiment`, with peak memory."""
-    root = work / "data"
+def run_rows(check: CheckSettings, work: Path, precision: str = "fp32") -> list[Row]:
+    """`check.epochs` epochs of SHIP on a synthetic VTAB-1k-layout task through `run_experiment`, with peak
+    memory."""
+    root, img_size, device = work / "data", check.img_size, check.device
     if not (root / "svhn").is_dir():
         write_synthetic_task(root, "svhn", classes=10, size=img_size, ext="jpg",
-                             sizes=sizes or dict(train800=800, val200=200, test=500))
-    cfg = RunConfig(task="svhn", method="ship", epochs=epochs, eval_every=1, backbone=str(backbone),
-                    pretrained=False, img_size=img_size, precision=precision, device=device, batch_size=batch_size,
-                    data_root=str(root), results_dir=str(work / "results"), runs_dir=str(work / "runs"),
-                    progress=False, threads=None, options=dict(options or {}))
+                             sizes=check.sizes or dict(train800=800, val200=200, test=500))
+    cfg = RunConfig(task="svhn", method="ship", epochs=check.epochs, eval_every=1, backbone=str(check.backbone),
+                    pretrained=False, img_size=img_size, precision=precision, device=device,
+                    batch_size=check.batch, data_root=str(root), results_dir=str(work / "results"),
+                    runs_dir=str(work / "runs"), progress=False, threads=None, options=dict(check.options or {}))
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -107,17 +123,15 @@ def logits_rows(device: str, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 8, pr
                 f"{diff:.2e} ({'within' if ok else 'BEYOND'} {repro.tolerance('gpu_logits').describe()})")]
 
 
-def run_checks(device: str, work: Path, backbone=DEFAULT_BENCH_BACKBONE, batch: int = 64, img_size: int = 224,
-               epochs: int = 2, repeats: int = 5, warmup: int = 2, precisions=TIMED_PRECISIONS,
-               sizes: dict | None = None, options: dict | None = None) -> list[Row]:
-    """Every row of the check (speed per precision, the short run at the best precision, logits per precision);
-    `options`: SHIP options of the short run."""
-    rows = speed_rows(device, backbone, batch, repeats, warmup, precisions)
-    runnable = [p for p in precisions if not _refused(p, device)]
+def run_checks(check: CheckSettings, work: Path) -> list[Row]:
+    """Every row of the check (speed per precision, the short run at the best precision in the folder `work`,
+    logits per precision)."""
+    rows = speed_rows(check)
+    runnable = [p for p in check.precisions if not _refused(p, check.device)]
     best = "bf16" if "bf16" in runnable else runnable[0]
-    rows += run_rows(device, work, backbone, img_size, epochs, best, sizes, batch_size=batch, options=options)
+    rows += run_rows(check, work, best)
     for precision in runnable:
-        rows += logits_rows(device, backbone, precision=precision)
+        rows += logits_rows(check.device, check.backbone, precision=precision)
     return rows
 
 
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(PRECISIONS)}; eager and compiled variants timed",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="shiplib-gpu-check-") as tmp:
-        rows = run_checks(args.device, Path(tmp), batch=args.batch, epochs=args.epochs)
+        rows = run_checks(CheckSettings(device=args.device, batch=args.batch, epochs=args.epochs), Path(tmp))
     print(format_table(rows))
     return 0
 

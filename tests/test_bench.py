@@ -12,9 +12,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 from shiplib.__main__ import main
 import shiplib.bench as bench
-from shiplib.bench import (LOAD_TOLERANCE, OtherLoadMeter, bench_summary, busy_cpu_seconds, count_flops,
-                           efficiency_note, efficiency_table, format_efficiency, is_under_load, load_bench,
-                           peak_memory_bytes, run_bench)
+from shiplib.bench import (LOAD_TOLERANCE, BenchSettings, OtherLoadMeter, bench_summary, busy_cpu_seconds,
+                           count_flops, efficiency_note, efficiency_table, format_efficiency, is_under_load,
+                           load_bench, peak_memory_bytes, run_bench, table_settings)
+from shiplib.errors import ConfigError
 from shiplib.methods import get_method, list_methods
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0)
@@ -27,8 +28,8 @@ def tiny_vit() -> VisionTransformer:
 
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_is_measured(method):
-    r = run_bench(method, tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
-                  options={"prompt_length": 2} if method == "ship" else None)
+    r = run_bench(BenchSettings(method, tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3,
+                                progress=False, options={"prompt_length": 2} if method == "ship" else None))
     for key in ("timm_eval_s", "eval_s", "train_s", "eval_vs_timm", "timm_eval_mem_mb", "eval_mem_mb",
                 "train_mem_mb", "trainable_params", "total_params"):
         assert key in r and r[key] == r[key], key  # present and not NaN
@@ -39,8 +40,8 @@ def test_every_method_is_measured(method):
 
 
 def test_ship_reports_the_reference_implementation_and_ratios():
-    r = run_bench("ship", tiny_vit(), batch=2, threads=1, repeats=2, warmup=0, num_classes=3, progress=False,
-                  options={"prompt_length": 3}, floor=True)
+    r = run_bench(BenchSettings("ship", tiny_vit(), batch=2, threads=1, repeats=2, warmup=0, num_classes=3,
+                                progress=False, options={"prompt_length": 3}, floor=True))
     for key in ("reference_eval_s", "reference_train_s", "reference_eval_speedup", "reference_train_speedup",
                 "train_mem_vs_reference", "reference_train_mem_mb", "timm_train_floor_s"):
         assert r[key] > 0, key
@@ -85,8 +86,9 @@ def test_the_bench_names_no_method_and_asks_the_method_hooks():
 
 
 def test_efficiency_table_has_one_row_per_implementation():
-    table, raw = efficiency_table(["linear", "ship"], backbone=tiny_vit(), batch=2, threads=1, repeats=1, warmup=0,
-                                  num_classes=3, options={"ship": {"prompt_length": 2}}, progress=False)
+    settings = table_settings(backbone=tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3,
+                              progress=False)
+    table, raw = efficiency_table(["linear", "ship"], settings, options={"ship": {"prompt_length": 2}})
     assert list(table["method"]) == ["linear", "ship", "ship (reference)"]
     assert (table["eval_gflops_per_image"] > 0).all() and (table["train_images_per_s"] > 0).all()
     assert table.loc[0, "trainable_params"] < table.loc[1, "trainable_params"]
@@ -114,8 +116,8 @@ def test_efficiency_ratios_come_from_the_same_rounds(monkeypatch):
     rounds = {"timm_eval": [1.0, 10.0, 10.0], "eval": [1.1, 11.0, 1.0], "train": [2.0, 20.0, 2.2],
               "timm_train_floor": [1.0, 10.0, 1.0]}
     monkeypatch.setattr(bench, "time_interleaved", fake_times(rounds))
-    table, raw = efficiency_table(["linear"], backbone=tiny_vit(), batch=2, threads=1, repeats=3, warmup=0,
-                                  num_classes=3, progress=False)
+    table, raw = efficiency_table(["linear"], table_settings(backbone=tiny_vit(), batch=2, threads=1, repeats=3,
+                                                             warmup=0, num_classes=3, progress=False))
     row = table.iloc[0]
     assert row["eval_vs_timm"] == pytest.approx(1.1) and row["train_vs_timm_floor"] == pytest.approx(2.0)
     assert row["eval_s"] == pytest.approx(1.1) and row["timm_eval_s"] == pytest.approx(10.0)  # absolute medians
@@ -134,13 +136,13 @@ def test_under_load_rule():
 def test_a_loaded_machine_marks_the_rows(monkeypatch):
     monkeypatch.setattr(bench, "usable_cores", lambda: 2)
     monkeypatch.setattr(OtherLoadMeter, "stop", lambda self: 1.5)  # other processes kept 1.5 cores busy
-    table, raw = efficiency_table(["linear"], backbone=tiny_vit(), batch=2, threads=1, repeats=1, warmup=0,
-                                  num_classes=3, progress=False)
+    settings = table_settings(backbone=tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3,
+                              progress=False)
+    table, raw = efficiency_table(["linear"], settings)
     assert table["under_load"].tolist() == [True] and table["other_cpu"].tolist() == [1.5]
     assert raw["linear"]["under_load"] is True and "under load" in raw["linear"]["under_load_rule"]
     monkeypatch.setattr(OtherLoadMeter, "stop", lambda self: 0.05)
-    table, _ = efficiency_table(["linear"], backbone=tiny_vit(), batch=2, threads=1, repeats=1, warmup=0,
-                                num_classes=3, progress=False)
+    table, _ = efficiency_table(["linear"], settings)
     assert table["under_load"].tolist() == [False]
     assert format_efficiency(table).loc["linear", "under load"] == "no"
 
@@ -224,8 +226,8 @@ def test_peak_memory_and_flops_do_not_depend_on_rounds_or_threads():
     # SHIP's training step on the mini backbone has data-dependent shapes (rows shared across samples are split
     # where their drop-path draws differ), so its memory and FLOPs depend on the random draws of that call
     def measure(repeats, threads):
-        r = run_bench("ship", "mini", batch=4, threads=threads, repeats=repeats, warmup=0, progress=False,
-                      flops=True)
+        r = run_bench(BenchSettings("ship", "mini", batch=4, threads=threads, repeats=repeats, warmup=0,
+                                    progress=False, flops=True))
         return {k: v for k, v in r.items() if k.endswith("_mem_mb") or k.endswith("_gflops")}
 
     assert measure(repeats=1, threads=1) == measure(repeats=2, threads=2)
@@ -255,12 +257,19 @@ def test_timm_floor_takes_no_weight_gradients():
 
 
 def test_bench_bad_input_fails_clearly():
-    with pytest.raises(ValueError, match="batch and repeats"):
-        run_bench("linear", tiny_vit(), batch=0, progress=False)
-    with pytest.raises(ValueError, match="threads"):
-        run_bench("linear", tiny_vit(), threads=0, progress=False)
-    with pytest.raises(KeyError, match="Valid methods: .*ship"):
-        run_bench("nope", tiny_vit(), progress=False)
+    with pytest.raises(ConfigError, match=r"batch must be an int >= 1, got 0; e.g. --batch 8"):
+        BenchSettings("linear", tiny_vit(), batch=0, progress=False)
+    with pytest.raises(ConfigError, match=r"threads must be an int >= 1, got 0; e.g. --threads 2"):
+        BenchSettings("linear", tiny_vit(), threads=0, progress=False)
+    with pytest.raises(ConfigError, match="warm-up round.*--warmup 1"):
+        BenchSettings("linear", tiny_vit(), warmup=0, compile=True)
+    with pytest.raises(ConfigError, match="Valid methods: .*ship"):
+        BenchSettings("nope", tiny_vit(), progress=False)
+    with pytest.raises(ConfigError, match="unknown option 'oops' for method 'ship'.*Valid ship options"):
+        BenchSettings("ship", options=["oops=1"])
+    assert BenchSettings("ship", options=["K=4", "levels=[0, 2]"]).options == {"prompt_length": 4, "levels": [0, 2]}
+    with pytest.raises(ConfigError, match="invalid option for method 'ship'"):
+        run_bench(BenchSettings("ship", tiny_vit(), options={"drop_path_rate": 2.0}, progress=False))
 
 
 def test_cli_prints_one_json_object(tiny_vit_file, capsys):
@@ -275,39 +284,44 @@ def test_cli_prints_one_json_object(tiny_vit_file, capsys):
 def test_cli_bad_option_is_reported():
     p = subprocess.run([sys.executable, "-m", "shiplib", "bench", "--set", "oops"], capture_output=True, text=True,
                        timeout=300)
-    assert p.returncode != 0 and "KEY=VALUE" in p.stderr
+    assert p.returncode == 2 and "--set expects key=value" in p.stderr and "'oops'" in p.stderr
+    run = subprocess.run([sys.executable, "-m", "shiplib", "run", "--task", "svhn", "--method", "ship", "--set",
+                          "oops"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr == p.stderr  # the same parser and message as `run --set`
 
 
-def test_cli_unknown_method_lists_the_valid_ones(tiny_vit_file):
-    with pytest.raises(SystemExit, match="unknown method 'nope'.*Valid methods"):
-        main(["bench", "--method", "nope", "--backbone", str(tiny_vit_file), "--no-progress"])
+def test_cli_unknown_method_lists_the_valid_ones(tiny_vit_file, capsys):
+    assert main(["bench", "--method", "nope", "--backbone", str(tiny_vit_file), "--no-progress"]) == 2
+    assert re.search("unknown method 'nope'.*Valid methods", capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("method", list_methods())
 def test_flops_are_counted_for_every_method(method):
-    r = run_bench(method, tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
-                  memory=False, flops=True, options={"prompt_length": 2} if method == "ship" else None)
+    r = run_bench(BenchSettings(method, tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3,
+                                progress=False, memory=False, flops=True,
+                                options={"prompt_length": 2} if method == "ship" else None))
     assert r["train_gflops"] > r["eval_gflops"] >= r["timm_eval_gflops"] * 0.5 > 0
 
 
 def test_no_progress_output_when_asked(capfd, monkeypatch):
     monkeypatch.setenv("SHIPLIB_PROGRESS", "lines")  # as in papermill/nbval: bars would print lines
-    run_bench("spt", "mini", batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
-              memory=False)  # building SPT on the mini backbone reports its prompt initialisation
+    run_bench(BenchSettings("spt", "mini", batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
+                            memory=False))  # building SPT on the mini backbone reports its prompt initialisation
     out, err = capfd.readouterr()
     assert "SPT" not in out + err and "bench rounds" not in out + err
     import os
     assert os.environ["SHIPLIB_PROGRESS"] == "lines"  # restored
 
 
-def test_every_variant_runs_at_the_asked_precision():
-    r = run_bench("ship", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3, progress=False,
-                  options={"prompt_length": 2}, floor=True, flops=True, precision="bf16")
+def test_every_variant_runs_at_the_asked_precision(capsys):
+    r = run_bench(BenchSettings("ship", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, num_classes=3,
+                                progress=False, options={"prompt_length": 2}, floor=True, flops=True,
+                                precision="bf16"))
     assert r["precision"] == "bf16" and r["train_s"] > 0 and r["timm_train_floor_s"] > 0 and r["train_gflops"] > 0
-    assert run_bench("linear", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, progress=False,
-                     memory=False)["precision"] == "fp32"
-    with pytest.raises(SystemExit, match="tf32 needs a CUDA GPU"):
-        main(["bench", "--method", "linear", "--precision", "tf32", "--no-progress"])
+    assert run_bench(BenchSettings("linear", tiny_vit(), batch=2, threads=1, repeats=1, warmup=0, progress=False,
+                                   memory=False))["precision"] == "fp32"
+    assert main(["bench", "--method", "linear", "--precision", "tf32", "--no-progress"]) == 2
+    assert "tf32 needs a CUDA GPU" in capsys.readouterr().err
 
 
 def test_the_efficiency_notebook_says_which_settings_it_benchmarks():
@@ -322,7 +336,8 @@ def test_the_efficiency_notebook_says_which_settings_it_benchmarks():
 
     intro = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "efficiency.ipynb", 4).cells[0].source
     intro = " ".join(intro.split())
-    assert inspect.signature(bench.efficiency_table).parameters["num_classes"].default == 100
+    assert inspect.signature(bench.efficiency_table).parameters["settings"].default is None
+    assert bench.TABLE_SETTINGS.num_classes == 100 and bench.table_settings(batch=2).num_classes == 100
     assert "100-class head" in intro
     assert method_options("vpt_deep")["num_prompts"] == method_options("spt")["num_prompts"] == 50
     assert method_options("sep")["num_prompts"] == 16 and method_options("ship")["prompt_length"] == 50

@@ -23,9 +23,10 @@ def test_without_cuda_the_script_says_so_in_one_line_and_exits_0():
 
 
 def test_every_part_of_the_table_runs_on_cpu(tiny_vit_file, tmp_path):
-    rows = gpu_check.run_checks("cpu", tmp_path, backbone=str(tiny_vit_file), batch=4, img_size=32, epochs=2,
-                                repeats=1, warmup=0, sizes=dict(train800=12, val200=4, test=6),
-                                options=dict(num_prototypes=8, prompt_length=4))
+    check = gpu_check.CheckSettings(device="cpu", backbone=str(tiny_vit_file), batch=4, img_size=32, epochs=2,
+                                    repeats=1, warmup=0, sizes=dict(train800=12, val200=4, test=6),
+                                    options=dict(num_prototypes=8, prompt_length=4))
+    rows = gpu_check.run_checks(check, tmp_path)
     by = {(r.part, r.setting, r.figure): r.value for r in rows}
     assert by["speed", "tf32", "skipped"].startswith("precision tf32 needs a CUDA GPU")
     for precision in ("fp32", "bf16"):

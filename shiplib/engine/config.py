@@ -91,18 +91,41 @@ class RunConfig:
         run_fields = {f.name: f for f in dataclasses.fields(self)}
         changes, options = {}, dict(self.options)
         for raw_key, value in overrides.items():
-            targets = KEY_ALIASES.get(raw_key, (raw_key,))
-            key = next((t for t in targets if t in option_names or t in run_fields), targets[0])
+            key = _setting_key(raw_key, option_names, run_fields)
             if key in self.settable_fields():
                 changes[key] = _coerce_field(key, value, run_fields[key])
             elif key in option_names:
                 options[key] = value
             else:
-                raise ConfigError(
-                    f"unknown setting {raw_key!r} for method {self.method!r}. Valid run settings: "
-                    f"{', '.join(self.settable_fields())}. Valid {self.method} options: {', '.join(option_names)}. "
-                    f"Aliases: {_ALIAS_TEXT}.")
+                raise _unknown_setting(raw_key, self.method, option_names, self.settable_fields())
         return dataclasses.replace(self, **changes, options=options)
+
+
+def method_option_overrides(method: str, overrides: Any) -> dict[str, Any]:
+    """Method options given in any form `parse_overrides` accepts (a dict, `key=value` text, `--set` items),
+    with the aliases of `--set` (e.g. K); a key that is not an option of `method` fails listing the valid ones,
+    as in `RunConfig.with_overrides`. For commands that take method options but no run settings (`bench`)."""
+    option_names = list(_lookup("method", method_options, method))
+    out = {}
+    for raw_key, value in parse_overrides(overrides).items():
+        key = _setting_key(raw_key, option_names)
+        if key not in option_names:
+            raise _unknown_setting(raw_key, method, option_names)
+        out[key] = value
+    return out
+
+
+def _setting_key(raw_key: str, option_names, run_fields=()) -> str:
+    """The name a `--set` key stands for: itself, or the first target of its alias that exists."""
+    targets = KEY_ALIASES.get(raw_key, (raw_key,))
+    return next((t for t in targets if t in option_names or t in run_fields), targets[0])
+
+
+def _unknown_setting(raw_key: str, method: str, option_names, run_fields=()) -> ConfigError:
+    settings = f"Valid run settings: {', '.join(run_fields)}. " if run_fields else ""
+    kind = "setting" if run_fields else "option"
+    return ConfigError(f"unknown {kind} {raw_key!r} for method {method!r}. {settings}Valid {method} options: "
+                       f"{', '.join(option_names)}. Aliases: {_ALIAS_TEXT}.")
 
 
 def _lookup(kind: str, fn, name: str):
@@ -233,7 +256,8 @@ def _check_positive_int(name: str, value, allow_zero: bool = False) -> None:
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
-def _validate_device(device: Any) -> None:
+def check_device_name(device: Any) -> None:
+    """A device name a run or a benchmark accepts (whether the machine has it is checked where it starts)."""
     if not isinstance(device, str) or not _DEVICE.match(device.strip()):
         raise ConfigError(f"device {device!r} is not supported; valid: cpu, cuda, cuda:N, auto "
                           "(auto: CUDA when present, else CPU), e.g. --device cpu")
@@ -241,7 +265,7 @@ def _validate_device(device: Any) -> None:
 
 def _validate_runtime(cfg: "RunConfig") -> None:
     """Runtime settings (not part of a run's identity) that would otherwise fail only once work has started."""
-    _validate_device(cfg.device)
+    check_device_name(cfg.device)
     if cfg.threads is not None:
         _check_positive_int("threads", cfg.threads)
         warn_threads(cfg.threads)

@@ -25,8 +25,20 @@ class NonFiniteLossError(ShiplibError, RuntimeError):
     """The loss became NaN/inf; usually the learning rate is too high (exit 1: the run failed while working)."""
 
 
-def _loss_weights(model: nn.Module) -> dict[str, float]:
+def loss_weights(model: nn.Module) -> dict[str, float]:
+    """The weights of the model's auxiliary losses (`model.loss_weights`; none: every aux loss counts once)."""
     return dict(getattr(model, "loss_weights", None) or {})
+
+
+def total_loss(logits: torch.Tensor, y: torch.Tensor, aux: dict[str, torch.Tensor],
+               weights: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, cross-entropy) of one training step: CE + Σ weight · aux loss (weight 1 where none is listed).
+    The training loop and the benchmark's training step both take their loss from here."""
+    ce = F.cross_entropy(logits, y)
+    loss = ce
+    for name, value in aux.items():
+        loss = loss + weights.get(name, 1.0) * value
+    return loss, ce
 
 
 def trainable_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -73,7 +85,7 @@ def train_one_epoch(train: TrainStep, loader, epoch: int, progress: bool = True,
     model, optimizer, schedule, device = train.model, train.optimizer, train.schedule, train.device
     precision = train.precision or Precision(device=device)
     model.train()
-    weights = _loss_weights(model)
+    weights = loss_weights(model)
     sums: dict[str, float] = defaultdict(float)
     correct = seen = steps = 0
     steps_per_epoch = len(loader)
@@ -92,10 +104,7 @@ def train_one_epoch(train: TrainStep, loader, epoch: int, progress: bool = True,
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with precision.autocast():
             logits, aux = model(x, return_losses=True)
-            ce = F.cross_entropy(logits, y)
-            loss = ce
-            for name, value in aux.items():
-                loss = loss + weights.get(name, 1.0) * value
+            loss, ce = total_loss(logits, y, aux, weights)
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step} (lr {lr:.3g}); "
                                      f"lower the learning rate, e.g. {setting_fix('lr', float(f'{lr / 10:.2g}'))}")

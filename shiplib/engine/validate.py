@@ -44,13 +44,18 @@ def validate_before_work(run: ResolvedRun) -> TaskLocation:
 
 def check_method_options(run: ResolvedRun) -> MethodConfig:
     """Build the method's config from the run's options: a bad value fails here, naming the option."""
-    cls = get_method(run.method)
+    return method_config(run.method, run.options)
+
+
+def method_config(method: str, options: dict) -> MethodConfig:
+    """The method's config from `options`: a bad value fails with a ConfigError naming it and the fix."""
+    cls = get_method(method)
     try:
-        return cls.config_class.from_options(run.method, dict(run.options))
+        return cls.config_class.from_options(method, dict(options))
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"invalid option for method {run.method!r}: {e}. Change it with --set <option>=<value> "
+        raise ConfigError(f"invalid option for method {method!r}: {e}. Change it with --set <option>=<value> "
                           f"(options: {', '.join(cls.config_class.option_names())}).") from e
 
 
