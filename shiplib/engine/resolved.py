@@ -146,11 +146,15 @@ class ResolvedRun:
                 runtime[key] = portable_path(runtime[key])
         return {**self.identity(), **runtime}
 
+    def with_runtime(self, **changes) -> "ResolvedRun":
+        """The same run with runtime settings changed (threads, progress, resume: not part of its identity)."""
+        return dataclasses.replace(self, runtime=dataclasses.replace(self.runtime, **changes))
+
     @property
     def paths(self) -> RunPaths:
-        key = (self.benchmark, self.task.name, self.method, self.seed, self.protocol)
-        wd = work_dir(self.runtime.runs_dir, *key, tag=self.tag)
-        return RunPaths(result=result_path(self.runtime.results_dir, *key, tag=self.tag), work_dir=wd,
+        key = (self.benchmark, self.task.name, run_name(self.method, self.tag), self.seed, self.protocol)
+        wd = work_dir(self.runtime.runs_dir, *key)
+        return RunPaths(result=result_path(self.runtime.results_dir, *key), work_dir=wd,
                         checkpoint=wd / CHECKPOINT_NAME, previous_checkpoint=wd / PREVIOUS_CHECKPOINT_NAME,
                         log=wd / LOG_NAME)
 
