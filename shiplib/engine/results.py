@@ -6,7 +6,8 @@ Working files (checkpoint, epoch log) mirror it under <runs>/…/seed<k>/.
 <run> is the method name, or "<method>+<tag>" for a named variant (e.g. an lr sweep).
 A result file that cannot be read or holds an impossible result (truncated, not a JSON object, keys missing, another
 schema version, an accuracy that is not a finite percentage, a history that does not match its epochs) is not a
-finished run: `read_result` names it (`UnreadableResultError`), `existing_result` moves it aside to `<file>.corrupt`.
+finished run: `read_result` names it (`UnreadableResultError`); a run about to train moves it aside to
+`<file>.corrupt` (`check_result(..., move_unreadable=True)`).
 A run's result is written by `commit_result`, which never replaces a result another run wrote meanwhile.
 Whether a run is done is decided here, once: `check_result` gives the `RunState` of a result file for a run identity
 (done, stale, conflict, corrupt or missing); the launchers add the states only a lock or a job can tell.
@@ -200,19 +201,6 @@ def read_result(path) -> dict:
     if problem:
         raise UnreadableResultError(path, problem)
     return result
-
-
-def existing_result(path) -> dict | None:
-    """The result at `path`, or None when there is none. An unreadable file counts as no result: it is named in a
-    warning and moved aside (`<file>.corrupt`, numbered if that exists), so the run can be made again."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return read_result(path)
-    except UnreadableResultError as e:
-        move_aside(path, e.reason)
-        return None
 
 
 _COLUMNS = ("benchmark", "task", "group", "method", "tag", "seed", "protocol", "eval_split", "acc_last",
