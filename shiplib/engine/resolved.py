@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..data.tasks import TaskSpec
+from ..errors import ConfigError
 from ..utils.paths import portable_path
 from .precision import DEFAULT_PRECISION
 from .results import result_path, run_name, work_dir
@@ -145,6 +147,21 @@ class ResolvedRun:
             if runtime[key] is not None:
                 runtime[key] = portable_path(runtime[key])
         return {**self.identity(), **runtime}
+
+    @functools.cached_property
+    def method_config(self):
+        """The method's typed config (a `MethodConfig`) built from `options`, once; a bad value is a ConfigError
+        naming the option."""
+        from ..methods import get_method  # the registry is imported when a config is needed, not with this module
+
+        cls = get_method(self.method)
+        try:
+            return cls.config_class.from_options(self.method, dict(self.options))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"invalid option for method {self.method!r}: {e}. Change it with --set "
+                              f"<option>=<value> (options: {', '.join(cls.config_class.option_names())}).") from e
 
     def with_runtime(self, **changes) -> "ResolvedRun":
         """The same run with runtime settings changed (threads, progress, resume: not part of its identity)."""

@@ -164,7 +164,7 @@ def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) 
     options = dict(run.options)
     method = get_method(run.method)
     method.check_backbone(options, vit)
-    config = method.config_class.from_options(run.method, options)
+    config = run.method_config
     key = method.data_key(config)
     if key is None:
         return options, None

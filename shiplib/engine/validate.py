@@ -20,7 +20,7 @@ from ..data.checks import check_no_leakage, checked_samples
 from ..data.folder import TaskLocation, locate_task
 from ..data.transforms import check_preset
 from ..errors import ConfigError, setting_fix
-from ..methods import MethodConfig, get_method
+from ..methods import MethodConfig
 from ..utils.io import disk_full_error
 from ..utils.seed import auto_device
 from .precision import check_precision
@@ -44,14 +44,7 @@ def validate_before_work(run: ResolvedRun) -> TaskLocation:
 
 def check_method_options(run: ResolvedRun) -> MethodConfig:
     """Build the method's config from the run's options: a bad value fails here, naming the option."""
-    cls = get_method(run.method)
-    try:
-        return cls.config_class.from_options(run.method, dict(run.options))
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"invalid option for method {run.method!r}: {e}. Change it with --set <option>=<value> "
-                          f"(options: {', '.join(cls.config_class.option_names())}).") from e
+    return run.method_config
 
 
 #: Bytes the writability probe writes: one file-system block, enough for a lock or a small result.
