@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPLACED_SUFFIX = ".replaced"
+#: The statuses a sweep cell's run ends with (`run_cell`): trained now, finished before, or skipped.
+TRAINED, FINISHED, ELSEWHERE = "done", "finished", "running elsewhere"
 
 
 def run_locked(run, force: bool = False, on_step=None, *, sweep: bool = False, resumed: bool = False) -> dict:
@@ -51,7 +53,7 @@ def run_locked(run, force: bool = False, on_step=None, *, sweep: bool = False, r
     lock, owner = locks.acquire(wd)
     if lock is None and sweep:
         log.info("%s: running elsewhere (%s); skipped", _label(run), locks.describe_owner(owner))
-        return dict(status="running elsewhere", owner=owner, cell=_label(run))
+        return dict(status=ELSEWHERE, owner=owner, cell=_label(run))
     if lock is None:
         raise StateError(f"{wd} is being trained by {locks.describe_owner(owner)} right now (its lock is "
                          f"{wd / locks.LOCK_NAME}); wait until it ends (`python -m shiplib status …` shows it), or "
@@ -90,7 +92,7 @@ def _train_cell(run, force: bool, on_step, resumed: bool) -> dict:
     try:
         check = check_result(paths.result, run.identity(), move_unreadable=True)  # unreadable: moved aside, run again
         if check.state is RunState.DONE and not force:
-            return _outcome(run, "finished", check.result)
+            return _outcome(run, FINISHED, check.result)
         if ((force and check.result is not None) or check.state is RunState.STALE) and not resumed:
             os.replace(paths.result, replaced)  # kept until the new result is written
             for checkpoint in (paths.checkpoint, paths.previous_checkpoint):  # a fresh start, as --force
@@ -100,7 +102,7 @@ def _train_cell(run, force: bool, on_step, resumed: bool) -> dict:
         result = run_experiment(run, force=False, on_step=on_step)
         _clear_records(paths.work_dir)
         replaced.unlink(missing_ok=True)
-        return _outcome(run, "done", result)
+        return _outcome(run, TRAINED, result)
     except BaseException as e:  # an interrupted run (Ctrl-C, SIGTERM) gives the replaced result back as well
         if isinstance(e, Exception):
             locks.record_failure(paths.work_dir, e, traceback.format_exc())

@@ -18,7 +18,7 @@ from ..errors import ConfigError, reported_errors
 from ..errors import message as error_message
 from . import locks, slurm
 from .cells import Action, Cell, CellState, cell_state
-from .job import CellJob, run_cell
+from .job import ELSEWHERE, TRAINED, CellJob, run_cell
 
 #: How long a LocalExecutor job may run (submitit's default is 2 minutes).
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30
@@ -154,7 +154,7 @@ class Tally:
 
     def ended(self, i: int, cell: Cell, out: dict) -> None:
         """A `run_cell` outcome: trained ("done"), or finished or running elsewhere by then (skipped)."""
-        if out.get("status") == "running elsewhere":
+        if out.get("status") == ELSEWHERE:
             text = f"skipped, running elsewhere ({locks.describe_owner(out.get('owner') or {})})"
         elif "acc_last" in out:
             text = f"{out['status']}: acc_last {out['acc_last']:.2f}%  acc_max_over_epochs " \
@@ -162,7 +162,7 @@ class Tally:
         else:
             text = str(out.get("status"))
         _say(f"{self.label(i, cell)}: {text}")
-        self.counts["done" if out.get("status") == "done" else "skipped"] += 1
+        self.counts["done" if out.get("status") == TRAINED else "skipped"] += 1
 
     def failed(self, text: str, stream=None) -> None:
         print(text, file=stream or sys.stdout, flush=True)
