@@ -157,29 +157,14 @@ def _grid_cells(args) -> list:
     return [cell_of(_config(args, *job)) for job in jobs]  # bad names / --set keys fail here, before any training
 
 
-def _check_launcher_options(args) -> None:
-    from .launch.launchers import LaunchError
+def _launch_options(args):
+    from .launch.launchers import LaunchOptions, SlurmOptions, parse_slurm_params
 
-    if args.launcher != "local" and args.jobs is not None:
-        raise LaunchError(f"--jobs needs --launcher local (got --launcher {args.launcher}); with slurm use "
-                          "--array-parallelism")
-    if args.jobs is not None and args.jobs < 1:
-        raise LaunchError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        raise LaunchError(f"--threads must be at least 1, got {args.threads}")
-    slurm_only = dict(partition=args.partition, cpus_per_run=args.cpus_per_run, mem=args.mem,
-                      array_parallelism=args.array_parallelism, setup=args.setup, slurm=args.slurm_params,
-                      wait=args.wait)
-    given = [k for k, v in slurm_only.items() if v]
-    if args.launcher != "slurm" and given:
-        raise LaunchError(f"--{given[0].replace('_', '-')} needs --launcher slurm")
-    if args.launcher == "inline" and args.gpus_per_run is not None:
-        raise LaunchError("--gpus-per-run needs --launcher local or slurm (inline uses --device)")
-    if args.launcher == "slurm":
-        from .launch.launchers import check_slurm_options
-
-        check_slurm_options(args.partition, args.time, args.cpus_per_run, args.gpus_per_run,
-                            args.array_parallelism)
+    slurm = SlurmOptions(partition=args.partition, time_min=args.time, cpus_per_run=args.cpus_per_run, mem=args.mem,
+                         array_parallelism=args.array_parallelism, setup=args.setup,
+                         extra=parse_slurm_params(args.slurm_params), wait=args.wait)
+    return LaunchOptions(launcher=args.launcher, force=args.force, keep_going=args.keep_going, jobs=args.jobs,
+                         threads=args.threads, gpus_per_run=args.gpus_per_run, slurm=slurm)
 
 
 @command("sweep", "run tasks × methods × seeds (inline, on local processes or SLURM), skipping finished runs",
@@ -189,20 +174,12 @@ def _sweep(args) -> int:
 
     if args.status:
         return _print_status(args)
-    _check_launcher_options(args)
+    options = _launch_options(args)
+    options.check()  # before the cells are resolved: a bad option is named first
     cells = _grid_cells(args)
     if args.dry_run:
         return launchers.dry_run(cells, force=args.force)
-    if args.launcher == "inline":
-        return launchers.launch_inline(cells, force=args.force, keep_going=args.keep_going)
-    if args.launcher == "local":
-        return launchers.launch_local(cells, jobs=args.jobs, threads=args.threads, gpus_per_run=args.gpus_per_run,
-                                      force=args.force)
-    return launchers.launch_slurm(cells, force=args.force, threads=args.threads, wait=args.wait,
-                                  partition=args.partition, time_min=args.time, cpus_per_run=args.cpus_per_run,
-                                  gpus_per_run=args.gpus_per_run, mem=args.mem,
-                                  array_parallelism=args.array_parallelism, setup=args.setup,
-                                  extra=launchers.parse_slurm_params(args.slurm_params))
+    return launchers.launch(cells, options)
 
 
 # ----- status -----

@@ -107,12 +107,12 @@ def fake_result(task: str, method: str, seed: int, acc_last: float, acc_max: flo
 @pytest.fixture
 def write_fake_result(tmp_path):
     """write_fake_result(task, method, seed, acc_last, ...) -> path under tmp_path/results (engine layout)."""
-    from shiplib.engine.results import result_path, write_result
+    from shiplib.engine.results import result_path, run_name, write_result
 
     def write(*args, results_dir=None, **kw):
         r = fake_result(*args, **kw)
         root = results_dir or tmp_path / "results"
-        return write_result(result_path(root, r["benchmark"], r["task"], r["method"], r["seed"], r["protocol"],
-                                        tag=r["tag"]), r)
+        return write_result(result_path(root, r["benchmark"], r["task"], run_name(r["method"], r["tag"]), r["seed"],
+                                        r["protocol"]), r)
 
     return write

@@ -142,15 +142,15 @@ def test_cell_states_status_table_and_dry_run(cells, capsys, sleeper):
         import traceback
 
         locks.record_failure(failed.work_dir, e, traceback.format_exc())
-    states = [cell_state(c)["state"] for c in cells]
+    states = [cell_state(c).state for c in cells]
     assert states == ["done", "stale", "running", "failed"]
     frame = grid_status(["mini_mnist", "mini_dsprites_loc"], ["linear"], [1, 2], epochs=1,
-                       results=done.cfg.results_dir, runs=done.cfg.runs_dir)
+                       results=done.run.runtime.results_dir, runs=done.run.runtime.runs_dir)
     assert list(frame["state"]) == states
     assert frame.loc[0, "acc_last"] == 50.0 and frame.loc[2, "job"] == f"{sleeper.pid}@{HOST}"
     assert "ValueError: loss exploded" in frame.loc[3, "detail"]
     grid = ["--tasks", "mini_mnist", "mini_dsprites_loc", "--methods", "linear", "--seeds", "1-2", "--epochs", "1",
-            "--results", done.cfg.results_dir, "--runs", done.cfg.runs_dir]
+            "--results", done.run.runtime.results_dir, "--runs", done.run.runtime.runs_dir]
     assert main(["status", *grid]) == 0
     out = capsys.readouterr().out
     assert f"running (pid {sleeper.pid}@{HOST})" in out and "failed: ValueError: loss exploded" in out
@@ -160,7 +160,7 @@ def test_cell_states_status_table_and_dry_run(cells, capsys, sleeper):
     assert "[1/4] mini_mnist linear seed 1: finished" in out and "seed 2: stale, to run (it was made with other" in out
     assert "running elsewhere (pid" in out and "to run (failed before: ValueError: loss exploded)" in out
     assert ("dry run: 2 to run, 1 finished, 1 running elsewhere" in out
-            and not (Path(done.cfg.runs_dir) / "local").exists())
+            and not (Path(done.run.runtime.runs_dir) / "local").exists())
     # a queued SLURM job counts as running elsewhere; once squeue forgets it without a result: failed
     (failed.work_dir / "failed.json").unlink()
     (failed.work_dir / "queued.json").write_text(json.dumps(dict(job_id="5_1", log_dir=str(failed.work_dir / "%j"))))
@@ -168,10 +168,10 @@ def test_cell_states_status_table_and_dry_run(cells, capsys, sleeper):
     (failed.work_dir / "5_1" / "5_1_0_log.err").write_text("srun: error: node died\nKilled\n")
     slurm._CACHE.update(t=time.monotonic() + 1e6, states={"5_1": "PENDING"})
     try:
-        assert cell_state(failed)["state"] == "queued"
+        assert cell_state(failed).state == "queued"
         slurm._CACHE.update(states={})
         st = cell_state(failed)
-        assert st["state"] == "failed" and "ended without a result" in st["detail"] and "Killed" in st["detail"]
+        assert st.state == "failed" and "ended without a result" in st.detail and "Killed" in st.detail
     finally:
         slurm._CACHE.clear()
 

@@ -6,7 +6,7 @@ import pytest
 from shiplib import repro
 from shiplib.data import list_tasks
 from shiplib.engine import RunConfig, resolve_config, run_experiment
-from shiplib.engine.results import read_result, result_path
+from shiplib.engine.results import read_result, result_path, run_name
 from shiplib.methods import list_methods
 from shiplib.report import FACTORS
 
@@ -37,7 +37,7 @@ def test_committed_results_use_the_current_defaults(method):
 
 
 def _made_with_other_weights(paths) -> list[str]:
-    from shiplib.engine.prepare import stale_backbone
+    from shiplib.engine.results import stale_backbone
 
     return [str(p.relative_to(RESULTS)) for p in paths if stale_backbone(read_result(p))]
 
@@ -107,7 +107,7 @@ def _ablation_runs():
 
 
 def _ablation_path(variant, task, seed):
-    return result_path(RESULTS, "mini", task, "ship", seed, tag=variant.tag)
+    return result_path(RESULTS, "mini", task, run_name("ship", variant.tag), seed)
 
 
 def test_committed_ablation_results_use_the_current_settings():

@@ -356,3 +356,8 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
     return ResolvedRun(task=spec, method=cfg.method, seed=cfg.seed, protocol=cfg.protocol, tag=run["tag"],
                        train_split=train_split, eval_split=eval_split, training=training, model=model,
                        options=options, runtime=Runtime(**runtime), sources=sources, overrides=overrides)
+
+
+def as_resolved(run: RunConfig | ResolvedRun) -> ResolvedRun:
+    """A ResolvedRun as it is, a RunConfig resolved (each run is resolved once, wherever it starts)."""
+    return run if isinstance(run, ResolvedRun) else resolve_config(run)

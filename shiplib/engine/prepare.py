@@ -103,17 +103,6 @@ def current_fingerprint(spec, pretrained: bool = True, arch=None) -> str | None:
     return _FINGERPRINTS[key]
 
 
-def stale_backbone(result: dict) -> str | None:
-    """Why a finished result no longer matches its backbone's current weights, or None if it does."""
-    ident = result.get("identity", {})
-    made_with = (result.get("backbone") or {}).get("sha256")
-    now = current_fingerprint(ident.get("backbone"), ident.get("pretrained", True), ident.get("backbone_arch"))
-    if made_with and now and made_with != now:
-        return f"it was made with other {ident.get('backbone')!r} backbone weights (sha256 {made_with[:12]}…, " \
-               f"now {now[:12]}…)"
-    return None
-
-
 def backbone_slug(spec) -> str:
     """A short file-name-safe name for a backbone spec (a timm name, 'mini' or a file path)."""
     text = Path(str(spec)).stem if ("/" in str(spec) or "\\" in str(spec)) else str(spec)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -149,11 +150,23 @@ class ResolvedRun:
             del runtime["compile"]
         return {**self.identity(), **runtime}
 
+    @functools.cached_property
+    def method_config(self):
+        """The method's typed config (a `MethodConfig`) built from `options`, once; a bad value is a ConfigError
+        naming the option."""
+        from .validate import method_config  # the registry is imported when a config is needed, not with this module
+
+        return method_config(self.method, self.options)
+
+    def with_runtime(self, **changes) -> "ResolvedRun":
+        """The same run with runtime settings changed (threads, progress, resume: not part of its identity)."""
+        return dataclasses.replace(self, runtime=dataclasses.replace(self.runtime, **changes))
+
     @property
     def paths(self) -> RunPaths:
-        key = (self.benchmark, self.task.name, self.method, self.seed, self.protocol)
-        wd = work_dir(self.runtime.runs_dir, *key, tag=self.tag)
-        return RunPaths(result=result_path(self.runtime.results_dir, *key, tag=self.tag), work_dir=wd,
+        key = (self.benchmark, self.task.name, run_name(self.method, self.tag), self.seed, self.protocol)
+        wd = work_dir(self.runtime.runs_dir, *key)
+        return RunPaths(result=result_path(self.runtime.results_dir, *key), work_dir=wd,
                         checkpoint=wd / CHECKPOINT_NAME, previous_checkpoint=wd / PREVIOUS_CHECKPOINT_NAME,
                         log=wd / LOG_NAME)
 

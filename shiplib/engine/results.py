@@ -6,8 +6,11 @@ Working files (checkpoint, epoch log) mirror it under <runs>/…/seed<k>/.
 <run> is the method name, or "<method>+<tag>" for a named variant (e.g. an lr sweep).
 A result file that cannot be read or holds an impossible result (truncated, not a JSON object, keys missing, another
 schema version, an accuracy that is not a finite percentage, a history that does not match its epochs) is not a
-finished run: `read_result` names it (`UnreadableResultError`), `existing_result` moves it aside to `<file>.corrupt`.
+finished run: `read_result` names it (`UnreadableResultError`); a run about to train moves it aside to
+`<file>.corrupt` (`check_result(..., move_unreadable=True)`).
 A run's result is written by `commit_result`, which never replaces a result another run wrote meanwhile.
+Whether a run is done is decided here, once: `check_result` gives the `RunState` of a result file for a run identity
+(done, stale, conflict, corrupt or missing); the launchers add the states only a lock or a job can tell.
 """
 from __future__ import annotations
 
@@ -17,11 +20,13 @@ import logging
 import math
 import os
 import re
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
-from ..errors import ConfigError, StateError, setting_fix
-from ..utils.io import CORRUPT_SUFFIX, atomic_write_json, move_aside, remove_stale_temporaries
-from .prepare import stale_backbone
+from ..errors import ConfigError, ShiplibError, StateError, setting_fix
+from ..utils.io import CORRUPT_SUFFIX, aside_path, atomic_write_json, move_aside, remove_stale_temporaries
+from .prepare import current_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +68,22 @@ def run_name(method: str, tag: str | None = None) -> str:
     return method if not check_tag(tag) else f"{method}+{tag}"
 
 
-def _relative(benchmark: str, task: str, method: str, tag: str | None, protocol: str) -> Path:
+def _relative(benchmark: str, task: str, run: str, protocol: str) -> Path:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    rel = Path(benchmark) / task / run_name(method, tag)
+    method, _, tag = str(run).partition("+")
+    rel = Path(benchmark) / task / run_name(method, tag or None)  # a tag is checked: it is a folder name
     return Path("tune") / rel if protocol == "tune" else rel
 
 
-def result_path(results_dir, benchmark: str, task: str, method: str, seed: int, protocol: str = "final",
-                tag: str | None = None) -> Path:
-    return Path(results_dir) / _relative(benchmark, task, method, tag, protocol) / f"seed{seed}.json"
+def result_path(results_dir, benchmark: str, task: str, run: str, seed: int, protocol: str = "final") -> Path:
+    """`run`: the method name, or `run_name(method, tag)` for a tagged variant."""
+    return Path(results_dir) / _relative(benchmark, task, run, protocol) / f"seed{seed}.json"
 
 
-def work_dir(runs_dir, benchmark: str, task: str, method: str, seed: int, protocol: str = "final",
-             tag: str | None = None) -> Path:
-    return Path(runs_dir) / _relative(benchmark, task, method, tag, protocol) / f"seed{seed}"
+def work_dir(runs_dir, benchmark: str, task: str, run: str, seed: int, protocol: str = "final") -> Path:
+    """`run`: the method name, or `run_name(method, tag)` for a tagged variant."""
+    return Path(runs_dir) / _relative(benchmark, task, run, protocol) / f"seed{seed}"
 
 
 def write_result(path, result: dict) -> Path:
@@ -197,19 +203,6 @@ def read_result(path) -> dict:
     return result
 
 
-def existing_result(path) -> dict | None:
-    """The result at `path`, or None when there is none. An unreadable file counts as no result: it is named in a
-    warning and moved aside (`<file>.corrupt`, numbered if that exists), so the run can be made again."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return read_result(path)
-    except UnreadableResultError as e:
-        move_aside(path, e.reason)
-        return None
-
-
 _COLUMNS = ("benchmark", "task", "group", "method", "tag", "seed", "protocol", "eval_split", "acc_last",
             "acc_max_over_epochs", "max_epoch", "epochs", "wall_time_s", "device")
 
@@ -259,15 +252,91 @@ def load_results(results_dir="results", protocol: str | None = None, benchmark: 
     return pd.DataFrame(rows, columns=None if rows else list(_COLUMNS) + ["path"])
 
 
-def is_finished(path: os.PathLike, identity: dict) -> bool:
-    """True if a result exists at `path` for exactly this run identity and the backbone's current weights.
-    An unreadable result file is not finished (a warning names it; running the cell moves it aside)."""
+class RunState(str, Enum):
+    """The state of a run (a sweep cell). Declared in the order `status` counts them."""
+
+    DONE = "done"  # a current result
+    RUNNING = "running"  # a live lock
+    QUEUED = "queued"  # a SLURM job that will run it is pending
+    FAILED = "failed"  # failed.json, a job that ended without a result, or a lock whose owner died
+    MISSING = "pending"  # no result (shown as "pending": nothing stands in its way)
+    STALE = "stale"  # a result made with other backbone weights: run again
+    CONFLICT = "conflict"  # a result of other settings at the same path: needs force or a tag
+    CORRUPT = "corrupt"  # a result file that cannot be read: running the cell moves it aside
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def elsewhere(self) -> bool:
+        """Another process or job is on it."""
+        return self in (RunState.RUNNING, RunState.QUEUED)
+
+    @property
+    def to_run(self) -> bool:
+        """A sweep runs it without being forced."""
+        return self in (RunState.MISSING, RunState.FAILED, RunState.STALE, RunState.CORRUPT)
+
+
+@dataclass(frozen=True)
+class ResultCheck:
+    """What a run finds at its result path: DONE, STALE, CONFLICT, CORRUPT or MISSING."""
+
+    state: RunState
+    detail: str = ""
+    result: dict | None = None  # the parsed result, when there is one
+    error: BaseException | None = None  # why a CORRUPT file cannot be read
+
+
+def stale_backbone(result: dict) -> str | None:
+    """Why a finished result no longer matches its backbone's current weights, or None if it does."""
+    ident = result.get("identity", {})
+    made_with = (result.get("backbone") or {}).get("sha256")
+    now = current_fingerprint(ident.get("backbone"), ident.get("pretrained", True), ident.get("backbone_arch"))
+    if made_with and now and made_with != now:
+        return f"it was made with other {ident.get('backbone')!r} backbone weights (sha256 {made_with[:12]}…, " \
+               f"now {now[:12]}…)"
+    return None
+
+
+def check_result(path, identity: dict, move_unreadable: bool = False) -> ResultCheck:
+    """The state of the result at `path` for the run `identity`: the one answer to "is this run done?".
+
+    `move_unreadable`: an unreadable file is moved aside (`<file>.corrupt`) and the run is MISSING (what a run
+    does before training); a file that cannot be opened at all is then raised, not moved."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return ResultCheck(RunState.MISSING)
     try:
         result = read_result(path)
     except UnreadableResultError as e:
-        log.warning("%s", e)
-        return False
-    return result.get("identity") == identity and stale_backbone(result) is None
+        if move_unreadable:
+            move_aside(path, e.reason)
+            return ResultCheck(RunState.MISSING)
+        return ResultCheck(RunState.CORRUPT, f"unreadable result: {e.reason}; running the cell moves it to "
+                                             f"{aside_path(path).name} and runs it again", error=e)
+    except OSError as e:
+        if move_unreadable:
+            raise
+        return ResultCheck(RunState.CORRUPT, f"result file cannot be opened: {e}", error=e)
+    if result.get("identity") != identity:
+        from .resolved import identity_diff
+
+        return ResultCheck(RunState.CONFLICT, "a result of other settings: "
+                           f"{identity_diff(result.get('identity', {}), identity)} (use --tag, or --force)", result)
+    try:
+        reason = stale_backbone(result)
+    except (ShiplibError, OSError) as e:  # e.g. the backbone weights file is unreadable now
+        reason = f"cannot compare with the current backbone weights: {e}"
+    if reason is not None:
+        return ResultCheck(RunState.STALE, reason, result)
+    return ResultCheck(RunState.DONE, str(path), result)
+
+
+def is_finished(path: os.PathLike, identity: dict) -> bool:
+    """True if a result exists at `path` for exactly this run identity and the backbone's current weights.
+    An unreadable result file is not finished (a warning names it; running the cell moves it aside)."""
+    check = check_result(path, identity)
+    if isinstance(check.error, UnreadableResultError):
+        log.warning("%s", check.error)
+    return check.state is RunState.DONE

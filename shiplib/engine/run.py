@@ -42,17 +42,16 @@ from ..utils.paths import portable_path
 from ..utils.progress import progress_bar
 from ..utils.seed import auto_device, seed_everything
 from .checkpoints import CheckpointStore, checkpoint_state
-from .config import RunConfig, resolve_config
+from .config import RunConfig, as_resolved
 from .loop import TrainStep, evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
 from .compiled import compile_model
 from .precision import Precision
 from .prepare import (DeviceBatches, backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
-                      eval_loader, image_cache_dir, load_or_compute_data_inputs, on_device, stale_backbone,
-                      train_loader)
+                      eval_loader, image_cache_dir, load_or_compute_data_inputs, on_device, train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
-from .results import commit_result, existing_result, file_state, read_result
+from .results import RunState, check_result, commit_result, file_state, read_result
 from .schedule import LRSchedule
 from .validate import validate_before_work
 
@@ -74,21 +73,22 @@ def reuse_or_refuse(run: ResolvedRun, force: bool = False) -> dict | None:
 
     A result of another configuration at the same path, or one made with other backbone weights, is an error
     (name the variant with a tag, or pass `force` to overwrite). An unreadable result file is moved aside."""
-    path = run.paths.result
-    previous = None if force else existing_result(path)
-    if previous is None:
+    if force:
         return None
-    identity = run.identity()
-    if previous.get("identity") != identity:
+    path, identity = run.paths.result, run.identity()
+    check = check_result(path, identity, move_unreadable=True)
+    if check.state is RunState.CONFLICT:
         raise ConfigError(f"{path} holds a run with another configuration "
-                          f"({identity_diff(previous.get('identity', {}), identity)}). Name this variant with a tag: "
-                          f"{setting_fix('tag', 'e2', '--tag')}; or overwrite it: --force (in a notebook: "
+                          f"({identity_diff(check.result.get('identity', {}), identity)}). Name this variant with a "
+                          f"tag: {setting_fix('tag', 'e2', '--tag')}; or overwrite it: --force (in a notebook: "
                           "run_experiment(cfg, force=True)), or delete the file.")
-    stale = stale_backbone(previous)
-    if stale is not None:
-        raise ConfigError(f"{path} is out of date: {stale}. Re-run it with --force (force=True) or delete the file.")
+    if check.state is RunState.STALE:
+        raise ConfigError(f"{path} is out of date: {check.detail}. Re-run it with --force (force=True) or delete the "
+                          "file.")
+    if check.state is not RunState.DONE:
+        return None
     log.info("already finished: %s", path)
-    return previous
+    return check.result
 
 
 # ----- build -----
@@ -165,7 +165,7 @@ def _method_options(run: ResolvedRun, vit, fingerprint: str, train_set, device) 
     options = dict(run.options)
     method = get_method(run.method)
     method.check_backbone(options, vit)
-    config = method.config_class.from_options(run.method, options)
+    config = run.method_config
     key = method.data_key(config)
     if key is None:
         return options, None
@@ -312,15 +312,18 @@ def _summary(history: list[dict], epochs: int) -> dict:
 
 
 # ----- the whole run -----
-def run_experiment(cfg: RunConfig, force: bool = False, on_step: Callable[[int, int], Any] | None = None) -> dict:
+def run_experiment(cfg: RunConfig | ResolvedRun, force: bool = False,
+                   on_step: Callable[[int, int], Any] | None = None) -> dict:
     """Train and evaluate one (task, method, seed, protocol); write and return the result dict.
+
+    `cfg`: a RunConfig (resolved here) or the ResolvedRun a caller already made of it.
 
     An existing result for the same configuration is returned without training unless `force`; one for a
     different configuration is an error (name the variant with `tag`, or pass `force` to overwrite).
     A checkpoint of the same configuration is resumed (unless `cfg.resume` is False).
     `on_step(epoch, step)` is called after each optimiser step (tests use it to interrupt a run).
     """
-    run = resolve_config(cfg)
+    run = as_resolved(cfg)
     if run.sources.get("warmup_epochs", "").startswith("scaled"):
         log.warning("warmup_epochs %s", run.sources["warmup_epochs"])
     data = validate_before_work(run)

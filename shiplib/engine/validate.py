@@ -44,7 +44,7 @@ def validate_before_work(run: ResolvedRun) -> TaskLocation:
 
 def check_method_options(run: ResolvedRun) -> MethodConfig:
     """Build the method's config from the run's options: a bad value fails here, naming the option."""
-    return method_config(run.method, run.options)
+    return run.method_config
 
 
 def method_config(method: str, options: dict) -> MethodConfig:

@@ -1,74 +1,127 @@
 """The cells of a sweep grid (one per task × method × seed under the same settings) and the state of each.
 
-States: done (a current result), stale (a result made with other backbone weights: re-run), conflict (a result
-of other settings at the same path: needs --force or --tag), corrupt (a result file that cannot be read: running
-the cell moves it aside to `<file>.corrupt` and runs again), running (a live lock), queued (a SLURM job that
-will run it is pending), failed (failed.json, a job that ended without a result, or a lock whose owner died),
-pending (nothing yet).
+The state (`shiplib.engine.results.RunState`) is what the result file says (`check_result`: done, stale, conflict,
+corrupt, missing), unless a lock or a job says more: running (a live lock), queued (a SLURM job that will run it is
+pending), failed (failed.json, a job that ended without a result, or a lock whose owner died). A corrupt result is
+moved aside to `<file>.corrupt` when the cell runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import ShiplibError
+from ..engine.results import RunState, check_result, run_name
 from . import locks, slurm
 
-STATES = ("done", "running", "queued", "failed", "pending", "stale", "conflict", "corrupt")
-#: States a sweep (re)submits; "conflict" only with --force, "done" only with --force.
-TO_RUN = ("pending", "failed", "stale", "corrupt")
+
+class Action(str, enum.Enum):
+    """What a sweep does with a cell."""
+
+    RUN = "run"
+    SKIP = "skip"  # done, or another process or job is on it
+    CONFLICT = "conflict"  # a result of other settings: only with force
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
-    cfg: object  # RunConfig
-    identity: dict
-    result: Path
-    work_dir: Path
+    """One run of a grid, resolved once: its `ResolvedRun` says its identity and files."""
+
+    run: Any  # shiplib.engine.ResolvedRun
+
+    @property
+    def identity(self) -> dict:
+        return self.run.identity()
+
+    @property
+    def result(self) -> Path:
+        return self.run.paths.result
+
+    @property
+    def work_dir(self) -> Path:
+        return self.run.paths.work_dir
 
     @property
     def label(self) -> str:
-        from ..engine.results import run_name
-
-        i = self.identity
-        return f"{i['task']} {run_name(i['method'], i.get('tag') or None)} seed {i['seed']}"
+        r = self.run
+        return f"{r.task.name} {run_name(r.method, r.tag)} seed {r.seed}"
 
     def key(self) -> dict:
-        i = self.identity
-        return dict(task=i["task"], method=i["method"], tag=i.get("tag"), seed=i["seed"], protocol=i["protocol"])
+        r = self.run
+        return dict(task=r.task.name, method=r.method, tag=r.tag, seed=r.seed, protocol=r.protocol)
+
+
+@dataclass
+class CellState:
+    """A cell and what stands for it now (no training, no locking)."""
+
+    cell: Cell
+    state: RunState
+    detail: str = ""
+    job: str | None = None  # a SLURM job id or pid@host
+    acc_last: float | None = None
+    acc_max_over_epochs: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.cell.label
+
+    def action(self, force: bool = False) -> Action:
+        if self.state.elsewhere:
+            return Action.SKIP
+        if force or self.state.to_run:
+            return Action.RUN
+        return Action.CONFLICT if self.state is RunState.CONFLICT else Action.SKIP
 
 
 def cell_of(cfg) -> Cell:
-    from ..engine import resolve_config
-    from ..engine.run import paths_for
+    """The cell of a RunConfig (resolved here, once)."""
+    from ..engine.config import resolve_config
 
-    resolved = resolve_config(cfg)
-    paths = paths_for(resolved)
-    return Cell(cfg=cfg, identity=resolved.identity(), result=paths.result, work_dir=paths.work_dir)
+    return Cell(resolve_config(cfg))
 
 
-def make_cells(tasks, methods, seeds=(1,), *, epochs=None, overrides=None, protocol="final", tag=None,
-               results="results", runs="runs", data_root=None, device="auto", threads=None, num_workers=0,
-               progress=False) -> list[Cell]:
-    """Cells of tasks × methods × seeds ('mini'/'vtab1k' expand to their tasks), as `python -m shiplib sweep`."""
-    from ..engine import RunConfig
-    from ..engine.config import parse_overrides
+@dataclass(frozen=True)
+class GridSettings:
+    """The settings every cell of a grid shares, as the options of `python -m shiplib sweep`."""
 
+    epochs: int | None = None
+    overrides: Any = None  # `--set` items, key=value text or a dict
+    protocol: str = "final"
+    tag: str | None = None
+    results: str = "results"
+    runs: str = "runs"
+    data_root: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    num_workers: int = 0
+    progress: bool = False
+    extra: dict = field(default_factory=dict)  # any other RunConfig field by name
+
+    def config(self, task: str, method: str, seed: int):
+        from ..engine import RunConfig
+        from ..engine.config import parse_overrides
+
+        ov = parse_overrides(list(self.overrides) if isinstance(self.overrides, tuple) else self.overrides)
+        if self.epochs is not None:
+            ov["epochs"] = self.epochs
+        cfg = RunConfig(task=task, method=method, seed=int(seed), protocol=self.protocol, tag=self.tag,
+                        results_dir=str(self.results), runs_dir=str(self.runs), data_root=self.data_root,
+                        device=self.device, threads=self.threads, num_workers=self.num_workers,
+                        progress=self.progress, **self.extra)
+        return cfg.with_overrides(ov)
+
+
+def make_cells(tasks, methods, seeds=(1,), settings: GridSettings | None = None, **given) -> list[Cell]:
+    """Cells of tasks × methods × seeds ('mini'/'vtab1k' expand to their tasks), as `python -m shiplib sweep`.
+    `settings`, or its fields by name (epochs, overrides, protocol, tag, results, runs, …)."""
+    settings = settings or GridSettings(**given)
     expanded = expand_tasks([tasks] if isinstance(tasks, str) else list(tasks))
     methods = [methods] if isinstance(methods, str) else list(methods)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    ov = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
-    if epochs is not None:
-        ov["epochs"] = epochs
-    cells = []
-    for task in expanded:
-        for method in methods:
-            for seed in seeds:
-                cfg = RunConfig(task=task, method=method, seed=int(seed), protocol=protocol, tag=tag,
-                                results_dir=str(results), runs_dir=str(runs), data_root=data_root, device=device,
-                                threads=threads, num_workers=num_workers, progress=progress)
-                cells.append(cell_of(cfg.with_overrides(ov)))
-    return cells
+    return [cell_of(settings.config(task, method, seed)) for task in expanded for method in methods
+            for seed in seeds]
 
 
 def expand_tasks(names: list[str]) -> list[str]:
@@ -98,66 +151,48 @@ def submitit_log_tail(queued: dict, lines: int = 8) -> list[str]:
     return _tail(Path(folder.replace("%j", job)) / f"{job}_0_log.err", lines)
 
 
-def cell_state(cell: Cell) -> dict:
-    """{"state", "detail", "acc_last", "acc_max_over_epochs", "job"} of one cell (no training, no locking)."""
-    from ..engine.prepare import stale_backbone
-    from ..engine.results import UnreadableResultError, read_result
-    from ..engine.run import identity_diff
-    from ..utils.io import aside_path
-
-    out = dict(state="pending", detail="", job=None, acc_last=None, acc_max_over_epochs=None)
-    prev = None
-    if cell.result.is_file():
-        try:
-            prev = read_result(cell.result)
-        except UnreadableResultError as e:
-            out.update(state="corrupt", detail=f"unreadable result: {e.reason}; running the cell moves it to "
-                                               f"{aside_path(cell.result).name} and runs it again")
-        except OSError as e:
-            out.update(state="corrupt", detail=f"result file cannot be opened: {e}")
-    if prev is not None:
-        if prev.get("identity") == cell.identity:
-            try:
-                reason = stale_backbone(prev)
-            except (ShiplibError, OSError) as e:  # e.g. the backbone weights file is unreadable now
-                reason = f"cannot compare with the current backbone weights: {e}"
-            out.update(acc_last=prev.get("acc_last"), acc_max_over_epochs=prev.get("acc_max_over_epochs"))
-            if reason is None:
-                out.update(state="done", detail=str(cell.result))
-                return out
-            out.update(state="stale", detail=reason)
-        else:
-            out.update(state="conflict", detail="a result of other settings: "
-                       f"{identity_diff(prev.get('identity', {}), cell.identity)} (use --tag, or --force)")
+def cell_state(cell: Cell) -> CellState:
+    """The state of one cell: its result file's (`check_result`), unless a lock or a job says more."""
+    check = check_result(cell.result, cell.identity)
+    st = CellState(cell, check.state, check.detail)
+    if check.result is not None and check.state is not RunState.CONFLICT:
+        st.acc_last, st.acc_max_over_epochs = check.result.get("acc_last"), check.result.get("acc_max_over_epochs")
+    if check.state is RunState.DONE:
+        return st
     owner = locks.live_owner(cell.work_dir)
     if owner is not None:
-        out.update(state="running", job=owner.get("job_id") if owner.get("job_id") != "local"
-                   else f"{owner.get('pid')}@{owner.get('host')}", detail=locks.describe_owner(owner))
-        return out
-    if out["state"] in ("stale", "conflict", "corrupt"):
-        return out
-    queued = locks.read_json(cell.work_dir / locks.QUEUED_NAME)
-    if queued and queued.get("job_id"):
-        alive = slurm.job_alive(queued["job_id"])
-        if alive:
-            out.update(state="queued", job=queued["job_id"], detail=f"SLURM job {queued['job_id']}")
-            return out
-    failed = locks.read_json(cell.work_dir / locks.FAILED_NAME)
+        job = owner.get("job_id") if owner.get("job_id") != "local" else f"{owner.get('pid')}@{owner.get('host')}"
+        return _set(st, RunState.RUNNING, locks.describe_owner(owner), job)
+    if check.state is not RunState.MISSING:  # stale, conflict, corrupt: what the result says
+        return st
+    return _job_state(st)
+
+
+def _set(st: CellState, state: RunState, detail: str, job=None) -> CellState:
+    st.state, st.detail, st.job = state, detail, job
+    return st
+
+
+def _job_state(st: CellState) -> CellState:
+    """Queued or failed, from the records a job leaves in the work folder, or still missing."""
+    wd = st.cell.work_dir
+    queued = locks.read_json(wd / locks.QUEUED_NAME)
+    alive = slurm.job_alive(queued["job_id"]) if queued and queued.get("job_id") else None
+    if alive:
+        return _set(st, RunState.QUEUED, f"SLURM job {queued['job_id']}", queued["job_id"])
+    failed = locks.read_json(wd / locks.FAILED_NAME)
     if failed:
-        out.update(state="failed", job=failed.get("job_id"),
-                   detail=failed.get("error", "") + "\n" + "\n".join(failed.get("tail", [])[-6:]))
-        return out
-    if queued and queued.get("job_id") and alive is False:
+        return _set(st, RunState.FAILED, failed.get("error", "") + "\n" + "\n".join(failed.get("tail", [])[-6:]),
+                    failed.get("job_id"))
+    if alive is False:
         tail = submitit_log_tail(queued)
-        out.update(state="failed", job=queued["job_id"],
-                   detail=f"SLURM job {queued['job_id']} ended without a result" + ("; log:\n" + "\n".join(tail)
-                                                                                     if tail else ""))
-        return out
-    stale_lock, _ = locks.read_lock(cell.work_dir)
+        return _set(st, RunState.FAILED, f"SLURM job {queued['job_id']} ended without a result"
+                    + ("; log:\n" + "\n".join(tail) if tail else ""), queued["job_id"])
+    stale_lock, _ = locks.read_lock(wd)
     if stale_lock and stale_lock.get(locks.NOT_A_LOCK) is not None:
-        out.update(state="failed", detail=f"its lock file holds {stale_lock[locks.NOT_A_LOCK]}, not a lock "
-                                          "(stale: the next run takes it over)")
-    elif stale_lock:
-        out.update(state="failed", job=stale_lock.get("job_id"),
-                   detail=f"interrupted: {locks.describe_owner(stale_lock)} is gone (its lock is stale)")
-    return out
+        return _set(st, RunState.FAILED, f"its lock file holds {stale_lock[locks.NOT_A_LOCK]}, not a lock "
+                                         "(stale: the next run takes it over)")
+    if stale_lock:
+        return _set(st, RunState.FAILED, f"interrupted: {locks.describe_owner(stale_lock)} is gone (its lock is stale)",
+                    stale_lock.get("job_id"))
+    return st

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .cells import STATES, Cell, cell_state, make_cells
+from ..engine.results import RunState, run_name
+from .cells import Cell, cell_state, make_cells
 
 
 def status_frame(cells: list[Cell]):
@@ -12,8 +13,8 @@ def status_frame(cells: list[Cell]):
     rows = []
     for cell in cells:
         st = cell_state(cell)
-        rows.append(dict(**cell.key(), state=st["state"], job=st["job"], acc_last=st["acc_last"],
-                         acc_max_over_epochs=st["acc_max_over_epochs"], detail=st["detail"],
+        rows.append(dict(**cell.key(), state=st.state.value, job=st.job, acc_last=st.acc_last,
+                         acc_max_over_epochs=st.acc_max_over_epochs, detail=st.detail,
                          result=str(cell.result), work_dir=str(cell.work_dir)))
     return pd.DataFrame(rows, columns=["task", "method", "tag", "seed", "protocol", "state", "job", "acc_last",
                                        "acc_max_over_epochs", "detail", "result", "work_dir"])
@@ -30,22 +31,21 @@ def grid_status(tasks, methods, seeds=(1,), **settings):
 def summary_line(states) -> str:
     states = list(states)
     counts = Counter(states)
-    parts = [f"{counts[s]} {s}" for s in STATES if counts.get(s)]
+    parts = [f"{counts[s.value]} {s.value}" for s in RunState if counts.get(s.value)]
     return f"{len(states)} cells: " + (", ".join(parts) or "none")
 
 
 def format_status(frame) -> str:
-    from ..engine.results import run_name
-
     lines = []
     for i, row in enumerate(frame.itertuples(index=False), 1):
         name = f"{row.task} {run_name(row.method, row.tag or None)} seed {row.seed}"
-        text = f"[{i}/{len(frame)}] {name}: {row.state}"
-        if row.state == "done" and row.acc_last is not None:
+        state = RunState(row.state)
+        text = f"[{i}/{len(frame)}] {name}: {state}"
+        if state is RunState.DONE and row.acc_last is not None:
             text += f" (acc_last {row.acc_last:.2f}%, acc_max_over_epochs {row.acc_max_over_epochs:.2f}%)"
-        elif row.state in ("running", "queued"):
+        elif state.elsewhere:
             text += f" ({row.detail})"
-        elif row.detail and row.state in ("failed", "stale", "conflict", "corrupt"):
+        elif row.detail and state is not RunState.MISSING:
             first, *rest = str(row.detail).splitlines()
             text += f": {first}" + "".join(f"\n      {line}" for line in rest)
         lines.append(text)

@@ -380,8 +380,8 @@ def task_comparison(result: dict) -> pd.DataFrame:
 def committed_twin(result: dict, committed_dir="results") -> tuple[str, dict | None]:
     """The committed result of the same (task, run, seed, protocol) as `result` and made with the same settings,
     as (its path as shown, the result or None)."""
-    path = result_path(committed_dir, result["benchmark"], result["task"], result["method"], result["seed"],
-                       result["protocol"], tag=result.get("tag"))
+    path = result_path(committed_dir, result["benchmark"], result["task"],
+                       run_name(result["method"], result.get("tag")), result["seed"], result["protocol"])
     shown = display_path(path, committed_dir)
     if not path.is_file():
         return shown, None
