@@ -3,10 +3,11 @@ import numpy as np
 import torch
 
 from shiplib.backbones import create_backbone
+from shiplib.backbones.fingerprint import backbone_fingerprint
 from shiplib.data.folder import build_dataset
 from shiplib.engine.config import RunConfig, resolve_config
-from shiplib.engine.prepare import (backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
-                                    eval_loader, load_or_compute_data_inputs, train_loader)
+from shiplib.engine.prepare import (data_cache_path, dataset_fingerprint, derived_seed, eval_loader,
+                                    load_or_compute_data_inputs, train_loader)
 from shiplib.methods import get_method
 
 

@@ -130,7 +130,7 @@ def _fake_result(cell: Cell, sha: str) -> None:
 
 
 def test_cell_states_status_table_and_dry_run(cells, capsys, sleeper):
-    from shiplib.engine.prepare import current_fingerprint
+    from shiplib.backbones.fingerprint import current_fingerprint
 
     done, stale, running, failed = cells
     _fake_result(done, current_fingerprint("mini", True))

@@ -13,8 +13,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..backbones import create_backbone
-from ..backbones.loading import weights_file
 from ..data.image_cache import images_fingerprint
 from ..utils.io import atomic_save_npz, move_aside
 from ..utils.progress import bars_off
@@ -61,46 +59,6 @@ def on_device(loader: DataLoader, device: torch.device):
     """`DeviceBatches` over a loader whose dataset yields cached uint8 images, else the loader itself."""
     ds = loader.dataset
     return DeviceBatches(loader, device, ds.normalize) if getattr(ds, "uint8", False) else loader
-
-
-def backbone_fingerprint(vit: torch.nn.Module) -> str:
-    """sha256 over the backbone's tensors (names, shapes, dtypes, values), head excluded: identifies its weights."""
-    h = hashlib.sha256()
-    for name, t in vit.state_dict().items():
-        if name.startswith("head."):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-_FINGERPRINTS: dict = {}
-
-
-def _file_state(spec) -> tuple | None:
-    """(path, mtime, size) of the weights file a backbone spec reads, so a replaced checkpoint is noticed."""
-    path = weights_file(spec)
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return str(path), st.st_mtime_ns, st.st_size
-
-
-def current_fingerprint(spec, pretrained: bool = True, arch=None) -> str | None:
-    """`backbone_fingerprint` of the pretrained backbone a config names (memoised per weights file state).
-
-    None for random-init backbones, whose weights depend on the run's seed, not on a file.
-    """
-    if not pretrained:
-        return None
-    key = (str(spec), _file_state(spec), json.dumps(arch, sort_keys=True))
-    if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = backbone_fingerprint(create_backbone(spec, pretrained=True, backbone_arch=arch))
-    return _FINGERPRINTS[key]
 
 
 def backbone_slug(spec) -> str:

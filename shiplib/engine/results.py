@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from ..backbones.fingerprint import current_fingerprint
 from ..errors import ConfigError, ShiplibError, StateError, setting_fix
 from ..utils.io import CORRUPT_SUFFIX, aside_path, atomic_write_json, move_aside, remove_stale_temporaries
-from .prepare import current_fingerprint
 
 log = logging.getLogger(__name__)
 

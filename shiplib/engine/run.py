@@ -32,6 +32,7 @@ import torch
 
 from .. import __version__
 from ..backbones import create_backbone
+from ..backbones.fingerprint import backbone_fingerprint
 from ..backbones.loading import architecture_of
 from ..data.folder import TaskLocation, VtabFolderDataset, build_dataset
 from ..errors import ConfigError, setting_fix
@@ -42,13 +43,13 @@ from ..utils.paths import portable_path
 from ..utils.progress import progress_bar
 from ..utils.seed import auto_device, seed_everything
 from .checkpoints import CheckpointStore, checkpoint_state
+from .compiled import compile_model
 from .config import RunConfig, as_resolved
 from .loop import TrainStep, evaluate, train_one_epoch
 from .optim import create_optimizer, optimizer_summary
-from .compiled import compile_model
 from .precision import Precision
-from .prepare import (DeviceBatches, backbone_fingerprint, data_cache_path, dataset_fingerprint, derived_seed,
-                      eval_loader, image_cache_dir, load_or_compute_data_inputs, on_device, train_loader)
+from .prepare import (DeviceBatches, data_cache_path, dataset_fingerprint, derived_seed, eval_loader, image_cache_dir,
+                      load_or_compute_data_inputs, on_device, train_loader)
 from .resolved import ResolvedRun, identity_diff, paths_for
 from .resources import Estimate, preflight
 from .results import RunState, check_result, commit_result, file_state, read_result

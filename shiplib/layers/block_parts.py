@@ -7,6 +7,8 @@ attentions (`joint_attention`, `decoupled_attention`) and SHIP's block (`ship_bl
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,6 +20,17 @@ except ImportError:  # pragma: no cover - older timm
 
 _BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 _ATTN_PARTS = ("qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop", "num_heads", "head_dim", "scale")
+
+
+@dataclass(frozen=True)
+class BlockSettings:
+    """How a block attends."""
+
+    joint: bool  # one softmax over image and prompt keys for every query (da=False); else decoupled attention
+    prompts_query: bool  # prompt rows are queries; otherwise their normed input passes through to proj
+    da_scale: float  # s in (1 - s) * image-image + s * image-prompt
+    top_k: int  # PML targets selected when `RowsRead.targets`
+    fused: bool = True  # SDPA; False: explicit logits (the readable form)
 
 
 # ----- checks -----

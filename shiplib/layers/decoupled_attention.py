@@ -20,17 +20,12 @@ block, `shiplib.layers.ship_block`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 
-from .block_parts import (attend, attention_logits, check_block, check_pass_through, finish_block, merge_heads,
-                          output_projection, split_qkv)
+from .block_parts import (BlockSettings, attend, attention_logits, check_block, check_pass_through, finish_block,
+                          merge_heads, output_projection, split_qkv)
 from .sdpa import attention, small_key_attention
-
-if TYPE_CHECKING:  # ship_block imports this module
-    from .ship_block import BlockSettings
 
 
 def decoupled_attention(attn: nn.Module, xn: torch.Tensor, num_image_tokens: int, scale: float = 0.1,

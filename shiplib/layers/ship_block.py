@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from ..losses.pml import gather_tokens, top_attended_tokens
-from .block_parts import (attention_logits, check_pass_through, drop_path_mask, masked_residual, merge_heads,
-                          output_projection, project_kv, project_q, project_qkv, split_kv)
+from .block_parts import (BlockSettings, attention_logits, check_pass_through, drop_path_mask, masked_residual,
+                          merge_heads, output_projection, project_kv, project_q, project_qkv, split_kv)
 from .decoupled_attention import decoupled_image_attention
 from .sdpa import attention
 
@@ -102,17 +102,6 @@ class RowsRead:
     prompts: tuple[str, ...]  # prompt kinds whose outputs are read (by the next block, or by PML)
     cls_logits: bool  # the class token's pre-softmax logit row is read (AP or PML token selection)
     targets: bool  # the PML targets are selected (and, with `image` set, their rows computed after the leading ones)
-
-
-@dataclass(frozen=True)
-class BlockSettings:
-    """How a block attends."""
-
-    joint: bool  # one softmax over image and prompt keys for every query (da=False); else decoupled attention
-    prompts_query: bool  # prompt rows are queries; otherwise their normed input passes through to proj
-    da_scale: float  # s in (1 - s) * image-image + s * image-prompt
-    top_k: int  # PML targets selected when `RowsRead.targets`
-    fused: bool = True  # SDPA; False: explicit logits (the readable form)
 
 
 @dataclass
