@@ -45,7 +45,7 @@ case $stage in
     grid)
         "$PYTHON" -m shiplib sweep --tasks mini --methods "${METHODS[@]}" --seeds 1-3 "${common[@]}" ;;
     ablations)
-        "$PYTHON" -c "from shiplib.report import sweep_commands; print('\n'.join(sweep_commands(seeds=[1, 2, 3])))" |
+        "$PYTHON" -c "from shiplib.launch.ablations import sweep_commands; print('\n'.join(sweep_commands(seeds=[1, 2, 3])))" |
             while read -r cmd; do
                 # each line is "python -m shiplib sweep ..."; run it with this interpreter and the shared flags
                 "$PYTHON" ${cmd#python } "${common[@]}" < /dev/null

@@ -6,9 +6,9 @@ from shiplib.__main__ import _config, build_parser
 from shiplib.engine import resolve_config
 from shiplib.engine.results import check_tag
 from shiplib.methods import method_options
-from shiplib.report import (ABLATION_VARIANTS, FACTORS, REFERENCE, ablation_results, ablation_summary,
-                            ablation_table, get_variant, missing_runs, run_ablations, select_variants,
-                            sweep_commands, variant_config, variants_frame)
+from shiplib.launch.ablations import (ABLATION_VARIANTS, FACTORS, REFERENCE, get_variant, missing_runs, run_ablations,
+                                     select_variants, sweep_commands, variant_config, variants_frame)
+from shiplib.report import ablation_results, ablation_summary, ablation_table
 
 
 def test_variants_are_unique_valid_and_cover_every_factor():
@@ -103,7 +103,7 @@ def test_table_shows_the_variants_tasks_and_the_reference_on_their_seeds(tmp_pat
 def test_plan_runs_components_on_every_task_and_hyperparameters_on_one_task_per_group():
     from shiplib.data import list_tasks
     from shiplib.data.tasks import get_task
-    from shiplib.report import ablation_plan, factor_tasks
+    from shiplib.launch.ablations import ablation_plan, factor_tasks
 
     assert factor_tasks("components") == list_tasks("mini")
     per_group = factor_tasks("threshold")

@@ -101,7 +101,7 @@ def test_committed_files_hold_no_absolute_path_of_the_machine_that_wrote_them():
 
 # ---------------------------------------------------------------- SHIP's ablations (shiplib.report.ABLATION_VARIANTS)
 def _ablation_runs():
-    from shiplib.report import ablation_plan
+    from shiplib.launch.ablations import ablation_plan
 
     return ablation_plan("mini", seeds=SEEDS)
 

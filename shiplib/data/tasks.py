@@ -7,9 +7,11 @@ importing a table registers its tasks.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 
-from ..utils.checks import choice
+from ..errors import ConfigError
+from ..utils.checks import choice, positive_int
 
 GROUPS = ("natural", "specialized", "structured")
 
@@ -58,3 +60,26 @@ def get_task(name: str) -> TaskSpec:
 def list_tasks(benchmark: str | None = None, group: str | None = None) -> list[str]:
     return [t.name for t in _TASKS.values()
             if (benchmark is None or t.benchmark == benchmark) and (group is None or t.group == group)]
+
+
+def pick_tasks(benchmark: str = "mini", per_group: int = 1, tasks=None) -> list[str]:
+    """`tasks` if given (a list, or text as papermill's `-p` passes it: '["a", "b"]' or 'a, b'), else the first
+    `per_group` tasks of each group (registry order). Unknown names are a ConfigError listing the valid ones."""
+    if tasks is not None:
+        if isinstance(tasks, str):
+            text = tasks.strip()
+            try:
+                tasks = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"tasks {tasks!r} is not a JSON list ({e.msg}); give a list such as "
+                                  "[\"mini_mnist\", \"mini_clevr_count\"] or 'mini_mnist, mini_clevr_count'") from None
+        try:
+            return [get_task(str(t).strip()).name for t in tasks]
+        except KeyError as e:
+            raise ConfigError(e.args[0] if e.args else str(e)) from None
+    names = list_tasks(benchmark=benchmark)
+    if not names:
+        raise ConfigError(f"no tasks registered for benchmark {benchmark!r}; valid: vtab1k, mini")
+    positive_int("per_group", per_group)
+    picked = [t for g in GROUPS for t in [n for n in names if get_task(n).group == g][:per_group]]
+    return picked

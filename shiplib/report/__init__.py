@@ -2,10 +2,9 @@
 
 Figures live in `shiplib.report.figures` (imported separately: it loads matplotlib).
 """
-from .ablations import (ABLATION_VARIANTS, FACTOR_TASKS, FACTORS, REFERENCE, AblationVariant, ablation_paired,
-                        ablation_paired_frame, ablation_plan, ablation_results, ablation_summary, ablation_table,
-                        factor_tasks, get_variant, missing_runs, run_ablations, select_variants, sweep_commands,
-                        variant_config, variants_frame)
+from ..launch.ablations import (ABLATION_VARIANTS, FACTOR_TASKS, FACTORS, REFERENCE, AblationVariant, factor_tasks,
+                                get_variant, select_variants, variants_frame)
+from .ablations import ablation_paired, ablation_paired_frame, ablation_results, ablation_summary, ablation_table
 from .affinity import (adjacent_frame, adjacent_stats_frame, adjacent_stats_table, affinity_range, levels_frame,
                        load_affinity_dir, task_affinities, task_backbone)
 from .feature_maps import block_patch_tokens, layer_feature_maps, sample_images
@@ -20,9 +19,8 @@ from .tables import (METHODS, METRICS, benchmark_summary, committed_comparison, 
 
 __all__ = [
     "ABLATION_VARIANTS", "FACTOR_TASKS", "FACTORS", "REFERENCE", "AblationVariant", "ablation_paired",
-    "ablation_paired_frame", "ablation_plan", "ablation_results", "ablation_summary", "ablation_table", "factor_tasks",
-    "get_variant", "missing_runs", "run_ablations", "select_variants", "sweep_commands", "variant_config",
-    "variants_frame",
+    "ablation_paired_frame", "ablation_results", "ablation_summary", "ablation_table", "factor_tasks",
+    "get_variant", "select_variants", "variants_frame",
     "UnknownParameterError", "check_parameters",
     "Bootstrap", "PairedComparison", "matched_pairs", "paired_comparison", "paired_table",
     "adjacent_frame", "adjacent_stats_frame", "adjacent_stats_table", "affinity_range", "levels_frame",

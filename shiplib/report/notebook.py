@@ -1,7 +1,6 @@
 """Small helpers that keep the notebooks thin: working folder, display setup, run descriptions, task picks."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -10,10 +9,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from ..data.tasks import GROUPS, get_task, list_tasks
+from ..data.tasks import pick_tasks  # noqa: F401  (part of the notebooks' API)
 from ..engine import RunConfig, ResolvedRun
-from ..errors import ConfigError
-from ..utils.checks import positive_int
 from ..utils.paths import find_repo_root
 
 
@@ -63,29 +60,6 @@ def cli_command(cfg) -> str:
         text = str(value).lower() if isinstance(value, bool) else "none" if value is None else str(value)
         parts += ["--set", f"{key}={text}"]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def pick_tasks(benchmark: str = "mini", per_group: int = 1, tasks=None) -> list[str]:
-    """`tasks` if given (a list, or text as papermill's `-p` passes it: '["a", "b"]' or 'a, b'), else the first
-    `per_group` tasks of each group (registry order). Unknown names are a ConfigError listing the valid ones."""
-    if tasks is not None:
-        if isinstance(tasks, str):
-            text = tasks.strip()
-            try:
-                tasks = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"tasks {tasks!r} is not a JSON list ({e.msg}); give a list such as "
-                                  "[\"mini_mnist\", \"mini_clevr_count\"] or 'mini_mnist, mini_clevr_count'") from None
-        try:
-            return [get_task(str(t).strip()).name for t in tasks]
-        except KeyError as e:
-            raise ConfigError(e.args[0] if e.args else str(e)) from None
-    names = list_tasks(benchmark=benchmark)
-    if not names:
-        raise ConfigError(f"no tasks registered for benchmark {benchmark!r}; valid: vtab1k, mini")
-    positive_int("per_group", per_group)
-    picked = [t for g in GROUPS for t in [n for n in names if get_task(n).group == g][:per_group]]
-    return picked
 
 
 def suggest_thresholds(affinities: dict, quantiles=(0.1, 0.3, 0.5, 0.7, 0.9)) -> list[float]:
