@@ -111,7 +111,7 @@ def _ablation_path(variant, task, seed):
 
 
 def test_committed_ablation_results_use_the_current_settings():
-    from shiplib.report import variant_config
+    from shiplib.launch.ablations import variant_config
 
     other = []
     for variant, task, seed in _ablation_runs():
@@ -137,7 +137,7 @@ def test_every_planned_ablation_run_is_committed():
 
 def test_a_committed_ablation_result_is_reproduced_by_rerunning_it(tmp_path):
     """One variant run (SHIP without PML on mini_mnist, seed 1) re-run through the variant's own configuration."""
-    from shiplib.report import get_variant, variant_config
+    from shiplib.launch.ablations import get_variant, variant_config
 
     variant = get_variant("no-pml")
     assert_rerun_reproduces(_ablation_path(variant, "mini_mnist", 1),
