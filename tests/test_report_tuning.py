@@ -182,3 +182,29 @@ def test_chosen_runs_name_every_tag_holding_the_chosen_lr(write_fake_result, tmp
     assert chosen_runs(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"]) == [
         "vpt_deep+pilot-e20-lr1e-1", "ship+pilot-e20-lr3e-1", "ship+tune-e20-lr3e-01"]
     assert chosen_runs(tmp_path / "results", 40, "mini_mnist", ["ship"]) == []
+
+
+def test_the_readme_states_the_budget_pilot_as_the_committed_runs_give_it():
+    from pathlib import Path
+
+    from shiplib.report.tuning import budget_pilot
+
+    repo = Path(__file__).resolve().parents[1]
+    pilot = budget_pilot(repo / "results")
+    at = pilot[(pilot["lr"] == "1e-01") & (pilot["seed"] == 1)].pivot_table(index=["task", "method"],
+                                                                          columns="epochs", values="val_loss")
+    if 40 not in at or at[40].isna().any():
+        pytest.skip("the committed budget pilot lacks its 40-epoch runs at lr 0.1")
+    first, second = 100 * (1 - at[20] / at[10]), 100 * (1 - at[40] / at[20])
+    gains = second[second > 0]
+    text = " ".join((repo / "README.md").read_text(encoding="utf-8").split())
+    assert f"fell by {first.min():.0f}–{first.max():.0f} % from 10 to 20 epochs" in text
+    assert f"by {gains.min():.0f}–{gains.max():.0f} % from 20 to 40" in text
+    (task, method), = second[second <= 0].index
+    assert f"except VPT-deep on ihc_hema, {-second.min():.0f} % higher at 40" in text
+    assert (task, method) == ("mini_ihc_hema", "vpt_deep")
+    acc = pilot[(pilot["lr"] == "1e-01") & (pilot["task"] == "mini_ihc_hema")].pivot_table(
+        index="method", columns="epochs", values="val_acc")
+    assert (f"SHIP's validation accuracy rose from {acc.loc['ship', 20]:.1f} (20 epochs) to "
+            f"{acc.loc['ship', 40]:.1f} (40), level with VPT-deep ({acc.loc['vpt_deep', 20]:.1f}, "
+            f"{acc.loc['vpt_deep', 40]:.1f})") in text
