@@ -208,3 +208,16 @@ def test_the_readme_states_the_budget_pilot_as_the_committed_runs_give_it():
     assert (f"SHIP's validation accuracy rose from {acc.loc['ship', 20]:.1f} (20 epochs) to "
             f"{acc.loc['ship', 40]:.1f} (40), level with VPT-deep ({acc.loc['vpt_deep', 20]:.1f}, "
             f"{acc.loc['vpt_deep', 40]:.1f})") in text
+
+
+def test_pilot_differences_follow_each_methods_best_lr_per_budget(write_fake_result, tmp_path):
+    from shiplib.report.tuning import budget_pilot, pilot_differences
+
+    for epochs, ship, vpt in ((10, (60.0, 50.0), (70.0, 65.0)), (20, (66.0, 72.0), (71.0, 60.0))):
+        for lr, s, v in ((0.1, ship[0], vpt[0]), (0.3, ship[1], vpt[1])):
+            write_pilot_run(write_fake_result, "mini_mnist", "ship", epochs, lr, 1.0, acc=s)
+            write_pilot_run(write_fake_result, "mini_mnist", "vpt_deep", epochs, lr, 1.0, acc=v)
+    table = pilot_differences(budget_pilot(tmp_path / "results"))
+    assert table.loc[("mini_mnist", 10), "ship − vpt_deep"] == -10.0
+    assert table.loc[("mini_mnist", 20)].tolist() == [72.0, "3e-01", 71.0, "1e-01", 1.0, "1e-01, 3e-01"]
+    assert pilot_differences(budget_pilot(tmp_path / "nothing")).empty

@@ -239,3 +239,23 @@ def chosen_runs(results_dir, epochs: int, task: str, methods: list[str], benchma
     table = per_task_lr(runs, {m: 0.1 for m in methods}).set_index("method")
     return [f"{m}+{tag}" for m in methods if m in table.index and table.loc[m, "lr"] is not None
             for tag in sorted(set(runs.loc[(runs["method"] == m) & (runs["lr"] == table.loc[m, "lr"]), "tag"]))]
+
+
+def pilot_differences(pilot: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> pd.DataFrame:
+    """Per (task, epochs) of the budget pilot: each method's best validation accuracy over the lrs run at that budget
+    (mean over seeds), the lr that gave it, and `a − b`: how the gap between two methods moves with the budget."""
+    cols = ["task", "epochs", a, f"lr {a}", b, f"lr {b}", f"{a} − {b}", "lrs tried"]
+    if pilot.empty:
+        return pd.DataFrame(columns=cols).set_index(["task", "epochs"])
+    means = pilot.groupby(["task", "epochs", "method", "lr"], as_index=False)["val_acc"].mean()
+    rows = []
+    for (task, epochs), part in means.groupby(["task", "epochs"], sort=True):
+        best = {m: part[part["method"] == m].sort_values(["val_acc", "lr"], ascending=[False, True]).head(1)
+                for m in (a, b)}
+        if any(v.empty for v in best.values()):
+            continue
+        acc = {m: float(v["val_acc"].iloc[0]) for m, v in best.items()}
+        rows.append({"task": task, "epochs": int(epochs), a: acc[a], f"lr {a}": best[a]["lr"].iloc[0], b: acc[b],
+                     f"lr {b}": best[b]["lr"].iloc[0], f"{a} − {b}": acc[a] - acc[b],
+                     "lrs tried": ", ".join(sorted(set(part["lr"]), key=float))})
+    return pd.DataFrame(rows, columns=cols).set_index(["task", "epochs"])
