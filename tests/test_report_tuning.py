@@ -221,3 +221,20 @@ def test_pilot_differences_follow_each_methods_best_lr_per_budget(write_fake_res
     assert table.loc[("mini_mnist", 10), "ship − vpt_deep"] == -10.0
     assert table.loc[("mini_mnist", 20)].tolist() == [72.0, "3e-01", 71.0, "1e-01", 1.0, "1e-01, 3e-01"]
     assert pilot_differences(budget_pilot(tmp_path / "nothing")).empty
+
+
+def test_the_readme_states_the_pilot_gaps_as_computed():
+    from pathlib import Path
+
+    from shiplib.report.tuning import budget_pilot, pilot_differences
+
+    repo = Path(__file__).resolve().parents[1]
+    gaps = pilot_differences(budget_pilot(repo / "results"))["ship − vpt_deep"]
+    if len(gaps) < 9:
+        pytest.skip("the committed budget pilot is incomplete")
+    text = " ".join((repo / "README.md").read_text(encoding="utf-8").split())
+    ihc = gaps.xs("mini_ihc_hema")
+    assert (f"{ihc[10]:+.1f} points at 10 epochs, {ihc[20]:+.1f} at 20 and {ihc[40]:+.1f} at 40".replace("-", "−")
+            .replace("+", "", 1)) in text
+    for task in ("mini_mnist", "mini_dsprites_loc"):
+        assert "({})".format(", ".join(f"{gaps[(task, e)]:+.1f}" for e in (10, 20, 40)).replace("-", "−")) in text
