@@ -934,6 +934,7 @@ def test_full_disk_run_is_refused_before_work_in_one_line(ctx, full_disk, capsys
 # ----- signals: SIGTERM/SIGHUP stop like Ctrl-C; nothing half-written survives; resume is exact -----
 _KILL_IN_CHECKPOINT_WRITE = """
 import os, signal, sys, torch
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a run in a terminal: under nohup SIGHUP is ignored, and runs respect it
 real_save = torch.save
 def save(obj, f, *args, **kwargs):  # the checkpoint of epoch 1 is in its temporary file, not yet renamed
     real_save(obj, f, *args, **kwargs)
