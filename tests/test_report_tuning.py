@@ -238,3 +238,11 @@ def test_the_readme_states_the_pilot_gaps_as_computed():
             .replace("+", "", 1)) in text
     for task in ("mini_mnist", "mini_dsprites_loc"):
         assert "({})".format(", ".join(f"{gaps[(task, e)]:+.1f}" for e in (10, 20, 40)).replace("-", "−")) in text
+
+
+def test_study_runs_of_one_lr_share_a_label_whatever_their_tag():
+    from shiplib.report.tuning import study_run_label
+
+    assert study_run_label("ship+pilot-e20-lr3e-1") == study_run_label("ship+tune-e20-lr3e-01") == "ship (lr 3e-01)"
+    assert study_run_label("vpt_deep+tune-e20-lr1e+00") == "vpt_deep (lr 1e+00)"
+    assert study_run_label("ship+no-sip") == "ship+no-sip" and study_run_label("ship") == "ship"

@@ -259,3 +259,12 @@ def pilot_differences(pilot: pd.DataFrame, a: str = "ship", b: str = "vpt_deep")
                      f"lr {b}": best[b]["lr"].iloc[0], f"{a} − {b}": acc[a] - acc[b],
                      "lrs tried": ", ".join(sorted(set(part["lr"]), key=float))})
     return pd.DataFrame(rows, columns=cols).set_index(["task", "epochs"])
+
+
+_STUDY_RUN = re.compile(r"(?P<method>[^+]+)\+(?:tune|pilot)-e\d+-lr(?P<lr>[0-9.eE+-]+)")
+
+
+def study_run_label(run: str) -> str:
+    """One label per (method, lr) of a per-task study, whichever tag a seed was made under: `ship (lr 3e-01)`."""
+    m = _STUDY_RUN.fullmatch(run)
+    return f"{m['method']} (lr {format_lr(float(m['lr']))})" if m else run
