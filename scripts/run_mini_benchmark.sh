@@ -52,10 +52,12 @@ case $stage in
             done ;;
     pilot)
         for epochs in 10 20 40; do
+            # the scaled protocol's settings, from the one definition the per-task study reads them from
+            mapfile -t scaled < <("$PYTHON" -c "import sys; from shiplib.report.tuning import scaled_protocol
+print('\n'.join(f'--set={s}' for s in scaled_protocol(int(sys.argv[1]))))" "$epochs")
             for lr in 1e-1 3e-1; do
                 "$PYTHON" -m shiplib sweep --tasks mini_mnist mini_ihc_hema mini_dsprites_loc --methods ship vpt_deep \
-                    --protocol tune --tag "pilot-e$epochs-lr$lr" --epochs "$epochs" --set "lr=$lr" \
-                    --set lr_schedule=scaled --set "warmup_epochs=$((epochs / 10))" --set "eval_every=$((epochs / 10))" \
+                    --protocol tune --tag "pilot-e$epochs-lr$lr" --epochs "$epochs" --set "lr=$lr" "${scaled[@]}" \
                     "${common[@]}"
             done
         done ;;

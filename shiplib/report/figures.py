@@ -17,6 +17,7 @@ import seaborn as sns
 
 from .ablations import REFERENCE
 from .affinity import adjacent_frame, adjacent_stats_frame, levels_frame
+from .histories import smoothed_steps
 from .tables import METHODS, run_label, task_order
 
 #: Widest figure, in inches (JupyterLab shows figures at 100 dpi: ~1000 px, a page's width).
@@ -313,12 +314,9 @@ def plot_step_curves(steps: pd.DataFrame, window: int = 10):
     fig, axes = _figure(1, 2, figsize=(PAGE_WIDTH, 3.6))
     runs = method_order(steps["run"])
     palette = method_palette(runs)
+    curves = smoothed_steps(steps, window)
     for run in runs:
-        part = steps[steps["run"] == run].sort_values(["seed", "step"])
-        smooth = part.groupby("seed")["ce"].transform(lambda v: v.rolling(window, center=True, min_periods=1).mean())
-        per_step = part.assign(ce=smooth).groupby("step").agg(fraction=("fraction", "mean"), mean=("ce", "mean"),
-                                                            lo=("ce", "min"), hi=("ce", "max"), lr=("lr", "mean"))
-        n = part["seed"].nunique()
+        per_step, n = curves[run], curves[run].attrs["seeds"]
         label = f"{run} ({n} seed{'s' if n > 1 else ''})"
         axes[0, 0].plot(per_step["fraction"], per_step["mean"], color=palette[run], label=label, linewidth=1.2)
         if n > 1:

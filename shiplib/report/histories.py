@@ -102,17 +102,29 @@ def final_losses(history: pd.DataFrame, column: str = "ce") -> pd.DataFrame:
     return last.groupby("run", sort=False)[column].agg(mean="mean", std="std", n_seeds="count")
 
 
+def smoothed_steps(steps: pd.DataFrame, window: int = 10) -> dict[str, pd.DataFrame]:
+    """Per run, per step: the fraction of training, the lr and the training cross-entropy smoothed per seed by a
+    centred running mean over `window` steps (single mini-batches are noisy), then its mean, min and max over
+    seeds; with the run's number of seeds in `.attrs["seeds"]`."""
+    out = {}
+    for run, part in steps.groupby("run", sort=False):
+        part = part.sort_values(["seed", "step"])
+        smooth = part.groupby("seed")["ce"].transform(lambda v: v.rolling(window, center=True, min_periods=1).mean())
+        per_step = part.assign(ce=smooth).groupby("step").agg(fraction=("fraction", "mean"), mean=("ce", "mean"),
+                                                            lo=("ce", "min"), hi=("ce", "max"), lr=("lr", "mean"))
+        per_step.attrs["seeds"] = part["seed"].nunique()
+        out[run] = per_step
+    return out
+
+
 def step_summary(steps: pd.DataFrame, num_classes: int, warmup_fraction: float = 0.1,
                  window: int = 10) -> pd.DataFrame:
     """Per run (mean over seeds): the highest smoothed training cross-entropy after the warm-up, whether it rises
     above ln(num_classes), the loss of always predicting uniformly, and the mean over the last `window` steps."""
     rows = []
-    for run, part in steps.groupby("run", sort=False):
-        part = part.sort_values(["seed", "step"])
-        smooth = part.groupby("seed")["ce"].transform(lambda v: v.rolling(window, center=True, min_periods=1).mean())
-        mean = part.assign(ce=smooth).groupby("step").agg(fraction=("fraction", "mean"), ce=("ce", "mean"))
-        after = mean.loc[mean["fraction"] >= warmup_fraction, "ce"]
-        rows.append(dict(run=run, seeds=part["seed"].nunique(), peak_ce_after_warmup=after.max(),
+    for run, per_step in smoothed_steps(steps, window).items():
+        after = per_step.loc[per_step["fraction"] >= warmup_fraction, "mean"]
+        rows.append(dict(run=run, seeds=per_step.attrs["seeds"], peak_ce_after_warmup=after.max(),
                          above_chance=bool(after.max() > np.log(num_classes)), chance_ce=np.log(num_classes),
-                         final_ce=mean["ce"].iloc[-window:].mean()))
+                         final_ce=per_step["mean"].iloc[-window:].mean()))
     return pd.DataFrame(rows).set_index("run")

@@ -22,6 +22,12 @@ def format_lr(lr) -> str:
     return np.format_float_scientific(float(lr), trim="-", exp_digits=2)
 
 
+def _of_study(results: pd.DataFrame, prefixes: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of `load_results` tagged `<prefix><lr>` for one of `prefixes`: one study's runs, no other's."""
+    study = re.compile("(?:" + "|".join(map(re.escape, prefixes)) + r")[0-9.eE+-]+")
+    return results[[isinstance(t, str) and bool(study.fullmatch(t)) for t in results["tag"]]]
+
+
 def lr_grid(results_dir="results", benchmark: str = "mini", tag_prefix: str = "lr") -> pd.DataFrame:
     """Validation accuracy (acc_last, %) of the tune runs of one study: one row per (method, lr), one column per
     task, + mean and the number of runs.
@@ -34,8 +40,7 @@ def lr_grid(results_dir="results", benchmark: str = "mini", tag_prefix: str = "l
     """
     df = load_results(results_dir, protocol="tune", benchmark=benchmark)
     if not df.empty:
-        study = re.compile(re.escape(tag_prefix) + r"[0-9.eE+-]+")
-        df = df[[isinstance(t, str) and bool(study.fullmatch(t)) for t in df["tag"]]]
+        df = _of_study(df, (tag_prefix,))
     if df.empty:
         return pd.DataFrame()
     grid = df.pivot_table(index=["method", "lr"], columns="task", values="acc_last", aggfunc="mean")
@@ -137,8 +142,7 @@ def task_lr_runs(results_dir="results", benchmark: str = "mini", prefixes: tuple
     df = load_results(results_dir, protocol="tune", benchmark=benchmark)
     if df.empty:
         return pd.DataFrame(columns=cols)
-    study = re.compile("(?:" + "|".join(map(re.escape, prefixes)) + r")[0-9.eE+-]+")
-    df = df[[isinstance(t, str) and bool(study.fullmatch(t)) for t in df["tag"]]]
+    df = _of_study(df, prefixes)
     return df.rename(columns={"acc_last": "val_acc"})[cols].reset_index(drop=True)
 
 
