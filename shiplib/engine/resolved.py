@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import ClassVar, Any, Mapping
 
 import numpy as np
 
@@ -72,6 +72,9 @@ class Runtime:
     compile: str | None
     progress: bool
     resume: bool
+
+    #: Settings newer than the committed results, recorded only when set, so other runs keep their records' form.
+    RECORDED_WHEN_SET: ClassVar[tuple[str, ...]] = ("compile",)
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,9 @@ class ResolvedRun:
         for key in ("data_root", "results_dir", "runs_dir"):
             if runtime[key] is not None:
                 runtime[key] = portable_path(runtime[key])
-        if runtime["compile"] is None:  # recorded when used: eager runs keep the records of earlier results
-            del runtime["compile"]
+        for key in Runtime.RECORDED_WHEN_SET:
+            if runtime[key] is None:
+                del runtime[key]
         return {**self.identity(), **runtime}
 
     @functools.cached_property
