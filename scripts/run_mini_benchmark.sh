@@ -12,13 +12,17 @@
 #   tune-tasks per-task learning rates of the scaled protocol at $BUDGET epochs (default 20, the pilot's choice)
 #              for every method on every mini task (train800 -> val200; tag tune-e<budget>-lr<lr>): in rounds,
 #              each asking shiplib.report.tuning which runs the choice still needs (the next rung beyond a best lr at
-#              the end of the lrs tried; a second seed where the top two lie within 2 points), SHIP and VPT-deep first
-# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot|tune-tasks [results dir] [runs dir]
+#              the end of the lrs tried; a second seed where the top two lie within 2 points), SHIP and VPT-deep first;
+#              TUNE_METHODS="ship vpt_deep" limits the search to those methods
+#   scaled     the scaled protocol end to end at $BUDGET epochs: the per-task lr search of tune-tasks, and the final
+#              runs (train800val200 -> test, seeds 1-3, tag scaled-e<budget>) of each (method, task) as soon as its
+#              lr is settled (shiplib.report.tuning.final_commands)
+# Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot|tune-tasks|scaled [results dir] [runs dir]
 # On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 3 h (252 runs; two at a time, 1 thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-stage=${1:?"give a stage: tune, grid, ablations or pilot"}
+stage=${1:?"give a stage: tune, grid, ablations, pilot, tune-tasks or scaled"}
 results=${2:-results}
 runs=${3:-runs}
 common=(--launcher local --jobs 2 --threads 1 --results "$results" --runs "$runs")
@@ -61,17 +65,20 @@ print('\n'.join(f'--set={s}' for s in scaled_protocol(int(sys.argv[1]))))" "$epo
                     "${common[@]}"
             done
         done ;;
-    tune-tasks)
+    tune-tasks | scaled)
         budget=${BUDGET:-20}
-        for round in $(seq 1 12); do  # each round settles at least one rung; 12 rounds reach any lr in the bounds
-            mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import tuning_commands
-print('\n'.join(tuning_commands(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split())))" \
-                "$results" "$budget" "${MINI_TASKS[*]}" "ship vpt_deep linear full vpt_shallow spt sep")
-            if [ ${#todo[@]} -eq 0 ]; then echo "tune-tasks: every method and task settled"; break; fi
-            echo "tune-tasks round $round: ${#todo[@]} runs"
+        tune_methods=${TUNE_METHODS:-ship vpt_deep linear full vpt_shallow spt sep}  # SHIP and VPT-deep first
+        wanted="tuning_commands(r, b, t, m)"  # tune-tasks: the per-task lr search only
+        [ "$stage" = scaled ] && wanted="tuning_commands(r, b, t, m) + final_commands(r, b, t, m)"
+        for round in $(seq 1 40); do  # each round settles at least one rung or finishes final runs
+            mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import tuning_commands, final_commands
+r, b, t, m = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+print('\n'.join($wanted))" "$results" "$budget" "${MINI_TASKS[*]}" "$tune_methods")
+            if [ ${#todo[@]} -eq 0 ]; then echo "$stage: every method and task settled"; break; fi
+            echo "$stage round $round: ${#todo[@]} runs"
             # two runs at once, one thread each; a run that is already finished or running elsewhere is skipped
             printf '%s\n' "${todo[@]}" | xargs -P 2 -L 1 "$PYTHON" -m shiplib run --threads 1 --no-progress \
                 --results "$results" --runs "$runs"
         done ;;
-    *) echo "unknown stage '$stage': give tune, grid, ablations, pilot or tune-tasks" >&2; exit 2 ;;
+    *) echo "unknown stage '$stage': give tune, grid, ablations, pilot, tune-tasks or scaled" >&2; exit 2 ;;
 esac

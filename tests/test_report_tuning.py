@@ -246,3 +246,31 @@ def test_study_runs_of_one_lr_share_a_label_whatever_their_tag():
     assert study_run_label("ship+pilot-e20-lr3e-1") == study_run_label("ship+tune-e20-lr3e-01") == "ship (lr 3e-01)"
     assert study_run_label("vpt_deep+tune-e20-lr1e+00") == "vpt_deep (lr 1e+00)"
     assert study_run_label("ship+no-sip") == "ship+no-sip" and study_run_label("ship") == "ship"
+
+
+def test_final_runs_start_once_a_tasks_lr_is_settled_and_skip_finished_ones(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import final_commands, scaled_grid_tag
+
+    def write(lr, acc, seed=1, task="mini_mnist"):
+        path = write_fake_result(task, "ship", seed, acc, protocol="tune", tag=f"tune-e20-lr{lr}")
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    results = tmp_path / "results"
+    tasks = ["mini_mnist", "mini_textures"]
+    write(0.1, 60.0), write(0.3, 70.0)  # best at the upper end: 1.0 still to try
+    write(0.1, 50.0, task="mini_textures"), write(0.3, 40.0, task="mini_textures"), write(0.03, 45.0, task="mini_textures")
+    assert final_commands(results, 20, tasks, ["ship"]) == [
+        f"--task mini_textures --method ship --seed {s} --protocol final --epochs 20 --tag scaled-e20 --set lr=1e-01 "
+        "--set lr_schedule=scaled --set warmup_epochs=2 --set eval_every=2" for s in (1, 2, 3)]
+    write(1.0, 60.0)  # mnist settles at 0.3 (10 points ahead)
+    assert [c.split(" --seed")[0] for c in final_commands(results, 20, tasks, ["ship"])] == \
+        ["--task mini_mnist --method ship"] * 3 + ["--task mini_textures --method ship"] * 3
+    assert "--set lr=3e-01" in final_commands(results, 20, tasks, ["ship"])[0]
+    assert scaled_grid_tag(20) == "scaled-e20"
+    write_fake_result("mini_mnist", "ship", 2, 66.0, tag=scaled_grid_tag(20))  # a finished final run is not repeated
+    assert [c.split(" --protocol")[0] for c in final_commands(results, 20, tasks[:1], ["ship"])] == \
+        ["--task mini_mnist --method ship --seed 1", "--task mini_mnist --method ship --seed 3"]

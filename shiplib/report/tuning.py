@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine.results import find_result_files, load_results, read_result
+from ..engine.results import find_result_files, load_results, read_result, result_path, run_name
 
 
 def format_lr(lr) -> str:
@@ -231,6 +231,29 @@ def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[st
     return [f"--task {task} --method {method} --seed {seed} --protocol tune --epochs {epochs} "
             f"--tag {prefix}{format_lr(lr)} --set lr={format_lr(lr)} {settings}"
             for task, method, lr, seed in todo]
+
+
+def scaled_grid_tag(epochs: int) -> str:
+    """The tag of the scaled protocol's final runs at `epochs` (test accuracy; each task with its own lr)."""
+    return f"scaled-e{epochs}"
+
+
+def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str], seeds=(1, 2, 3),
+                   benchmark: str = "mini") -> list[str]:
+    """`python -m shiplib run` arguments of the scaled protocol's final runs (train800val200 -> test, tag
+    `scaled_grid_tag(epochs)`) for every (method, task) whose per-task lr is settled (`per_task_lr`) and whose
+    result is missing; a (method, task) still being tuned waits. Tasks first, so a task's methods finish together."""
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    table = per_task_lr(runs, default_lrs(methods, tasks[0]))
+    if table.empty:
+        return []
+    chosen = {(r.method, r.task): r.lr for r in table.itertuples() if r.settled and r.lr is not None}
+    tag = scaled_grid_tag(epochs)
+    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
+    return [f"--task {task} --method {method} --seed {seed} --protocol final --epochs {epochs} --tag {tag} "
+            f"--set lr={format_lr(chosen[method, task])} {settings}"
+            for task in tasks for seed in seeds for method in methods if (method, task) in chosen
+            and not result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()]
 
 
 def chosen_runs(results_dir, epochs: int, task: str, methods: list[str], benchmark: str = "mini") -> list[str]:
