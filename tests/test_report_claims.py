@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from shiplib.report.claims import FAILS, HOLDS, OFFLINE, claims, claims_table, verdict
@@ -80,3 +81,68 @@ def test_readme_names_the_component_that_costs_ship_most_where_it_loses():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert (f"without decoupled attention SHIP gains\n"
             f"**{top['change']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**") in text
+
+
+def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, step_ce=None) -> Path:
+    """A final run of the scaled protocol's grid (tag scaled-e20) under `root`, optionally with per-step losses."""
+    from conftest import fake_result
+
+    from shiplib.engine.results import result_path, run_name, write_result
+    from shiplib.report.claims import SCALED_GRID
+
+    r = fake_result(task, method, seed, acc, tag=SCALED_GRID, epochs=2)
+    if step_ce is not None:
+        half = len(step_ce) // 2
+        for h, part in zip(r["history"], (step_ce[:half], step_ce[half:])):
+            h.update(step_loss=list(part), step_ce=list(part), step_lr=[0.1] * len(part))
+    return write_result(result_path(root, "mini", task, run_name(method, SCALED_GRID), seed), r)
+
+
+def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
+    from shiplib.report.claims import protocol_differences
+
+    root = copy_results(tmp_path)
+    names = [c.claim for c in claims(root)]
+    assert not any("scaled protocol" in n for n in names)  # no scaled runs yet: no rows
+    for seed in (1, 2):
+        write_scaled_run(root, "mini_mnist", "ship", seed, 80.0 + seed)
+        write_scaled_run(root, "mini_mnist", "vpt_deep", seed, 70.0)
+        write_scaled_run(root, "mini_ihc_hema", "ship", seed, 75.0)
+        write_scaled_run(root, "mini_ihc_hema", "vpt_deep", seed, 74.0 - seed)
+    table = claims_table(root)
+    row = table.loc["SHIP is more accurate than VPT-deep (scaled protocol)"]
+    assert row["verdict"] == HOLDS + " (2 of 7 tasks so far: mnist, ihc_hema)"
+    assert "over 4 (task, seed) pairs" in row["companion"]
+    assert "SHIP is more accurate than linear (scaled protocol)" not in table.index  # only the methods it has
+    assert "SHIP's training loss falls below VPT-deep's (Fig. 3) (scaled protocol)" in table.index
+    # the committed grid's rows are untouched by the scaled runs
+    assert table.loc["SHIP is more accurate than VPT-deep", "verdict"] == f"{FAILS}: ship is lower"
+    per_task, overall = protocol_differences(root)
+    assert per_task.loc["mini_mnist", "scaled: ship − vpt_deep"] == 11.5
+    assert per_task.loc["mini_ihc_hema", "scaled: ship − vpt_deep"] == 2.5
+    assert per_task.loc["mini_ihc_hema", "committed: ship − vpt_deep"] == -13.1
+    assert pd.isna(per_task.loc["mini_textures", "scaled: ship − vpt_deep"])
+    assert overall.loc[("scaled", "every task it has"), "pairs"] == 4
+    assert overall.loc[("committed", "the tasks both grids have"), "tasks"] == 2
+    assert overall.loc[("committed", "every task it has"), "pairs"] == 21
+    write_scaled_run(root, "mini_mnist", "ship", 1, 50.0), write_scaled_run(root, "mini_mnist", "ship", 2, 50.0)
+    assert claims_table(root).loc["SHIP is more accurate than VPT-deep (scaled protocol)",
+                                  "verdict"].startswith(FAILS)  # a changed result changes the verdict
+
+
+def test_training_losses_above_chance_after_the_warm_up_are_found(tmp_path):
+    import numpy as np
+
+    from shiplib.report.claims import losses_above_chance
+
+    root = tmp_path / "results"
+    calm = [2.3] * 10 + [1.0] * 90
+    spike = [2.3] * 10 + [4.0] * 20 + [1.0] * 70  # above ln 10 right after the warm-up (the first tenth)
+    write_scaled_run(root, "mini_mnist", "ship", 1, 60.0, step_ce=spike)
+    write_scaled_run(root, "mini_mnist", "vpt_deep", 1, 60.0, step_ce=calm)
+    table = losses_above_chance(root)
+    assert list(table.index) == [("mini_mnist", "ship"), ("mini_mnist", "vpt_deep")]
+    assert table["above_chance"].tolist() == [True, False]
+    assert table.loc[("mini_mnist", "ship"), "peak_ce_after_warmup"] == pytest.approx(4.0)
+    assert table.loc[("mini_mnist", "ship"), "chance_ce"] == pytest.approx(np.log(10))
+    assert losses_above_chance(tmp_path / "none").empty

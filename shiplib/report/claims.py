@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..engine.results import load_results
+from ..engine.results import load_results, run_name
 from .ablations import ablation_paired, ablation_results
-from .histories import history_frame
+from .histories import history_frame, step_frame, step_summary
 from .paired import PairedComparison, paired_comparison
-from .tables import METHODS
+from .tables import METHODS, task_order
+from .tuning import scaled_grid_tag
 
 HOLDS, FAILS, OFFLINE = "holds at mini scale", "does not hold at mini scale", "cannot be tested offline"
 #: The abstract's figure: SHIP's mean of VTAB-1k group means minus VPT-deep's (official results vs the VPT paper).
@@ -30,6 +31,13 @@ ROBUSTNESS = {"threshold α": ("alpha=0.00", "alpha=0.80", "alpha=0.95", "alpha=
 GPU_COMMAND = ("python -m shiplib sweep --tasks vtab1k --methods ship vpt_deep --seeds 1-3 --launcher slurm "
                "--gpus-per-run 1  # needs data/vtab-1k (python -m shiplib.data prepare) and ViT-B_16.npz")
 BENCH_FILE = Path("results") / "bench" / "ship_vit_base_patch16_224.json"
+#: The grids whose final runs the claims compare: the committed one (untagged runs) and the scaled protocol's.
+SCALED_GRID = scaled_grid_tag(20)
+GRIDS = {"committed": None, "scaled": SCALED_GRID}
+GRID_PROTOCOLS = {
+    "committed": "the official per-epoch schedule compressed to 10 epochs (2 of warm-up), one lr per method chosen on "
+                 "val200 of two tasks",
+    "scaled": "20 epochs on the official curve's shape per step (10 % warm-up), each task's lr chosen on its val200"}
 
 
 @dataclass(frozen=True)
@@ -65,21 +73,28 @@ def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str) 
                  f"paired_comparison(results, {a!r}, {b!r}); means {c.mean_a:.1f} vs {c.mean_b:.1f}")
 
 
-def method_claims(results: pd.DataFrame) -> list[Claim]:
-    """SHIP against VPT-deep (the abstract's claim) and against every other method of the grid."""
+def _grid_claim(claim: str, grid: str) -> str:
+    return claim if grid == "committed" else f"{claim} ({grid} protocol)"
+
+
+def method_claims(results: pd.DataFrame, grid: str = "committed") -> list[Claim]:
+    """SHIP against VPT-deep (the abstract's claim) and against every other method the grid has."""
     rows = [_better_than(results, "ship", "vpt_deep", f"+{PAPER_GAIN_OVER_VPT} points (VTAB-1k, ViT-B/16)",
-                         "SHIP is more accurate than VPT-deep")]
-    for other in (m for m in METHODS if m not in ("ship", "vpt_deep")):
+                         _grid_claim("SHIP is more accurate than VPT-deep", grid))]
+    present = set(results["method"])
+    for other in (m for m in METHODS if m not in ("ship", "vpt_deep") and m in present):
         rows.append(_better_than(results, "ship", other, "SHIP ahead (paper's table; per-method numbers not in "
-                                 "this project's reference data)", f"SHIP is more accurate than {other}"))
+                                 "this project's reference data)", _grid_claim(f"SHIP is more accurate than {other}",
+                                                                                  grid)))
     return rows
 
 
-def convergence_claim(history: pd.DataFrame) -> Claim:
+def convergence_claim(history: pd.DataFrame, grid: str = "committed") -> Claim:
     """Fig. 3: SHIP's training loss ends lower than VPT-deep's (last epoch's cross-entropy, paired by task and seed)."""
     last = history.loc[history.groupby(["task", "run", "seed"])["epoch"].idxmax()]
     c = paired_comparison(last.rename(columns={"ce": "final_ce"}), "ship", "vpt_deep", metric="final_ce")
-    return Claim("SHIP's training loss falls below VPT-deep's (Fig. 3)", "SHIP's curve lies below VPT-deep's",
+    return Claim(_grid_claim("SHIP's training loss falls below VPT-deep's (Fig. 3)", grid),
+                 "SHIP's curve lies below VPT-deep's",
                  evidence_text(c, unit="nats (last-epoch training CE, SHIP − VPT-deep)", decimals=2),
                  verdict(c, higher_is_better=False), "history_frame(results): last epoch's `ce` per (task, seed)")
 
@@ -124,18 +139,61 @@ def inference_claim(bench: dict) -> Claim:
         f"{BENCH_FILE.as_posix()} (python -m shiplib bench --method ship --backbone vit_base_patch16_224 --flops)")
 
 
+def grid_results(results_dir: str | os.PathLike = "results", benchmark: str = "mini", grid: str = "committed",
+                 history: bool = False) -> pd.DataFrame:
+    """The final runs of one of `GRIDS` under plain method names (a protocol's tag dropped), so that each grid
+    compares method with method; `history=True`: their per-epoch histories instead of one row per run."""
+    tag = GRIDS[grid]
+    if history:
+        df = history_frame(results_dir, benchmark=benchmark)
+    else:
+        df = load_results(results_dir, protocol="final", benchmark=benchmark)
+    if df.empty:
+        return df
+    keep = df["tag"].isna() if tag is None else df["tag"] == tag
+    df = df[keep].assign(tag=None)
+    return df.assign(run=df["method"]) if history else df.reset_index(drop=True)
+
+
+def _has_pairs(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> bool:
+    return not results.empty and {a, b} <= set(results["method"])
+
+
+def _coverage(results: pd.DataFrame, benchmark: str) -> str:
+    """' (k of N tasks so far)' while a grid lacks tasks, else ''."""
+    tasks = task_order(benchmark)
+    have = [t for t in tasks if t in set(results["task"])]
+    return "" if len(have) == len(tasks) else f" ({len(have)} of {len(tasks)} tasks so far: " + \
+        ", ".join(t.removeprefix(f"{benchmark}_") for t in have) + ")"
+
+
+def _partial(rows: list[Claim], coverage: str) -> list[Claim]:
+    return [Claim(r.claim, r.paper, r.companion, r.verdict + coverage, r.evidence) for r in rows]
+
+
 def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") -> list[Claim]:
-    """Every testable claim, computed from the committed results under `results_dir`."""
-    results = load_results(results_dir, protocol="final", benchmark=benchmark)
-    results = results[results["tag"].isna()]
+    """Every testable claim, computed from the committed results under `results_dir`: on the committed grid, and
+    the accuracy and convergence claims again on the scaled protocol's grid where it has runs of SHIP and
+    VPT-deep (while it lacks tasks, each verdict says which tasks it rests on)."""
+    results = grid_results(results_dir, benchmark)
+    scaled = grid_results(results_dir, benchmark, "scaled")
     ablations = ablation_results(results_dir, benchmark=benchmark)
     history = history_frame(results_dir, runs=["ship", "vpt_deep"], benchmark=benchmark)
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
+    scaled_rows, scaled_convergence = [], []
+    if _has_pairs(scaled):
+        coverage = _coverage(scaled, benchmark)
+        scaled_rows = _partial(method_claims(scaled, "scaled"), coverage)
+        scaled_history = grid_results(results_dir, benchmark, "scaled", history=True)
+        scaled_convergence = _partial([convergence_claim(
+            scaled_history[scaled_history["method"].isin(["ship", "vpt_deep"])], "scaled")], coverage)
     return [
         *method_claims(results),
+        *scaled_rows,
         Claim("SHIP gains 4.9 points over VPT-deep on VTAB-1k", f"+{PAPER_GAIN_OVER_VPT} points",
               "needs the 19 VTAB-1k tasks and the in21k ViT-B/16 weights", OFFLINE, GPU_COMMAND),
         convergence_claim(history),
+        *scaled_convergence,
         *component_claims(ablations),
         inference_claim(bench),
         *robustness_claims(ablations),
@@ -170,3 +228,52 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
                      "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]", "W/T/L": f"{c.wins}/{c.ties}/{c.losses}",
                      "pairs": c.n_pairs})
     return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
+
+
+def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
+                         b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`a − b` under each grid of `GRIDS`: per task (mean over the paired seeds, and their number), and overall,
+    paired over every (task, seed) cell each grid has and over the tasks all grids share."""
+    grids = {g: grid_results(results_dir, benchmark, g) for g in GRIDS}
+    grids = {g: df for g, df in grids.items() if _has_pairs(df, a, b)}
+    per_task = pd.DataFrame(index=pd.Index([t for t in task_order(benchmark)
+                                            if any(t in set(df["task"]) for df in grids.values())], name="task"))
+    for g, df in grids.items():
+        diff = task_differences(df, a, b)
+        per_task[f"{g}: {a} − {b}"] = diff.round(1)
+        seeds = df[df["method"].isin([a, b])].groupby(["task", "seed"])["method"].nunique()
+        per_task[f"{g}: seeds"] = (seeds == 2).groupby(level="task").sum().reindex(per_task.index).astype("Int64")
+    shared = sorted(set.intersection(*(set(df["task"]) for df in grids.values()))) if grids else []
+    rows = []
+    for g, df in grids.items():
+        for scope, part in (("every task it has", df), ("the tasks both grids have", df[df["task"].isin(shared)])):
+            if scope != "every task it has" and (len(grids) < 2 or part.empty):
+                continue
+            c = paired_comparison(part, a, b)
+            rows.append({"grid": g, "over": scope, "tasks": c.n_tasks, "pairs": c.n_pairs,
+                         f"{a} − {b}": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
+                         "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "verdict": verdict(c)})
+    return per_task, pd.DataFrame(rows).set_index(["grid", "over"]) if rows else pd.DataFrame()
+
+
+def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
+                        grid: str = "scaled") -> pd.DataFrame:
+    """Per (task, method) of a grid's runs that log per-step losses: `step_summary` (the highest smoothed training
+    cross-entropy after the warm-up, mean over seeds, against ln(number of classes)); the rows above chance
+    first."""
+    from ..data import get_task
+
+    tag = GRIDS[grid]
+    steps = step_frame(results_dir, benchmark=benchmark)
+    if steps.empty:
+        return pd.DataFrame()
+    runs = {m: run_name(m, tag) for m in METHODS}
+    parts = []
+    for task, part in steps[steps["run"].isin(list(runs.values()))].groupby("task", sort=False):
+        summary = step_summary(part, get_task(task).num_classes)
+        summary.index = [next(m for m, r in runs.items() if r == run) for run in summary.index]
+        parts.append(summary.rename_axis("method").reset_index().assign(task=task))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts).set_index(["task", "method"])
+    return out.sort_values(["above_chance", "peak_ce_after_warmup"], ascending=False)
