@@ -274,3 +274,49 @@ def test_final_runs_start_once_a_tasks_lr_is_settled_and_skip_finished_ones(writ
     write_fake_result("mini_mnist", "ship", 2, 66.0, tag=scaled_grid_tag(20))  # a finished final run is not repeated
     assert [c.split(" --protocol")[0] for c in final_commands(results, 20, tasks[:1], ["ship"])] == \
         ["--task mini_mnist --method ship --seed 1", "--task mini_mnist --method ship --seed 3"]
+
+
+def test_the_chosen_lr_table_shows_settled_choices_and_open_searches(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import chosen_lr_table
+
+    def write(task, lr, acc, seed=1):
+        path = write_fake_result(task, "ship", seed, acc, protocol="tune", tag=f"tune-e20-lr{lr}")
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    for lr, acc in ((0.03, 45.0), (0.1, 50.0), (0.3, 40.0)):
+        write("mini_textures", lr, acc)
+    write("mini_mnist", 0.1, 60.0), write("mini_mnist", 0.3, 70.0)
+    table = chosen_lr_table(tmp_path / "results", 20, ["ship", "vpt_deep"])
+    assert list(table.columns) == ["mnist", "textures"] and list(table.index) == ["ship"]
+    assert table.loc["ship", "textures"] == "1e-01 (50.0, 1 seed)"
+    assert table.loc["ship", "mnist"] == "open: best so far 3e-01"
+    assert chosen_lr_table(tmp_path / "results", 40, ["ship"]).empty
+
+
+def test_step_curves_come_from_the_scaled_grid_once_every_method_has_its_final_runs(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import scaled_steps
+
+    def with_steps(path, lr):
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        for h in r["history"]:
+            h.update(step_loss=[1.0, 0.9], step_ce=[1.0, 0.9], step_lr=[lr, lr])
+        path.write_text(json.dumps(r))
+
+    for method, lr in (("ship", 0.3), ("vpt_deep", 0.1)):
+        with_steps(write_fake_result("mini_mnist", method, 1, 60.0, protocol="tune", tag=f"tune-e20-lr{lr}"), lr)
+    steps, where = scaled_steps(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"])
+    assert set(steps["run"]) == {"ship (lr 3e-01)", "vpt_deep (lr 1e-01)"} and "per-task lr study" in where
+    with_steps(write_fake_result("mini_mnist", "ship", 1, 70.0, tag="scaled-e20"), 0.3)  # one method is not enough
+    assert "per-task lr study" in scaled_steps(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"])[1]
+    for seed in (1, 2):
+        with_steps(write_fake_result("mini_mnist", "vpt_deep", seed, 70.0, tag="scaled-e20"), 0.1)
+    steps, where = scaled_steps(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"])
+    assert where.startswith("the final runs of the scaled grid (tag scaled-e20") and "2 seeds" in where
+    assert steps.groupby("run")["seed"].nunique().to_dict() == {"ship (lr 3e-01)": 1, "vpt_deep (lr 1e-01)": 2}

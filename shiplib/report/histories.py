@@ -60,9 +60,11 @@ STEP_COLUMNS = ("loss", "ce", "lr")
 
 
 def step_rows(result: dict) -> list[dict]:
-    """One row per optimiser step of one result (runs that recorded per-step values): identity columns, epoch,
-    step, the fraction of training done, loss, ce, lr and `grad_norm.<part>` for each trainable part."""
-    ident = dict(task=result["task"], run=run_label(result["method"], result.get("tag")), seed=result["seed"])
+    """One row per optimiser step of one result (runs that recorded per-step values): identity columns (with the
+    run's `base_lr`), epoch, step, the fraction of training done, loss, ce, lr and `grad_norm.<part>` for each
+    trainable part."""
+    ident = dict(task=result["task"], run=run_label(result["method"], result.get("tag")), seed=result["seed"],
+                 base_lr=result.get("config", {}).get("lr"))
     epochs = result["history"]
     total = sum(len(h.get("step_loss", ())) for h in epochs)
     rows, done = [], 0
@@ -90,7 +92,7 @@ def step_frame(results_dir="results", task: str | None = None, runs=None, benchm
         if keep_runs is not None and run_label(r["method"], r.get("tag")) not in keep_runs:
             continue
         rows += step_rows(r)
-    return pd.DataFrame(rows, columns=None if rows else ["task", "run", "seed", "epoch", "step", "fraction",
+    return pd.DataFrame(rows, columns=None if rows else ["task", "run", "seed", "base_lr", "epoch", "step", "fraction",
                                                           *STEP_COLUMNS])
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..engine.results import find_result_files, load_results, read_result, result_path, run_name
+from .histories import step_frame
+from .tables import task_order
 
 
 def format_lr(lr) -> str:
@@ -233,6 +235,26 @@ def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[st
             for task, method, lr, seed in todo]
 
 
+def chosen_lr_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
+    """The per-task study at `epochs` as a method × task table: the chosen lr (`per_task_lr`) with its mean
+    validation accuracy and seeds, e.g. `3e-01 (76.0, 2 seeds)`, or `open: best so far 1e-01` while runs are
+    missing; tasks without any run are left out."""
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    runs = runs[runs["method"].isin(methods)]
+    if runs.empty:
+        return pd.DataFrame()
+    table = per_task_lr(runs, default_lrs(methods, runs["task"].iloc[0]))
+    table = table[table["lr"].notna()]
+    seeds = table["seeds"].astype(int).astype(str) + table["seeds"].map({1: " seed"}).fillna(" seeds")
+    table["cell"] = (table["lr_label"] + " (" + table["val_acc"].map("{:.1f}".format) + ", " + seeds + ")").where(
+        table["settled"], "open: best so far " + table["lr_label"])
+    wide = table.pivot(index="method", columns="task", values="cell")
+    wide = wide.reindex(index=[m for m in methods if m in wide.index],
+                        columns=[t for t in task_order(benchmark) if t in wide.columns])
+    wide.columns = [t.removeprefix(f"{benchmark}_") for t in wide.columns]
+    return wide.fillna("")
+
+
 def scaled_grid_tag(epochs: int) -> str:
     """The tag of the scaled protocol's final runs at `epochs` (test accuracy; each task with its own lr)."""
     return f"scaled-e{epochs}"
@@ -286,6 +308,24 @@ def pilot_differences(pilot: pd.DataFrame, a: str = "ship", b: str = "vpt_deep")
                      f"lr {b}": best[b]["lr"].iloc[0], f"{a} − {b}": acc[a] - acc[b],
                      "lrs tried": ", ".join(sorted(set(part["lr"]), key=float))})
     return pd.DataFrame(rows, columns=cols).set_index(["task", "epochs"])
+
+
+def scaled_steps(results_dir, epochs: int, task: str, methods: list[str],
+                 benchmark: str = "mini") -> tuple[pd.DataFrame, str]:
+    """Per-step training values of the scaled protocol at `epochs` on `task`, one run label per method with its lr
+    (`ship (lr 3e-01)`), and a line saying where they come from: the final runs of its grid (train800val200,
+    seeds 1-3) when every method has them, else each method's chosen lr in the per-task study (train800)."""
+    grid = [run_name(m, scaled_grid_tag(epochs)) for m in methods]
+    steps = step_frame(results_dir, task=task, runs=grid, benchmark=benchmark, protocol="final")
+    if not steps.empty and set(steps["run"]) == set(grid):
+        steps["run"] = [f"{run.partition('+')[0]} (lr {format_lr(lr)})"
+                        for run, lr in zip(steps["run"], steps["base_lr"])]
+        return steps, f"the final runs of the scaled grid (tag {scaled_grid_tag(epochs)}, train800val200, " \
+                      f"{steps['seed'].nunique()} seeds)"
+    study = chosen_runs(results_dir, epochs, task, methods, benchmark)
+    steps = step_frame(results_dir, task=task, runs=study, benchmark=benchmark, protocol="tune")
+    steps["run"] = steps["run"].map(study_run_label)  # seeds of one lr made under the pilot's and the study's tags
+    return steps, f"the per-task lr study's runs at each method's chosen lr (train800 -> val200, {epochs} epochs)"
 
 
 _STUDY_RUN = re.compile(r"(?P<method>[^+]+)\+(?:tune|pilot)-e\d+-lr(?P<lr>[0-9.eE+-]+)")
