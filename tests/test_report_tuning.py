@@ -262,7 +262,8 @@ def test_final_runs_start_once_a_tasks_lr_is_settled_and_skip_finished_ones(writ
     results = tmp_path / "results"
     tasks = ["mini_mnist", "mini_textures"]
     write(0.1, 60.0), write(0.3, 70.0)  # best at the upper end: 1.0 still to try
-    write(0.1, 50.0, task="mini_textures"), write(0.3, 40.0, task="mini_textures"), write(0.03, 45.0, task="mini_textures")
+    for lr, acc in ((0.1, 50.0), (0.3, 40.0), (0.03, 45.0)):
+        write(lr, acc, task="mini_textures")
     assert final_commands(results, 20, tasks, ["ship"]) == [
         f"--task mini_textures --method ship --seed {s} --protocol final --epochs 20 --tag scaled-e20 --set lr=1e-01 "
         "--set lr_schedule=scaled --set warmup_epochs=2 --set eval_every=2" for s in (1, 2, 3)]
