@@ -16,7 +16,9 @@
 #              TUNE_METHODS="ship vpt_deep" limits the search to those methods
 #   scaled     the scaled protocol end to end at $BUDGET epochs: the per-task lr search of tune-tasks, and the final
 #              runs (train800val200 -> test, seeds 1-3, tag scaled-e<budget>) of each (method, task) as soon as its
-#              lr is settled (shiplib.report.tuning.final_commands)
+#              lr is settled (shiplib.report.tuning.final_commands); when both are done, SHIP's component and
+#              decoupled-attention scale ablations at SHIP's lr per task (ablation_commands; tags
+#              <variant>.scaled-e<budget>)
 # Usage: scripts/run_mini_benchmark.sh tune|grid|ablations|pilot|tune-tasks|scaled [results dir] [runs dir]
 # On 2 CPU cores: tune about 30 min, grid about 1.5 h, ablations about 3 h (252 runs; two at a time, 1 thread each).
 set -euo pipefail
@@ -69,9 +71,11 @@ print('\n'.join(f'--set={s}' for s in scaled_protocol(int(sys.argv[1]))))" "$epo
         budget=${BUDGET:-20}
         tune_methods=${TUNE_METHODS:-ship vpt_deep linear full vpt_shallow spt sep}  # SHIP and VPT-deep first
         wanted="tuning_commands(r, b, t, m)"  # tune-tasks: the per-task lr search only
-        [ "$stage" = scaled ] && wanted="tuning_commands(r, b, t, m) + final_commands(r, b, t, m)"
+        # scaled: also the final runs of each settled (method, task); once none is left, SHIP's ablations
+        [ "$stage" = scaled ] && wanted="(tuning_commands(r, b, t, m) + final_commands(r, b, t, m))
+    or (ablation_commands(r, b) if 'ship' in m else [])"
         for round in $(seq 1 40); do  # each round settles at least one rung or finishes final runs
-            mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import tuning_commands, final_commands
+            mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import ablation_commands, final_commands, tuning_commands
 r, b, t, m = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 print('\n'.join($wanted))" "$results" "$budget" "${MINI_TASKS[*]}" "$tune_methods")
             if [ ${#todo[@]} -eq 0 ]; then echo "$stage: every method and task settled"; break; fi

@@ -195,3 +195,48 @@ def test_a_difference_that_rounds_to_zero_reads_zero_whatever_its_sign(tmp_path,
     table = ablation_table(ablation_summary(res), "components", results=res)
     assert str(table.loc["no-ap", "Δ vs reference"]) == "0.0" and str(table.loc["no-ap", "paired Δ"]) == "0.0"
     assert table.loc["no-ap", "95% CI"] == "[0.0, 0.0]"
+
+
+def test_a_tagged_grids_ablations_read_as_the_committed_grids_do(tmp_path, write_fake_result):
+    from shiplib.launch.ablations import grid_variant_tag
+
+    assert grid_variant_tag("no-da") == "no-da" and grid_variant_tag("no-da", "scaled-e20") == "no-da.scaled-e20"
+    for seed in (1, 2):
+        write_fake_result("dtd", "ship", seed, 70.0)  # the committed grid: not this grid's reference
+        write_fake_result("dtd", "ship", seed, 60.0, tag="no-da")
+        write_fake_result("dtd", "ship", seed, 80.0, tag="scaled-e20")
+        write_fake_result("dtd", "ship", seed, 75.0 + seed, tag="no-da.scaled-e20")
+    res = ablation_results(tmp_path / "results", benchmark="vtab1k", grid_tag="scaled-e20")
+    assert sorted(res["variant"]) == sorted([REFERENCE] * 2 + ["no-da"] * 2)
+    assert res.loc[res["variant"] == REFERENCE, "acc_last"].tolist() == [80.0, 80.0]
+    assert sorted(res.loc[res["variant"] == "no-da", "acc_last"]) == [76.0, 77.0]
+    assert (res.loc[res["variant"] == "no-da", "factor"] == "components").all()
+    committed = ablation_results(tmp_path / "results", benchmark="vtab1k")
+    assert sorted(committed["acc_last"]) == [60.0, 60.0, 70.0, 70.0]  # the grids never mix
+
+
+def test_scaled_ablation_runs_wait_for_ships_lr_and_skip_finished_ones(tmp_path, write_fake_result):
+    import json
+
+    from shiplib.report.tuning import SCALED_ABLATION_FACTORS, ablation_commands
+
+    def tune(lr, acc):
+        path = write_fake_result("mini_ihc_dab", "ship", 1, acc, protocol="tune", tag=f"tune-e20-lr{lr}")
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    results = tmp_path / "results"
+    assert ablation_commands(results, 20) == []
+    tune(0.1, 60.0), tune(0.3, 70.0)
+    assert ablation_commands(results, 20) == []  # 1.0 is still to try
+    tune(1.0, 50.0)
+    cmds = ablation_commands(results, 20, seeds=(1, 2))
+    variants = select_variants(factors=SCALED_ABLATION_FACTORS)
+    assert len(cmds) == 2 * len(variants)  # ihc_dab is the first specialized task: every factor runs on it
+    assert cmds[0] == ("--task mini_ihc_dab --method ship --seed 1 --protocol final --epochs 20 "
+                       "--tag no-sip.scaled-e20 --set lr=3e-01 --set lr_schedule=scaled --set warmup_epochs=2 "
+                       "--set eval_every=2 --set sip=false")
+    assert all(" --seed 1 " in c for c in cmds[:len(variants)])  # seed by seed
+    write_fake_result("mini_ihc_dab", "ship", 1, 50.0, tag="no-sip.scaled-e20")
+    assert len(ablation_commands(results, 20, seeds=(1, 2))) == 2 * len(variants) - 1

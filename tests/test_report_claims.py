@@ -146,3 +146,21 @@ def test_training_losses_above_chance_after_the_warm_up_are_found(tmp_path):
     assert table.loc[("mini_mnist", "ship"), "peak_ce_after_warmup"] == pytest.approx(4.0)
     assert table.loc[("mini_mnist", "ship"), "chance_ce"] == pytest.approx(np.log(10))
     assert losses_above_chance(tmp_path / "none").empty
+
+
+def test_the_scaled_grids_component_ablations_get_their_own_rows(tmp_path):
+    from conftest import fake_result
+
+    from shiplib.engine.results import result_path, write_result
+
+    root = copy_results(tmp_path)
+    for seed in (1, 2, 3):
+        write_scaled_run(root, "mini_mnist", "ship", seed, 70.0 + seed)
+        r = fake_result("mini_mnist", "ship", seed, 60.0, tag="no-da.scaled-e20", epochs=2)
+        write_result(result_path(root, "mini", "mini_mnist", "ship+no-da.scaled-e20", seed), r)
+    table = claims_table(root)
+    row = table.loc["DA improves SHIP (scaled protocol)"]
+    assert row["verdict"] == HOLDS + " (1 of 7 tasks so far: mnist)"
+    assert "over 3 (task, seed) pairs" in row["companion"] and "without DA: -12.0 points" in row["companion"]
+    assert "SIP improves SHIP (scaled protocol)" not in table.index  # no runs of that variant yet
+    assert table.loc["DA improves SHIP", "verdict"] != row["verdict"]  # the committed grid's row is its own

@@ -47,6 +47,11 @@ class AblationVariant:
     def run(self) -> str:
         return run_name(METHOD, self.tag)
 
+    @property
+    def set_flags(self) -> str:
+        """The CLI flags that make a SHIP run this variant (`--set da=false`)."""
+        return " ".join(f"--set {k}={_cli_value(x)}" for k, x in self.options.items())
+
 
 def _variants() -> tuple[AblationVariant, ...]:
     """Each hyperparameter around its mini default (α 0.9, K 10, k-means k 200, s 0.1), which the reference runs."""
@@ -65,6 +70,12 @@ def _variants() -> tuple[AblationVariant, ...]:
 
 #: The one list of ablation variants (used by the notebook, `sweep_commands` and `run_ablations`).
 ABLATION_VARIANTS: tuple[AblationVariant, ...] = _variants()
+
+
+def grid_variant_tag(variant_tag: str, grid_tag: str | None = None) -> str:
+    """The tag of a variant's runs in a grid: its own tag in the committed grid (untagged reference), or
+    `<variant>.<grid tag>` beside that grid's tagged SHIP runs (`no-da.scaled-e20` beside `ship+scaled-e20`)."""
+    return variant_tag if grid_tag is None else f"{variant_tag}.{grid_tag}"
 
 
 def get_variant(tag: str) -> AblationVariant:
@@ -107,7 +118,7 @@ def _cli_value(value) -> str:
 def variants_frame() -> pd.DataFrame:
     """The variant table: tag, factor, value, options and the CLI `--set` flags."""
     return pd.DataFrame([dict(tag=v.tag, factor=v.factor, value=v.value, options=v.options,
-                              set_flags=" ".join(f"--set {k}={_cli_value(x)}" for k, x in v.options.items()))
+                              set_flags=v.set_flags)
                          for v in ABLATION_VARIANTS])
 
 
@@ -117,9 +128,8 @@ def sweep_commands(tasks=None, seeds=("1",), tags=None, factors=None, extra: str
     is given; finished runs are skipped)."""
     cmds = []
     for v in select_variants(tags, factors):
-        flags = " ".join(f"--set {k}={_cli_value(x)}" for k, x in v.options.items())
         cmd = (f"python -m shiplib sweep --tasks {' '.join(factor_tasks(v.factor, benchmark, tasks))} "
-               f"--methods {METHOD} --seeds {' '.join(map(str, seeds))} --tag {v.tag} {flags}")
+               f"--methods {METHOD} --seeds {' '.join(map(str, seeds))} --tag {v.tag} {v.set_flags}")
         cmds.append(f"{cmd} {extra}".strip())
     return cmds
 

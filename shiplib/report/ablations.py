@@ -8,15 +8,19 @@ import pandas as pd
 
 from ..engine import load_results
 from ..engine.results import run_name
-from ..launch.ablations import ABLATION_VARIANTS, FACTORS, METHOD, REFERENCE, get_variant, select_variants
+from ..launch.ablations import (ABLATION_VARIANTS, FACTORS, METHOD, REFERENCE, get_variant, grid_variant_tag,
+                                select_variants)
 from .paired import paired_comparison
 from .tables import check_metric, format_mean_std, task_order
 
 
 def ablation_results(results_dir="results", benchmark: str = "mini", protocol: str = "final",
-                     seeds=None) -> pd.DataFrame:
+                     seeds=None, grid_tag: str | None = None) -> pd.DataFrame:
     """Result rows of the reference `ship` run and of every known variant, with factor, variant and value columns
-    (only `seeds` when given, so that the reference is averaged over the seeds the variants ran with)."""
+    (only `seeds` when given, so that the reference is averaged over the seeds the variants ran with).
+
+    `grid_tag`: the ablations of a tagged grid (`scaled-e20`): its `ship+<grid_tag>` runs are the reference and
+    the variants are tagged `grid_variant_tag(variant, grid_tag)`; the rows read as the committed grid's do."""
     df = load_results(results_dir, protocol=protocol, benchmark=benchmark)
     if seeds is not None and not df.empty:
         df = df[df["seed"].isin([int(s) for s in seeds])]
@@ -26,12 +30,12 @@ def ablation_results(results_dir="results", benchmark: str = "mini", protocol: s
     df = df[df["method"] == METHOD].copy()
     if "n_levels" not in df:
         df["n_levels"] = None
-    known = {v.tag: v for v in ABLATION_VARIANTS}
-    untagged = df["tag"].isna() | (df["tag"] == "")
-    df = df[untagged | df["tag"].isin(list(known))]
-    is_ref = df["tag"].isna() | (df["tag"] == "")
+    known = {grid_variant_tag(v.tag, grid_tag): v for v in ABLATION_VARIANTS}
+    is_ref = df["tag"].isna() | (df["tag"] == "") if grid_tag is None else df["tag"] == grid_tag
+    df = df[is_ref | df["tag"].isin(list(known))]
+    is_ref = is_ref[df.index]
     df["factor"] = [("reference" if r else known[t].factor) for r, t in zip(is_ref, df["tag"])]
-    df["variant"] = [(REFERENCE if r else t) for r, t in zip(is_ref, df["tag"])]
+    df["variant"] = [(REFERENCE if r else known[t].tag) for r, t in zip(is_ref, df["tag"])]
     df["value"] = [(None if r else known[t].value) for r, t in zip(is_ref, df["tag"])]
     return df[cols + [c for c in df.columns if c.startswith("opt.") or c.startswith("params.")]].reset_index(drop=True)
 

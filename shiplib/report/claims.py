@@ -99,15 +99,18 @@ def convergence_claim(history: pd.DataFrame, grid: str = "committed") -> Claim:
                  verdict(c, higher_is_better=False), "history_frame(results): last epoch's `ce` per (task, seed)")
 
 
-def component_claims(ablations: pd.DataFrame) -> list[Claim]:
+def component_claims(ablations: pd.DataFrame, grid: str = "committed") -> list[Claim]:
     """Each component helps: SHIP without it minus full SHIP, paired over the ablation's (task, seed) cells, lies
-    below 0."""
+    below 0 (components without runs in the grid get no row)."""
     rows = []
     for name, tag in COMPONENTS.items():
+        if tag not in set(ablations["variant"]):
+            continue
         c = ablation_paired(ablations, tag)
-        rows.append(Claim(f"{name} improves SHIP", "each component adds accuracy (paper's ablation; numbers not "
-                          "in this project's reference data)", f"without {name}: {evidence_text(c)}",
-                          verdict(c, higher_is_better=False), f"ablation_paired(ablations, {tag!r})"))
+        rows.append(Claim(_grid_claim(f"{name} improves SHIP", grid), "each component adds accuracy (paper's "
+                          "ablation; numbers not in this project's reference data)", f"without {name}: "
+                          f"{evidence_text(c)}", verdict(c, higher_is_better=False),
+                          f"ablation_paired(ablations, {tag!r})"))
     return rows
 
 
@@ -180,6 +183,11 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
     ablations = ablation_results(results_dir, benchmark=benchmark)
     history = history_frame(results_dir, runs=["ship", "vpt_deep"], benchmark=benchmark)
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
+    scaled_ablations = ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS["scaled"])
+    scaled_components = []
+    if len(set(scaled_ablations["variant"])) > 1:
+        with_variant = scaled_ablations[scaled_ablations["variant"].isin(COMPONENTS.values())]
+        scaled_components = _partial(component_claims(scaled_ablations, "scaled"), _coverage(with_variant, benchmark))
     scaled_rows, scaled_convergence = [], []
     if _has_pairs(scaled):
         coverage = _coverage(scaled, benchmark)
@@ -195,6 +203,7 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
         convergence_claim(history),
         *scaled_convergence,
         *component_claims(ablations),
+        *scaled_components,
         inference_claim(bench),
         *robustness_claims(ablations),
     ]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.results import find_result_files, load_results, read_result, result_path, run_name
+from ..launch.ablations import METHOD, factor_tasks, grid_variant_tag, select_variants
 from .histories import step_frame
 from .tables import task_order
 
@@ -276,6 +277,33 @@ def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str
             f"--set lr={format_lr(chosen[method, task])} {settings}"
             for task in tasks for seed in seeds for method in methods if (method, task) in chosen
             and not result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()]
+
+
+#: The ablations re-run under the scaled protocol; the others stay with the committed grid, labelled with it.
+SCALED_ABLATION_FACTORS = ("components", "da_scale")
+
+
+def ablation_commands(results_dir, epochs: int, seeds=(1, 2, 3), factors=SCALED_ABLATION_FACTORS,
+                      benchmark: str = "mini") -> list[str]:
+    """`python -m shiplib run` arguments of SHIP's ablations under the scaled protocol at `epochs` (final
+    protocol, tags `grid_variant_tag(variant, scaled_grid_tag(epochs))`), each on its factor's tasks at SHIP's
+    settled lr for that task, missing results only; seed by seed, so that early runs already pair up."""
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    runs = runs[runs["method"] == METHOD]
+    if runs.empty:
+        return []
+    table = per_task_lr(runs, default_lrs([METHOD], runs["task"].iloc[0]))
+    chosen = {r.task: r.lr for r in table.itertuples() if r.settled and r.lr is not None}
+    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
+    todo = []
+    for seed in seeds:
+        for v in select_variants(factors=factors):
+            tag = grid_variant_tag(v.tag, scaled_grid_tag(epochs))
+            todo += [f"--task {task} --method {METHOD} --seed {seed} --protocol final --epochs {epochs} --tag {tag} "
+                     f"--set lr={format_lr(chosen[task])} {settings} {v.set_flags}"
+                     for task in factor_tasks(v.factor, benchmark) if task in chosen
+                     and not result_path(results_dir, benchmark, task, run_name(METHOD, tag), seed).exists()]
+    return todo
 
 
 def chosen_runs(results_dir, epochs: int, task: str, methods: list[str], benchmark: str = "mini") -> list[str]:
