@@ -119,6 +119,7 @@ def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     assert table.loc["SHIP is more accurate than VPT-deep", "verdict"] == f"{FAILS}: ship is lower"
     per_task, overall = protocol_differences(root)
     assert per_task.loc["mini_mnist", "scaled: ship − vpt_deep"] == 11.5
+    assert per_task.loc["mini_mnist", ["scaled: ship", "scaled: vpt_deep", "scaled: seeds"]].tolist() == [81.5, 70, 2]
     assert per_task.loc["mini_ihc_hema", "scaled: ship − vpt_deep"] == 2.5
     assert per_task.loc["mini_ihc_hema", "committed: ship − vpt_deep"] == -13.1
     assert pd.isna(per_task.loc["mini_textures", "scaled: ship − vpt_deep"])

@@ -17,7 +17,7 @@ import pandas as pd
 from ..engine.results import load_results, run_name
 from .ablations import ablation_paired, ablation_results
 from .histories import history_frame, step_frame, step_summary
-from .paired import PairedComparison, paired_comparison
+from .paired import PairedComparison, matched_pairs, paired_comparison
 from .tables import METHODS, task_order
 from .tuning import scaled_grid_tag
 
@@ -241,17 +241,18 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
 
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`a − b` under each grid of `GRIDS`: per task (mean over the paired seeds, and their number), and overall,
+    """`a − b` under each grid of `GRIDS`: per task (each run's mean over the paired seeds, the difference and the
+    number of seeds), and overall,
     paired over every (task, seed) cell each grid has and over the tasks all grids share."""
     grids = {g: grid_results(results_dir, benchmark, g) for g in GRIDS}
     grids = {g: df for g, df in grids.items() if _has_pairs(df, a, b)}
     per_task = pd.DataFrame(index=pd.Index([t for t in task_order(benchmark)
                                             if any(t in set(df["task"]) for df in grids.values())], name="task"))
     for g, df in grids.items():
-        diff = task_differences(df, a, b)
-        per_task[f"{g}: {a} − {b}"] = diff.round(1)
-        seeds = df[df["method"].isin([a, b])].groupby(["task", "seed"])["method"].nunique()
-        per_task[f"{g}: seeds"] = (seeds == 2).groupby(level="task").sum().reindex(per_task.index).astype("Int64")
+        pairs = matched_pairs(df, a, b)[0].groupby("task")
+        for name, column in ((a, pairs[a].mean()), (b, pairs[b].mean()), (f"{a} − {b}", task_differences(df, a, b))):
+            per_task[f"{g}: {name}"] = column.round(1)
+        per_task[f"{g}: seeds"] = pairs.size().reindex(per_task.index).astype("Int64")
     shared = sorted(set.intersection(*(set(df["task"]) for df in grids.values()))) if grids else []
     rows = []
     for g, df in grids.items():
