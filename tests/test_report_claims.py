@@ -94,7 +94,8 @@ def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, 
     if step_ce is not None:
         half = len(step_ce) // 2
         for h, part in zip(r["history"], (step_ce[:half], step_ce[half:])):
-            h.update(step_loss=list(part), step_ce=list(part), step_lr=[0.1] * len(part))
+            h.update(step_loss=list(part), step_ce=list(part), step_lr=[0.1] * len(part),
+                     step_grad_norm={"head": [2.0 * c for c in part], "prompts": [0.1] * len(part)})
     return write_result(result_path(root, "mini", task, run_name(method, SCALED_GRID), seed), r)
 
 
@@ -146,6 +147,9 @@ def test_training_losses_above_chance_after_the_warm_up_are_found(tmp_path):
     assert table["above_chance"].tolist() == [True, False]
     assert table.loc[("mini_mnist", "ship"), "peak_ce_after_warmup"] == pytest.approx(4.0)
     assert table.loc[("mini_mnist", "ship"), "chance_ce"] == pytest.approx(np.log(10))
+    ship = table.loc[("mini_mnist", "ship")]  # two epochs of 50 steps: the spike lies in the first
+    assert (ship["peak_epoch"], ship["largest_gradient"]) == (0, "head") and ship["lr_there"] == pytest.approx(0.1)
+    assert ship["its_norm"] == pytest.approx(2.0 * np.mean(spike[10:50]))
     assert losses_above_chance(tmp_path / "none").empty
 
 

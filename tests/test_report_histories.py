@@ -75,3 +75,16 @@ def test_a_step_summary_flags_a_loss_above_chance_after_warm_up():
     assert s.loc["ship", "seeds"] == 2
     fig = plot_step_curves(steps, window=1)
     assert len(fig.axes[0].collections) == 2  # a min-max band per run over its two seeds
+
+
+def test_epoch_gradients_average_each_parts_norm_per_epoch():
+    import pandas as pd
+
+    from shiplib.report.histories import epoch_gradients
+
+    steps = pd.DataFrame(dict(run=["ship"] * 4, seed=[1, 1, 2, 2], epoch=[0, 1, 0, 1], lr=[0.1, 0.3, 0.1, 0.3],
+                              ce=[2.0, 3.0, 2.2, 3.4], **{"grad_norm.head": [1.0, 3.0, 1.0, 5.0],
+                                                         "grad_norm.prompts": [None] * 4}))
+    table = epoch_gradients(steps)
+    assert list(table.columns) == ["lr", "ce", "grad_norm.head"]  # a part with no norms is left out
+    assert table.loc[("ship", 1)].tolist() == [0.3, 3.2, 4.0]

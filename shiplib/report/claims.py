@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..engine.results import load_results, run_name
 from .ablations import ablation_paired, ablation_results
-from .histories import history_frame, step_frame, step_summary
+from .histories import epoch_gradients, history_frame, step_frame, step_summary
 from .paired import PairedComparison, matched_pairs, paired_comparison
 from .tables import METHODS, task_order
 from .tuning import scaled_grid_tag
@@ -269,21 +269,30 @@ def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: 
 def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
                         grid: str = "scaled") -> pd.DataFrame:
     """Per (task, method) of a grid's runs that log per-step losses: `step_summary` (the highest smoothed training
-    cross-entropy after the warm-up, mean over seeds, against ln(number of classes)); the rows above chance
-    first."""
+    cross-entropy after the warm-up, mean over seeds, against ln(number of classes)), and at the epoch after the
+    warm-up with the highest mean cross-entropy its lr and the trainable part with the largest gradient norm
+    (`epoch_gradients`); the rows above chance first."""
     from ..data import get_task
 
     tag = GRIDS[grid]
     steps = step_frame(results_dir, benchmark=benchmark)
     if steps.empty:
         return pd.DataFrame()
-    runs = {m: run_name(m, tag) for m in METHODS}
+    runs = {run_name(m, tag): m for m in METHODS}
     parts = []
-    for task, part in steps[steps["run"].isin(list(runs.values()))].groupby("task", sort=False):
+    for task, part in steps[steps["run"].isin(list(runs))].groupby("task", sort=False):
         summary = step_summary(part, get_task(task).num_classes)
-        summary.index = [next(m for m, r in runs.items() if r == run) for run in summary.index]
+        per_epoch = epoch_gradients(part[part["fraction"] >= 0.1])
+        for run in summary.index:
+            epochs = per_epoch.loc[run]
+            peak = epochs["ce"].idxmax()
+            norms = epochs.loc[peak].drop(["lr", "ce"]).dropna()
+            summary.loc[run, ["peak_epoch", "lr_there"]] = [peak, epochs.loc[peak, "lr"]]
+            summary.loc[run, ["largest_gradient", "its_norm"]] = [norms.idxmax().removeprefix("grad_norm."),
+                                                                  norms.max()] if len(norms) else [None, None]
+        summary.index = [runs[run] for run in summary.index]
         parts.append(summary.rename_axis("method").reset_index().assign(task=task))
     if not parts:
         return pd.DataFrame()
-    out = pd.concat(parts).set_index(["task", "method"])
+    out = pd.concat(parts).set_index(["task", "method"]).astype({"peak_epoch": int})
     return out.sort_values(["above_chance", "peak_ce_after_warmup"], ascending=False)

@@ -130,3 +130,11 @@ def step_summary(steps: pd.DataFrame, num_classes: int, warmup_fraction: float =
                          above_chance=bool(after.max() > np.log(num_classes)), chance_ce=np.log(num_classes),
                          final_ce=per_step["mean"].iloc[-window:].mean()))
     return pd.DataFrame(rows).set_index("run")
+
+
+def epoch_gradients(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, epoch), means over steps and seeds: the lr, the training cross-entropy and the gradient norm of
+    each trainable part (`grad_norm.<part>` columns of `step_frame`): which part takes the large steps when a loss
+    rises."""
+    parts = [c for c in steps.columns if c.startswith("grad_norm.") and steps[c].notna().any()]
+    return steps.groupby(["run", "epoch"])[["lr", "ce", *parts]].mean()
