@@ -222,18 +222,33 @@ def default_lrs(methods: list[str], task: str) -> dict[str, float]:
     return {m: resolve_config(RunConfig(task=task, method=m)).training.lr for m in methods}
 
 
+def scaled_run_args(task: str, method: str, seed: int, protocol: str, epochs: int, tag: str, lr: float,
+                    extra: str = "") -> str:
+    """`python -m shiplib run` arguments of one run of the scaled protocol at `epochs` (`scaled_protocol`)."""
+    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
+    return (f"--task {task} --method {method} --seed {seed} --protocol {protocol} --epochs {epochs} --tag {tag} "
+            f"--set lr={format_lr(lr)} {settings} {extra}").strip()
+
+
 def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[str],
                     benchmark: str = "mini") -> list[str]:
     """`python -m shiplib run` arguments of the next per-task tuning runs at `epochs` (tags `tune-e<epochs>-lr<lr>`,
     train800 -> val200); empty when every (method, task) is settled (`per_task_lr`)."""
     prefixes = study_prefixes(epochs)
-    prefix = prefixes[0]
     runs = task_lr_runs(results_dir, benchmark, prefixes)
     todo = next_tuning_runs(runs, default_lrs(methods, tasks[0]), tasks)
-    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
-    return [f"--task {task} --method {method} --seed {seed} --protocol tune --epochs {epochs} "
-            f"--tag {prefix}{format_lr(lr)} --set lr={format_lr(lr)} {settings}"
+    return [scaled_run_args(task, method, seed, "tune", epochs, f"{prefixes[0]}{format_lr(lr)}", lr)
             for task, method, lr, seed in todo]
+
+
+def settled_lrs(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> dict[tuple[str, str], float]:
+    """(method, task) -> the lr chosen by the per-task study at `epochs`, for the settled ones (`per_task_lr`)."""
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    runs = runs[runs["method"].isin(methods)]
+    if runs.empty:
+        return {}
+    table = per_task_lr(runs, {m: 0.1 for m in methods})  # where a search starts plays no part in a settled choice
+    return {(r.method, r.task): r.lr for r in table.itertuples() if r.settled and r.lr is not None}
 
 
 def chosen_lr_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
@@ -266,15 +281,9 @@ def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str
     """`python -m shiplib run` arguments of the scaled protocol's final runs (train800val200 -> test, tag
     `scaled_grid_tag(epochs)`) for every (method, task) whose per-task lr is settled (`per_task_lr`) and whose
     result is missing; a (method, task) still being tuned waits. Tasks first, so a task's methods finish together."""
-    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
-    table = per_task_lr(runs, default_lrs(methods, tasks[0]))
-    if table.empty:
-        return []
-    chosen = {(r.method, r.task): r.lr for r in table.itertuples() if r.settled and r.lr is not None}
+    chosen = settled_lrs(results_dir, epochs, methods, benchmark)
     tag = scaled_grid_tag(epochs)
-    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
-    return [f"--task {task} --method {method} --seed {seed} --protocol final --epochs {epochs} --tag {tag} "
-            f"--set lr={format_lr(chosen[method, task])} {settings}"
+    return [scaled_run_args(task, method, seed, "final", epochs, tag, chosen[method, task])
             for task in tasks for seed in seeds for method in methods if (method, task) in chosen
             and not result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()]
 
@@ -288,19 +297,12 @@ def ablation_commands(results_dir, epochs: int, seeds=(1, 2, 3), factors=SCALED_
     """`python -m shiplib run` arguments of SHIP's ablations under the scaled protocol at `epochs` (final
     protocol, tags `grid_variant_tag(variant, scaled_grid_tag(epochs))`), each on its factor's tasks at SHIP's
     settled lr for that task, missing results only; seed by seed, so that early runs already pair up."""
-    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
-    runs = runs[runs["method"] == METHOD]
-    if runs.empty:
-        return []
-    table = per_task_lr(runs, default_lrs([METHOD], runs["task"].iloc[0]))
-    chosen = {r.task: r.lr for r in table.itertuples() if r.settled and r.lr is not None}
-    settings = " ".join(f"--set {s}" for s in scaled_protocol(epochs))
+    chosen = {task: lr for (_, task), lr in settled_lrs(results_dir, epochs, [METHOD], benchmark).items()}
     todo = []
     for seed in seeds:
         for v in select_variants(factors=factors):
             tag = grid_variant_tag(v.tag, scaled_grid_tag(epochs))
-            todo += [f"--task {task} --method {METHOD} --seed {seed} --protocol final --epochs {epochs} --tag {tag} "
-                     f"--set lr={format_lr(chosen[task])} {settings} {v.set_flags}"
+            todo += [scaled_run_args(task, METHOD, seed, "final", epochs, tag, chosen[task], v.set_flags)
                      for task in factor_tasks(v.factor, benchmark) if task in chosen
                      and not result_path(results_dir, benchmark, task, run_name(METHOD, tag), seed).exists()]
     return todo
