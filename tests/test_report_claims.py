@@ -100,7 +100,7 @@ def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, 
 
 
 def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
-    from shiplib.report.claims import protocol_differences
+    from shiplib.report.claims import protocol_differences, protocol_sentence
 
     root = copy_results(tmp_path)
     names = [c.claim for c in claims(root)]
@@ -127,6 +127,11 @@ def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     assert overall.loc[("scaled", "every task it has"), "pairs"] == 4
     assert overall.loc[("committed", "the tasks both grids have"), "tasks"] == 2
     assert overall.loc[("committed", "every task it has"), "pairs"] == 21
+    sentence = protocol_sentence(root)
+    assert sentence.startswith("Under the scaled protocol, ship − vpt_deep is +7.0 points, 95 % CI [")
+    assert "over 4 (task, seed) pairs on 2 tasks" in sentence
+    assert sentence.endswith("Per task, scaled (committed): mnist +11.5 (+3.1), ihc_hema +2.5 (-13.1).")
+    assert protocol_sentence(copy_results(tmp_path / "bare")).startswith("The scaled grid has no paired runs")
     write_scaled_run(root, "mini_mnist", "ship", 1, 50.0), write_scaled_run(root, "mini_mnist", "ship", 2, 50.0)
     assert claims_table(root).loc["SHIP is more accurate than VPT-deep (scaled protocol)",
                                   "verdict"].startswith(FAILS)  # a changed result changes the verdict

@@ -296,3 +296,22 @@ def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: s
         return pd.DataFrame()
     out = pd.concat(parts).set_index(["task", "method"]).astype({"peak_epoch": int})
     return out.sort_values(["above_chance", "peak_ce_after_warmup"], ascending=False)
+
+
+def protocol_sentence(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
+                      b: str = "vpt_deep") -> str:
+    """`protocol_differences` in words: `a − b` on the scaled grid, on the same tasks under the committed
+    protocol, and per task (the README states it; a test holds the two together)."""
+    per_task, overall = protocol_differences(results_dir, benchmark, a, b)
+    if overall.empty or "scaled" not in overall.index.get_level_values("grid"):
+        return f"The scaled grid has no paired runs of {a} and {b} yet."
+    scaled = overall.loc[("scaled", "every task it has")]
+    same = overall.loc[("committed", "the tasks both grids have")]
+    diff = f"{a} − {b}"
+    tasks = per_task[per_task[f"scaled: {diff}"].notna()]
+    each = ", ".join(f"{t.removeprefix(f'{benchmark}_')} {r[f'scaled: {diff}']:+.1f} ({r[f'committed: {diff}']:+.1f})"
+                     for t, r in tasks.iterrows())
+    return (f"Under the scaled protocol, {diff} is {scaled[diff]:+.1f} points, 95 % CI {scaled['CI']}, W/T/L "
+            f"{scaled['W/T/L']} over {scaled['pairs']} (task, seed) pairs on {scaled['tasks']} tasks; on the same "
+            f"tasks the committed protocol gives {same[diff]:+.1f}, CI {same['CI']}, W/T/L {same['W/T/L']}. Per "
+            f"task, scaled (committed): {each}.")
