@@ -321,3 +321,30 @@ def test_step_curves_come_from_the_scaled_grid_once_every_method_has_its_final_r
     steps, where = scaled_steps(tmp_path / "results", 20, "mini_mnist", ["vpt_deep", "ship"])
     assert where.startswith("the final runs of the scaled grid (tag scaled-e20") and "2 seeds" in where
     assert steps.groupby("run")["seed"].nunique().to_dict() == {"ship (lr 3e-01)": 1, "vpt_deep (lr 1e-01)": 2}
+
+
+def test_final_runs_made_before_a_choice_changed_are_listed(write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tuning import lr_mismatches
+
+    def write(lr, acc, seed=1, protocol="tune", tag=None):
+        path = write_fake_result("mini_mnist", "ship", seed, acc, protocol=protocol, tag=tag or f"tune-e20-lr{lr}")
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    results = tmp_path / "results"
+    for lr, acc in ((0.03, 50.0), (0.1, 70.0), (0.3, 60.0)):
+        write(lr, acc)
+    write(0.1, 80.0, protocol="final", tag="scaled-e20")
+    write(0.1, 80.0, seed=2, protocol="final", tag="no-da.scaled-e20")
+    write(0.3, 80.0, protocol="final", tag="lr3e-1")  # another study's run: not checked
+    assert lr_mismatches(results, 20) == []
+    write(0.3, 90.0, seed=2)  # 0.3 now leads on the mean of two seeds (75.0 against 70.0), at the upper end
+    assert lr_mismatches(results, 20)[1] == ("mini/mini_mnist/ship+scaled-e20/seed1.json: lr 1e-01, now chosen "
+                                             "nothing (the search is open again)")
+    write(1.0, 20.0)  # the next rung diverges: 0.3 is settled
+    assert lr_mismatches(results, 20) == [
+        "mini/mini_mnist/ship+no-da.scaled-e20/seed2.json: lr 1e-01, now chosen 3e-01",
+        "mini/mini_mnist/ship+scaled-e20/seed1.json: lr 1e-01, now chosen 3e-01"]

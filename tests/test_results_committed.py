@@ -205,3 +205,11 @@ def test_committed_alphas_give_one_level_and_every_block_its_own_level():
             if levels != expected:
                 wrong[f"{task}/ship+{variant.tag}/seed{seed}"] = levels
     assert not wrong, f"level starts other than expected: {wrong}"
+
+
+def test_committed_scaled_runs_use_the_lr_their_task_search_chose():
+    from shiplib.report.tuning import lr_mismatches
+
+    wrong = lr_mismatches(RESULTS, 20)
+    assert not wrong, f"{len(wrong)} scaled-protocol runs were made with another lr than their task's choice, " \
+                      f"e.g. {wrong[:3]}: remove them and run scripts/run_mini_benchmark.sh scaled"

@@ -308,6 +308,22 @@ def ablation_commands(results_dir, epochs: int, seeds=(1, 2, 3), factors=SCALED_
     return todo
 
 
+def lr_mismatches(results_dir, epochs: int, benchmark: str = "mini") -> list[str]:
+    """Final runs of the scaled grid at `epochs` and of its ablations whose lr is not the one the per-task study
+    now chooses for their (method, task) (a later run changed the choice). `final_commands` skips a finished
+    run, so each listed one is removed and made again by the `scaled` stage (or re-run with `--force`)."""
+    df = load_results(results_dir, protocol="final", benchmark=benchmark)
+    if df.empty:
+        return []
+    tag = scaled_grid_tag(epochs)
+    df = df[[isinstance(t, str) and (t == tag or t.endswith(f".{tag}")) for t in df["tag"]]]
+    chosen = settled_lrs(results_dir, epochs, sorted(set(df["method"])), benchmark)
+    return [f"{Path(p).relative_to(results_dir).as_posix()}: lr {format_lr(lr)}, now chosen "
+            f"{format_lr(chosen[m, t]) if (m, t) in chosen else 'nothing (the search is open again)'}"
+            for p, m, t, lr in zip(df["path"], df["method"], df["task"], df["lr"])
+            if not np.isclose(lr, chosen.get((m, t), np.nan))]
+
+
 def chosen_runs(results_dir, epochs: int, task: str, methods: list[str], benchmark: str = "mini") -> list[str]:
     """Run labels (`method+tag`) holding each method's chosen lr on `task` in the per-task study at `epochs`
     (`per_task_lr`; the pilot's and the study's own tags alike), methods in the given order."""
