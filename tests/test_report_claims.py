@@ -40,10 +40,16 @@ def test_committed_claims_cover_every_testable_claim():
                                                                   "evidence"]
 
 
-def copy_results(tmp_path: Path) -> Path:
+def copy_results(tmp_path: Path, scaled: bool = True) -> Path:
+    """The committed results in a scratch folder; `scaled=False` leaves out the scaled protocol's runs."""
     root = tmp_path / "results"
     shutil.copytree(REPO / "results" / "mini", root / "mini")
     shutil.copytree(REPO / "results" / "bench", root / "bench")
+    if not scaled:
+        from shiplib.report.claims import SCALED_GRID
+
+        for folder in root.glob(f"mini/*/*{SCALED_GRID}"):
+            shutil.rmtree(folder)
     return root
 
 
@@ -102,9 +108,12 @@ def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, 
 def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     from shiplib.report.claims import protocol_differences, protocol_sentence
 
-    root = copy_results(tmp_path)
+    root = copy_results(tmp_path, scaled=False)
     names = [c.claim for c in claims(root)]
     assert not any("scaled protocol" in n for n in names)  # no scaled runs yet: no rows
+    write_scaled_run(root, "mini_textures", "ship", 3, 50.0)
+    write_scaled_run(root, "mini_clevr_count", "vpt_deep", 3, 50.0)
+    assert not any("scaled protocol" in c.claim for c in claims(root))  # both methods, but no shared cell yet
     for seed in (1, 2):
         write_scaled_run(root, "mini_mnist", "ship", seed, 80.0 + seed)
         write_scaled_run(root, "mini_mnist", "vpt_deep", seed, 70.0)
@@ -131,7 +140,8 @@ def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     assert sentence.startswith("Under the scaled protocol, ship − vpt_deep is +7.0 points, 95 % CI [")
     assert "over 4 (task, seed) pairs on 2 tasks" in sentence
     assert sentence.endswith("Per task, scaled (committed): mnist +11.5 (+3.1), ihc_hema +2.5 (-13.1).")
-    assert protocol_sentence(copy_results(tmp_path / "bare")).startswith("The scaled grid has no paired runs")
+    assert protocol_sentence(copy_results(tmp_path / "bare", scaled=False)).startswith(
+        "The scaled grid has no paired runs")
     write_scaled_run(root, "mini_mnist", "ship", 1, 50.0), write_scaled_run(root, "mini_mnist", "ship", 2, 50.0)
     assert claims_table(root).loc["SHIP is more accurate than VPT-deep (scaled protocol)",
                                   "verdict"].startswith(FAILS)  # a changed result changes the verdict
@@ -163,7 +173,7 @@ def test_the_scaled_grids_component_ablations_get_their_own_rows(tmp_path):
 
     from shiplib.engine.results import result_path, write_result
 
-    root = copy_results(tmp_path)
+    root = copy_results(tmp_path, scaled=False)
     for seed in (1, 2, 3):
         write_scaled_run(root, "mini_mnist", "ship", seed, 70.0 + seed)
         r = fake_result("mini_mnist", "ship", seed, 60.0, tag="no-da.scaled-e20", epochs=2)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine.results import load_results, run_name
-from .ablations import ablation_paired, ablation_results
+from .ablations import REFERENCE, ablation_paired, ablation_results
 from .histories import epoch_gradients, history_frame, step_frame, step_summary
 from .paired import PairedComparison, matched_pairs, paired_comparison
-from .tables import METHODS, task_order
+from .tables import METHODS, task_order, with_run_column
 from .tuning import scaled_grid_tag
 
 HOLDS, FAILS, OFFLINE = "holds at mini scale", "does not hold at mini scale", "cannot be tested offline"
@@ -67,9 +67,24 @@ def verdict(c: PairedComparison, higher_is_better: bool = True) -> str:
     return f"{FAILS}: the difference is within seed noise"
 
 
-def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str) -> Claim:
+def coverage(tasks, benchmark: str) -> str:
+    """' (k of N tasks so far: …)' when a comparison rests on fewer than all of the benchmark's tasks, else ''."""
+    every = task_order(benchmark)
+    have = [t for t in every if t in set(tasks)]
+    return "" if len(have) == len(every) else f" ({len(have)} of {len(every)} tasks so far: " + \
+        ", ".join(t.removeprefix(f"{benchmark}_") for t in have) + ")"
+
+
+def paired_tasks(results: pd.DataFrame, a: str, b: str, metric: str = "acc_last") -> list[str]:
+    """The tasks on which runs `a` and `b` share at least one seed (none when either has no results)."""
+    if results.empty or not {a, b} <= set(with_run_column(results)["run"]):
+        return []
+    return sorted(set(matched_pairs(results, a, b, metric)[0]["task"]))
+
+
+def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str, benchmark: str) -> Claim:
     c = paired_comparison(results, a, b)
-    return Claim(claim, paper, evidence_text(c), verdict(c),
+    return Claim(claim, paper, evidence_text(c), verdict(c) + coverage(paired_tasks(results, a, b), benchmark),
                  f"paired_comparison(results, {a!r}, {b!r}); means {c.mean_a:.1f} vs {c.mean_b:.1f}")
 
 
@@ -77,39 +92,52 @@ def _grid_claim(claim: str, grid: str) -> str:
     return claim if grid == "committed" else f"{claim} ({grid} protocol)"
 
 
-def method_claims(results: pd.DataFrame, grid: str = "committed") -> list[Claim]:
-    """SHIP against VPT-deep (the abstract's claim) and against every other method the grid has."""
-    rows = [_better_than(results, "ship", "vpt_deep", f"+{PAPER_GAIN_OVER_VPT} points (VTAB-1k, ViT-B/16)",
-                         _grid_claim("SHIP is more accurate than VPT-deep", grid))]
-    present = set(results["method"])
-    for other in (m for m in METHODS if m not in ("ship", "vpt_deep") and m in present):
-        rows.append(_better_than(results, "ship", other, "SHIP ahead (paper's table; per-method numbers not in "
-                                 "this project's reference data)", _grid_claim(f"SHIP is more accurate than {other}",
-                                                                                  grid)))
+def method_claims(results: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> list[Claim]:
+    """SHIP against VPT-deep (the abstract's claim) and against every other method the grid pairs it with; a
+    verdict resting on fewer than all tasks says which (`coverage`)."""
+    rows = []
+    for other in ("vpt_deep", *(m for m in METHODS if m not in ("ship", "vpt_deep"))):
+        if not paired_tasks(results, "ship", other):
+            continue
+        paper = (f"+{PAPER_GAIN_OVER_VPT} points (VTAB-1k, ViT-B/16)" if other == "vpt_deep" else
+                 "SHIP ahead (paper's table; per-method numbers not in this project's reference data)")
+        name = "VPT-deep" if other == "vpt_deep" else other
+        rows.append(_better_than(results, "ship", other, paper, _grid_claim(f"SHIP is more accurate than {name}",
+                                                                            grid), benchmark))
     return rows
 
 
-def convergence_claim(history: pd.DataFrame, grid: str = "committed") -> Claim:
-    """Fig. 3: SHIP's training loss ends lower than VPT-deep's (last epoch's cross-entropy, paired by task and seed)."""
-    last = history.loc[history.groupby(["task", "run", "seed"])["epoch"].idxmax()]
-    c = paired_comparison(last.rename(columns={"ce": "final_ce"}), "ship", "vpt_deep", metric="final_ce")
+def convergence_claim(history: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> Claim | None:
+    """Fig. 3: SHIP's training loss ends lower than VPT-deep's (last epoch's cross-entropy, paired by task and
+    seed); None when no (task, seed) has both."""
+    if history.empty:
+        return None
+    last = history.loc[history.groupby(["task", "run", "seed"])["epoch"].idxmax()].rename(columns={"ce": "final_ce"})
+    tasks = paired_tasks(last, "ship", "vpt_deep", "final_ce")
+    if not tasks:
+        return None
+    c = paired_comparison(last, "ship", "vpt_deep", metric="final_ce")
     return Claim(_grid_claim("SHIP's training loss falls below VPT-deep's (Fig. 3)", grid),
                  "SHIP's curve lies below VPT-deep's",
                  evidence_text(c, unit="nats (last-epoch training CE, SHIP − VPT-deep)", decimals=2),
-                 verdict(c, higher_is_better=False), "history_frame(results): last epoch's `ce` per (task, seed)")
+                 verdict(c, higher_is_better=False) + coverage(tasks, benchmark),
+                 "history_frame(results): last epoch's `ce` per (task, seed)")
 
 
-def component_claims(ablations: pd.DataFrame, grid: str = "committed") -> list[Claim]:
+def component_claims(ablations: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> list[Claim]:
     """Each component helps: SHIP without it minus full SHIP, paired over the ablation's (task, seed) cells, lies
-    below 0 (components without runs in the grid get no row)."""
+    below 0 (components without paired runs in the grid get no row)."""
     rows = []
     for name, tag in COMPONENTS.items():
-        if tag not in set(ablations["variant"]):
+        both = ablations[ablations["variant"].isin([tag, REFERENCE])]
+        cells = both.groupby(["task", "seed"])["variant"].nunique()
+        tasks = sorted(set(cells[cells == 2].index.get_level_values("task")))
+        if not tasks:
             continue
         c = ablation_paired(ablations, tag)
         rows.append(Claim(_grid_claim(f"{name} improves SHIP", grid), "each component adds accuracy (paper's "
                           "ablation; numbers not in this project's reference data)", f"without {name}: "
-                          f"{evidence_text(c)}", verdict(c, higher_is_better=False),
+                          f"{evidence_text(c)}", verdict(c, higher_is_better=False) + coverage(tasks, benchmark),
                           f"ablation_paired(ablations, {tag!r})"))
     return rows
 
@@ -158,52 +186,30 @@ def grid_results(results_dir: str | os.PathLike = "results", benchmark: str = "m
     return df.assign(run=df["method"]) if history else df.reset_index(drop=True)
 
 
-def _has_pairs(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> bool:
-    return not results.empty and {a, b} <= set(results["method"])
-
-
-def _coverage(results: pd.DataFrame, benchmark: str) -> str:
-    """' (k of N tasks so far)' while a grid lacks tasks, else ''."""
-    tasks = task_order(benchmark)
-    have = [t for t in tasks if t in set(results["task"])]
-    return "" if len(have) == len(tasks) else f" ({len(have)} of {len(tasks)} tasks so far: " + \
-        ", ".join(t.removeprefix(f"{benchmark}_") for t in have) + ")"
-
-
-def _partial(rows: list[Claim], coverage: str) -> list[Claim]:
-    return [Claim(r.claim, r.paper, r.companion, r.verdict + coverage, r.evidence) for r in rows]
-
-
 def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") -> list[Claim]:
     """Every testable claim, computed from the committed results under `results_dir`: on the committed grid, and
-    the accuracy and convergence claims again on the scaled protocol's grid where it has runs of SHIP and
-    VPT-deep (while it lacks tasks, each verdict says which tasks it rests on)."""
-    results = grid_results(results_dir, benchmark)
-    scaled = grid_results(results_dir, benchmark, "scaled")
+    the accuracy, convergence and component claims again on the scaled protocol's grid for the runs it pairs so
+    far (while it lacks tasks, each verdict says which tasks it rests on)."""
     ablations = ablation_results(results_dir, benchmark=benchmark)
-    history = history_frame(results_dir, runs=["ship", "vpt_deep"], benchmark=benchmark)
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
-    scaled_ablations = ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS["scaled"])
-    scaled_components = []
-    if len(set(scaled_ablations["variant"])) > 1:
-        with_variant = scaled_ablations[scaled_ablations["variant"].isin(COMPONENTS.values())]
-        scaled_components = _partial(component_claims(scaled_ablations, "scaled"), _coverage(with_variant, benchmark))
-    scaled_rows, scaled_convergence = [], []
-    if _has_pairs(scaled):
-        coverage = _coverage(scaled, benchmark)
-        scaled_rows = _partial(method_claims(scaled, "scaled"), coverage)
-        scaled_history = grid_results(results_dir, benchmark, "scaled", history=True)
-        scaled_convergence = _partial([convergence_claim(
-            scaled_history[scaled_history["method"].isin(["ship", "vpt_deep"])], "scaled")], coverage)
+    rows = {}
+    for grid in GRIDS:
+        history = grid_results(results_dir, benchmark, grid, history=True)
+        rows[grid] = dict(
+            methods=method_claims(grid_results(results_dir, benchmark, grid), grid, benchmark),
+            convergence=[c for c in [convergence_claim(history, grid, benchmark)] if c is not None],
+            components=component_claims(ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid]),
+                                        grid, benchmark))
+    committed, scaled = rows["committed"], rows["scaled"]
     return [
-        *method_claims(results),
-        *scaled_rows,
+        *committed["methods"],
+        *scaled["methods"],
         Claim("SHIP gains 4.9 points over VPT-deep on VTAB-1k", f"+{PAPER_GAIN_OVER_VPT} points",
               "needs the 19 VTAB-1k tasks and the in21k ViT-B/16 weights", OFFLINE, GPU_COMMAND),
-        convergence_claim(history),
-        *scaled_convergence,
-        *component_claims(ablations),
-        *scaled_components,
+        *committed["convergence"],
+        *scaled["convergence"],
+        *committed["components"],
+        *scaled["components"],
         inference_claim(bench),
         *robustness_claims(ablations),
     ]
@@ -245,7 +251,7 @@ def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: 
     number of seeds), and overall,
     paired over every (task, seed) cell each grid has and over the tasks all grids share."""
     grids = {g: grid_results(results_dir, benchmark, g) for g in GRIDS}
-    grids = {g: df for g, df in grids.items() if _has_pairs(df, a, b)}
+    grids = {g: df for g, df in grids.items() if paired_tasks(df, a, b)}
     per_task = pd.DataFrame(index=pd.Index([t for t in task_order(benchmark)
                                             if any(t in set(df["task"]) for df in grids.values())], name="task"))
     for g, df in grids.items():
@@ -253,7 +259,7 @@ def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: 
         for name, column in ((a, pairs[a].mean()), (b, pairs[b].mean()), (f"{a} − {b}", task_differences(df, a, b))):
             per_task[f"{g}: {name}"] = column.round(1)
         per_task[f"{g}: seeds"] = pairs.size().reindex(per_task.index).astype("Int64")
-    shared = sorted(set.intersection(*(set(df["task"]) for df in grids.values()))) if grids else []
+    shared = sorted(set.intersection(*(set(paired_tasks(df, a, b)) for df in grids.values()))) if grids else []
     rows = []
     for g, df in grids.items():
         for scope, part in (("every task it has", df), ("the tasks both grids have", df[df["task"].isin(shared)])):
