@@ -139,7 +139,10 @@ def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     sentence = protocol_sentence(root)
     assert sentence.startswith("Under the scaled protocol, ship − vpt_deep is +7.0 points, 95 % CI [")
     assert "over 4 (task, seed) pairs on 2 tasks" in sentence
-    assert sentence.endswith("Per task, scaled (committed): mnist +11.5 (+3.1), ihc_hema +2.5 (-13.1).")
+    assert "Per task, scaled (committed): mnist +11.5 (+3.1), ihc_hema +2.5 (-13.1)." in sentence
+    gain_ship = ((81.5 - per_task.loc["mini_mnist", "committed: ship"]) +
+                 (75.0 - per_task.loc["mini_ihc_hema", "committed: ship"])) / 2
+    assert f"ship gains {gain_ship:+.1f} and vpt_deep " in sentence and sentence.endswith("(mean over these tasks).")
     assert protocol_sentence(copy_results(tmp_path / "bare", scaled=False)).startswith(
         "The scaled grid has no paired runs")
     write_scaled_run(root, "mini_mnist", "ship", 1, 50.0), write_scaled_run(root, "mini_mnist", "ship", 2, 50.0)
@@ -184,3 +187,10 @@ def test_the_scaled_grids_component_ablations_get_their_own_rows(tmp_path):
     assert "over 3 (task, seed) pairs" in row["companion"] and "without DA: -12.0 points" in row["companion"]
     assert "SIP improves SHIP (scaled protocol)" not in table.index  # no runs of that variant yet
     assert table.loc["DA improves SHIP", "verdict"] != row["verdict"]  # the committed grid's row is its own
+
+
+def test_readme_compares_the_two_protocols_as_the_committed_runs_do():
+    from shiplib.report.claims import protocol_sentence
+
+    sentence = protocol_sentence(REPO / "results")
+    assert sentence in " ".join((REPO / "README.md").read_text(encoding="utf-8").split()), sentence

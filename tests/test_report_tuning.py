@@ -348,3 +348,14 @@ def test_final_runs_made_before_a_choice_changed_are_listed(write_fake_result, t
     assert lr_mismatches(results, 20) == [
         "mini/mini_mnist/ship+no-da.scaled-e20/seed2.json: lr 1e-01, now chosen 3e-01",
         "mini/mini_mnist/ship+scaled-e20/seed1.json: lr 1e-01, now chosen 3e-01"]
+
+
+def test_the_readme_lists_the_per_task_lrs_as_the_committed_search_gives_them():
+    from pathlib import Path
+
+    from shiplib.report.tables import METHODS, markdown_table
+    from shiplib.report.tuning import chosen_lr_table
+
+    repo = Path(__file__).resolve().parents[1]
+    table = markdown_table(chosen_lr_table(repo / "results", 20, list(METHODS)))
+    assert table in (repo / "README.md").read_text(encoding="utf-8"), f"README's per-task lr table is not:\n{table}"

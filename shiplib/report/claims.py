@@ -317,7 +317,9 @@ def protocol_sentence(results_dir: str | os.PathLike = "results", benchmark: str
     tasks = per_task[per_task[f"scaled: {diff}"].notna()]
     each = ", ".join(f"{t.removeprefix(f'{benchmark}_')} {r[f'scaled: {diff}']:+.1f} ({r[f'committed: {diff}']:+.1f})"
                      for t, r in tasks.iterrows())
+    gain = {m: (tasks[f"scaled: {m}"] - tasks[f"committed: {m}"]).mean() for m in (a, b)}
     return (f"Under the scaled protocol, {diff} is {scaled[diff]:+.1f} points, 95 % CI {scaled['CI']}, W/T/L "
             f"{scaled['W/T/L']} over {scaled['pairs']} (task, seed) pairs on {scaled['tasks']} tasks; on the same "
             f"tasks the committed protocol gives {same[diff]:+.1f}, CI {same['CI']}, W/T/L {same['W/T/L']}. Per "
-            f"task, scaled (committed): {each}.")
+            f"task, scaled (committed): {each}. From the committed protocol to the scaled one, {a} gains "
+            f"{gain[a]:+.1f} and {b} {gain[b]:+.1f} points (mean over these tasks).")
