@@ -56,10 +56,14 @@ def ablation_summary(results: pd.DataFrame, metric: str = "acc_last") -> pd.Data
     return out[cols]
 
 
+def ablation_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """`ablation_results` rows as runs (`ship` for the reference, `ship+<variant>`), for the paired comparisons."""
+    return results.assign(method=METHOD, tag=[None if v == REFERENCE else v for v in results["variant"]])
+
+
 def ablation_paired(results: pd.DataFrame, tag: str, metric: str = "acc_last", **kw):
     """`shiplib.report.paired_comparison` of variant `tag` − the reference over the (task, seed) cells both have."""
-    runs = results.assign(method=METHOD, tag=[None if v == REFERENCE else v for v in results["variant"]])
-    return paired_comparison(runs, run_name(METHOD, tag), METHOD, metric, **kw)
+    return paired_comparison(ablation_runs(results), run_name(METHOD, tag), METHOD, metric, **kw)
 
 
 def rounded(x, decimals: int):

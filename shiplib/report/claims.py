@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.tasks import get_task
 from ..engine.results import load_results, run_name
-from .ablations import REFERENCE, ablation_paired, ablation_results
+from ..launch.ablations import METHOD
+from .ablations import ablation_paired, ablation_results, ablation_runs
 from .histories import epoch_gradients, history_frame, step_frame, step_summary
 from .paired import PairedComparison, matched_pairs, paired_comparison
 from .tables import METHODS, task_order, with_run_column
-from .tuning import scaled_grid_tag
+from .tuning import CHOSEN_BUDGET, scaled_grid_tag
 
 HOLDS, FAILS, OFFLINE = "holds at mini scale", "does not hold at mini scale", "cannot be tested offline"
 #: The abstract's figure: SHIP's mean of VTAB-1k group means minus VPT-deep's (official results vs the VPT paper).
@@ -32,12 +34,8 @@ GPU_COMMAND = ("python -m shiplib sweep --tasks vtab1k --methods ship vpt_deep -
                "--gpus-per-run 1  # needs data/vtab-1k (python -m shiplib.data prepare) and ViT-B_16.npz")
 BENCH_FILE = Path("results") / "bench" / "ship_vit_base_patch16_224.json"
 #: The grids whose final runs the claims compare: the committed one (untagged runs) and the scaled protocol's.
-SCALED_GRID = scaled_grid_tag(20)
+SCALED_GRID = scaled_grid_tag(CHOSEN_BUDGET)
 GRIDS = {"committed": None, "scaled": SCALED_GRID}
-GRID_PROTOCOLS = {
-    "committed": "the official per-epoch schedule compressed to 10 epochs (2 of warm-up), one lr per method chosen on "
-                 "val200 of two tasks",
-    "scaled": "20 epochs on the official curve's shape per step (10 % warm-up), each task's lr chosen on its val200"}
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,10 @@ def paired_tasks(results: pd.DataFrame, a: str, b: str, metric: str = "acc_last"
     return sorted(set(matched_pairs(results, a, b, metric)[0]["task"]))
 
 
-def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str, benchmark: str) -> Claim:
+def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str, tasks: str) -> Claim:
+    """`tasks`: the `coverage` of the comparison."""
     c = paired_comparison(results, a, b)
-    return Claim(claim, paper, evidence_text(c), verdict(c) + coverage(paired_tasks(results, a, b), benchmark),
+    return Claim(claim, paper, evidence_text(c), verdict(c) + tasks,
                  f"paired_comparison(results, {a!r}, {b!r}); means {c.mean_a:.1f} vs {c.mean_b:.1f}")
 
 
@@ -97,13 +96,14 @@ def method_claims(results: pd.DataFrame, grid: str = "committed", benchmark: str
     verdict resting on fewer than all tasks says which (`coverage`)."""
     rows = []
     for other in ("vpt_deep", *(m for m in METHODS if m not in ("ship", "vpt_deep"))):
-        if not paired_tasks(results, "ship", other):
+        tasks = paired_tasks(results, "ship", other)
+        if not tasks:
             continue
         paper = (f"+{PAPER_GAIN_OVER_VPT} points (VTAB-1k, ViT-B/16)" if other == "vpt_deep" else
                  "SHIP ahead (paper's table; per-method numbers not in this project's reference data)")
         name = "VPT-deep" if other == "vpt_deep" else other
         rows.append(_better_than(results, "ship", other, paper, _grid_claim(f"SHIP is more accurate than {name}",
-                                                                            grid), benchmark))
+                                                                            grid), coverage(tasks, benchmark)))
     return rows
 
 
@@ -129,9 +129,7 @@ def component_claims(ablations: pd.DataFrame, grid: str = "committed", benchmark
     below 0 (components without paired runs in the grid get no row)."""
     rows = []
     for name, tag in COMPONENTS.items():
-        both = ablations[ablations["variant"].isin([tag, REFERENCE])]
-        cells = both.groupby(["task", "seed"])["variant"].nunique()
-        tasks = sorted(set(cells[cells == 2].index.get_level_values("task")))
+        tasks = paired_tasks(ablation_runs(ablations), run_name(METHOD, tag), METHOD)
         if not tasks:
             continue
         c = ablation_paired(ablations, tag)
@@ -170,20 +168,21 @@ def inference_claim(bench: dict) -> Claim:
         f"{BENCH_FILE.as_posix()} (python -m shiplib bench --method ship --backbone vit_base_patch16_224 --flops)")
 
 
-def grid_results(results_dir: str | os.PathLike = "results", benchmark: str = "mini", grid: str = "committed",
-                 history: bool = False) -> pd.DataFrame:
-    """The final runs of one of `GRIDS` under plain method names (a protocol's tag dropped), so that each grid
-    compares method with method; `history=True`: their per-epoch histories instead of one row per run."""
+def of_grid(frame: pd.DataFrame, grid: str) -> pd.DataFrame:
+    """The rows of one of `GRIDS` in a frame of results or histories, under plain method names (a protocol's tag
+    dropped), so that each grid compares method with method."""
+    if frame.empty:
+        return frame
     tag = GRIDS[grid]
-    if history:
-        df = history_frame(results_dir, benchmark=benchmark)
-    else:
-        df = load_results(results_dir, protocol="final", benchmark=benchmark)
-    if df.empty:
-        return df
-    keep = df["tag"].isna() if tag is None else df["tag"] == tag
-    df = df[keep].assign(tag=None)
-    return df.assign(run=df["method"]) if history else df.reset_index(drop=True)
+    keep = frame["tag"].isna() if tag is None else frame["tag"] == tag
+    frame = frame[keep].assign(tag=None)
+    return (frame.assign(run=frame["method"]) if "run" in frame else frame).reset_index(drop=True)
+
+
+def grid_results(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
+                 grid: str = "committed") -> pd.DataFrame:
+    """The final runs of one of `GRIDS` (`of_grid`)."""
+    return of_grid(load_results(results_dir, protocol="final", benchmark=benchmark), grid)
 
 
 def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") -> list[Claim]:
@@ -192,14 +191,16 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
     far (while it lacks tasks, each verdict says which tasks it rests on)."""
     ablations = ablation_results(results_dir, benchmark=benchmark)
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
+    results = load_results(results_dir, protocol="final", benchmark=benchmark)
+    histories = history_frame(results_dir, benchmark=benchmark,
+                              runs=[run_name(m, t) for m in ("ship", "vpt_deep") for t in GRIDS.values()])
     rows = {}
-    for grid in GRIDS:
-        history = grid_results(results_dir, benchmark, grid, history=True)
+    for grid, tag in GRIDS.items():
+        grid_ablations = ablations if tag is None else ablation_results(results_dir, benchmark=benchmark, grid_tag=tag)
         rows[grid] = dict(
-            methods=method_claims(grid_results(results_dir, benchmark, grid), grid, benchmark),
-            convergence=[c for c in [convergence_claim(history, grid, benchmark)] if c is not None],
-            components=component_claims(ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid]),
-                                        grid, benchmark))
+            methods=method_claims(of_grid(results, grid), grid, benchmark),
+            convergence=[c for c in [convergence_claim(of_grid(histories, grid), grid, benchmark)] if c is not None],
+            components=component_claims(grid_ablations, grid, benchmark))
     committed, scaled = rows["committed"], rows["scaled"]
     return [
         *committed["methods"],
@@ -248,9 +249,10 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
     """`a − b` under each grid of `GRIDS`: per task (each run's mean over the paired seeds, the difference and the
-    number of seeds), and overall,
-    paired over every (task, seed) cell each grid has and over the tasks all grids share."""
-    grids = {g: grid_results(results_dir, benchmark, g) for g in GRIDS}
+    number of seeds), and overall, paired over every (task, seed) cell each grid has and over the tasks all grids
+    share."""
+    results = load_results(results_dir, protocol="final", benchmark=benchmark)
+    grids = {g: of_grid(results, g) for g in GRIDS}
     grids = {g: df for g, df in grids.items() if paired_tasks(df, a, b)}
     per_task = pd.DataFrame(index=pd.Index([t for t in task_order(benchmark)
                                             if any(t in set(df["task"]) for df in grids.values())], name="task"))
@@ -278,15 +280,10 @@ def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: s
     cross-entropy after the warm-up, mean over seeds, against ln(number of classes)), and at the epoch after the
     warm-up with the highest mean cross-entropy its lr and the trainable part with the largest gradient norm
     (`epoch_gradients`); the rows above chance first."""
-    from ..data import get_task
-
-    tag = GRIDS[grid]
-    steps = step_frame(results_dir, benchmark=benchmark)
-    if steps.empty:
-        return pd.DataFrame()
-    runs = {run_name(m, tag): m for m in METHODS}
+    runs = {run_name(m, GRIDS[grid]): m for m in METHODS}
+    steps = step_frame(results_dir, runs=list(runs), benchmark=benchmark)
     parts = []
-    for task, part in steps[steps["run"].isin(list(runs))].groupby("task", sort=False):
+    for task, part in steps.groupby("task", sort=False):
         summary = step_summary(part, get_task(task).num_classes)
         per_epoch = epoch_gradients(part[part["fraction"] >= 0.1])
         for run in summary.index:

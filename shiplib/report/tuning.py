@@ -241,25 +241,28 @@ def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[st
             for task, method, lr, seed in todo]
 
 
-def settled_lrs(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> dict[tuple[str, str], float]:
-    """(method, task) -> the lr chosen by the per-task study at `epochs`, for the settled ones (`per_task_lr`)."""
+def study_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
+    """`per_task_lr` of the per-task study at `epochs` for `methods`, over the (method, task) pairs it has runs of."""
     runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
     runs = runs[runs["method"].isin(methods)]
-    if runs.empty:
-        return {}
-    table = per_task_lr(runs, {m: 0.1 for m in methods})  # where a search starts plays no part in a settled choice
-    return {(r.method, r.task): r.lr for r in table.itertuples() if r.settled and r.lr is not None}
+    # where a search starts plays no part once a (method, task) has runs
+    return pd.DataFrame() if runs.empty else per_task_lr(runs, {m: 0.1 for m in methods})
+
+
+def settled_lrs(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> dict[tuple[str, str], float]:
+    """(method, task) -> the lr chosen by the per-task study at `epochs`, for the settled ones (`per_task_lr`)."""
+    table = study_table(results_dir, epochs, methods, benchmark)
+    return {} if table.empty else {(r.method, r.task): r.lr for r in table.itertuples()
+                                   if r.settled and r.lr is not None}
 
 
 def chosen_lr_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
     """The per-task study at `epochs` as a method × task table: the chosen lr (`per_task_lr`) with its mean
     validation accuracy and seeds, e.g. `3e-01 (76.0, 2 seeds)`, or `open: best so far 1e-01` while runs are
     missing; tasks without any run are left out."""
-    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
-    runs = runs[runs["method"].isin(methods)]
-    if runs.empty:
+    table = study_table(results_dir, epochs, methods, benchmark)
+    if table.empty:
         return pd.DataFrame()
-    table = per_task_lr(runs, default_lrs(methods, runs["task"].iloc[0]))
     table = table[table["lr"].notna()]
     seeds = table["seeds"].astype(int).astype(str) + table["seeds"].map({1: " seed"}).fillna(" seeds")
     table["cell"] = (table["lr_label"] + " (" + table["val_acc"].map("{:.1f}".format) + ", " + seeds + ")").where(
@@ -269,6 +272,10 @@ def chosen_lr_table(results_dir, epochs: int, methods: list[str], benchmark: str
                         columns=[t for t in task_order(benchmark) if t in wide.columns])
     wide.columns = [t.removeprefix(f"{benchmark}_") for t in wide.columns]
     return wide.fillna("")
+
+
+#: The scaled protocol's budget, chosen by the budget pilot (README, "The scaled mini protocol").
+CHOSEN_BUDGET = 20
 
 
 def scaled_grid_tag(epochs: int) -> str:
