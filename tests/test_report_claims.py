@@ -89,20 +89,24 @@ def test_readme_names_the_component_that_costs_ship_most_where_it_loses():
             f"**{top['change']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**") in text
 
 
-def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, step_ce=None) -> Path:
-    """A final run of the scaled protocol's grid (tag scaled-e20) under `root`, optionally with per-step losses."""
+def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, step_ce=None,
+                     variant: str | None = None) -> Path:
+    """A final run of the scaled protocol's grid (tag scaled-e20, or a SHIP ablation `variant`'s tag in that grid)
+    under `root`, optionally with per-step losses."""
     from conftest import fake_result
 
     from shiplib.engine.results import result_path, run_name, write_result
+    from shiplib.launch.ablations import grid_variant_tag
     from shiplib.report.claims import SCALED_GRID
 
-    r = fake_result(task, method, seed, acc, tag=SCALED_GRID, epochs=2)
+    tag = SCALED_GRID if variant is None else grid_variant_tag(variant, SCALED_GRID)
+    r = fake_result(task, method, seed, acc, tag=tag, epochs=2)
     if step_ce is not None:
         half = len(step_ce) // 2
         for h, part in zip(r["history"], (step_ce[:half], step_ce[half:])):
             h.update(step_loss=list(part), step_ce=list(part), step_lr=[0.1] * len(part),
                      step_grad_norm={"head": [2.0 * c for c in part], "prompts": [0.1] * len(part)})
-    return write_result(result_path(root, "mini", task, run_name(method, SCALED_GRID), seed), r)
+    return write_result(result_path(root, "mini", task, run_name(method, tag), seed), r)
 
 
 def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
@@ -172,15 +176,10 @@ def test_training_losses_above_chance_after_the_warm_up_are_found(tmp_path):
 
 
 def test_the_scaled_grids_component_ablations_get_their_own_rows(tmp_path):
-    from conftest import fake_result
-
-    from shiplib.engine.results import result_path, write_result
-
     root = copy_results(tmp_path, scaled=False)
     for seed in (1, 2, 3):
         write_scaled_run(root, "mini_mnist", "ship", seed, 70.0 + seed)
-        r = fake_result("mini_mnist", "ship", seed, 60.0, tag="no-da.scaled-e20", epochs=2)
-        write_result(result_path(root, "mini", "mini_mnist", "ship+no-da.scaled-e20", seed), r)
+        write_scaled_run(root, "mini_mnist", "ship", seed, 60.0, variant="no-da")
     table = claims_table(root)
     row = table.loc["DA improves SHIP (scaled protocol)"]
     assert row["verdict"] == HOLDS + " (1 of 7 tasks so far: mnist)"
@@ -194,3 +193,34 @@ def test_readme_compares_the_two_protocols_as_the_committed_runs_do():
 
     sentence = protocol_sentence(REPO / "results")
     assert sentence in " ".join((REPO / "README.md").read_text(encoding="utf-8").split()), sentence
+
+
+def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_path):
+    from shiplib.launch.ablations import REFERENCE
+    from shiplib.report.claims import costs_on_losing_tasks, grid_ablations, grid_results
+
+    root = copy_results(tmp_path, scaled=False)
+    for seed in (1, 2):
+        write_scaled_run(root, "mini_mnist", "ship", seed, 70.0)  # SHIP loses on mnist ...
+        write_scaled_run(root, "mini_mnist", "vpt_deep", seed, 75.0)
+        write_scaled_run(root, "mini_ihc_hema", "ship", seed, 80.0)  # ... and wins on ihc_hema
+        write_scaled_run(root, "mini_ihc_hema", "vpt_deep", seed, 74.0)
+    results = grid_results(root, "mini", "scaled")
+
+    def costs():
+        return costs_on_losing_tasks(results, grid_ablations(root, "mini", "scaled"))
+
+    assert costs().empty  # no ablation of the scaled grid yet
+    write_scaled_run(root, "mini_ihc_hema", "ship", 1, 95.0, variant="no-da")  # a winning task: not counted
+    assert costs().empty
+    write_scaled_run(root, "mini_mnist", "ship", 1, 67.0, variant="no-sip")
+    for seed in (1, 2):
+        write_scaled_run(root, "mini_mnist", "ship", seed, 76.0 + seed, variant="no-da")
+    table = costs()
+    assert list(table.index) == ["DA", "SIP"]  # largest gain from switching it off first
+    assert table.loc["DA", ["tasks", "change", "W/T/L", "pairs"]].tolist() == ["mini_mnist", 7.5, "2/0/0", 2]
+    assert table.loc["SIP", ["change", "pairs"]].tolist() == [-3.0, 1]
+    # the scaled grid's ablations hold its own runs only, and the committed grid's do not hold them
+    assert set(grid_ablations(root, "mini", "scaled")["variant"]) == {REFERENCE, "no-da", "no-sip"}
+    committed = grid_ablations(root, "mini", "committed")
+    assert len(committed) == len(grid_ablations(REPO / "results", "mini", "committed"))

@@ -196,11 +196,11 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
                               runs=[run_name(m, t) for m in ("ship", "vpt_deep") for t in GRIDS.values()])
     rows = {}
     for grid, tag in GRIDS.items():
-        grid_ablations = ablations if tag is None else ablation_results(results_dir, benchmark=benchmark, grid_tag=tag)
+        ablations_here = ablations if tag is None else grid_ablations(results_dir, benchmark, grid)
         rows[grid] = dict(
             methods=method_claims(of_grid(results, grid), grid, benchmark),
             convergence=[c for c in [convergence_claim(of_grid(histories, grid), grid, benchmark)] if c is not None],
-            components=component_claims(grid_ablations, grid, benchmark))
+            components=component_claims(ablations_here, grid, benchmark))
     committed, scaled = rows["committed"], rows["scaled"]
     return [
         *committed["methods"],
@@ -228,21 +228,32 @@ def task_differences(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep"
     return (wide[a] - wide[b]).dropna().groupby("task").mean().sort_values().rename(f"{a} − {b}")
 
 
+def grid_ablations(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
+                   grid: str = "committed") -> pd.DataFrame:
+    """SHIP's ablations of one of `GRIDS` (`ablation_results`): the grid's own SHIP runs are the reference."""
+    return ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid])
+
+
 def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship",
                           b: str = "vpt_deep") -> pd.DataFrame:
     """On the tasks where `a` is behind `b`: what switching each SHIP component off changes (variant − SHIP,
-    paired over those tasks' seeds), largest gain first. The top row names the component that costs SHIP most."""
+    paired over those tasks' seeds), largest gain first. The top row names the component that costs SHIP most.
+    Empty while no component has a paired run on a losing task."""
+    cols = ["tasks", "change", "CI", "W/T/L", "pairs"]
     losing = task_differences(results, a, b)
     losing = list(losing[losing < 0].index)
     part = ablations[ablations["task"].isin(losing)]
     rows = []
     for name, tag in COMPONENTS.items():
-        if not (part["variant"] == tag).any():
+        tasks = paired_tasks(ablation_runs(part), run_name(METHOD, tag), METHOD)
+        if not tasks:
             continue
         c = ablation_paired(part, tag)
-        rows.append({"switched off": name, "tasks": ", ".join(losing), "change": round(c.mean_diff, 1),
+        rows.append({"switched off": name, "tasks": ", ".join(tasks), "change": round(c.mean_diff, 1),
                      "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]", "W/T/L": f"{c.wins}/{c.ties}/{c.losses}",
                      "pairs": c.n_pairs})
+    if not rows:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="switched off"))
     return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
 
 
