@@ -197,7 +197,7 @@ def test_readme_compares_the_two_protocols_as_the_committed_runs_do():
 
 def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_path):
     from shiplib.launch.ablations import REFERENCE
-    from shiplib.report.claims import costs_on_losing_tasks, grid_ablations, grid_results
+    from shiplib.report.claims import costs_on_losing_tasks, costs_sentence, grid_ablations, grid_results
 
     root = copy_results(tmp_path, scaled=False)
     for seed in (1, 2):
@@ -211,6 +211,8 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
         return costs_on_losing_tasks(results, grid_ablations(root, "mini", "scaled"))
 
     assert costs().empty  # no ablation of the scaled grid yet
+    assert costs_sentence(results, grid_ablations(root, "mini", "scaled")) == (
+        "ship is behind vpt_deep on mnist -5.0; no component ablation has run on those tasks yet.")
     write_scaled_run(root, "mini_ihc_hema", "ship", 1, 95.0, variant="no-da")  # a winning task: not counted
     assert costs().empty
     write_scaled_run(root, "mini_mnist", "ship", 1, 67.0, variant="no-sip")
@@ -220,6 +222,10 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
     assert list(table.index) == ["DA", "SIP"]  # largest gain from switching it off first
     assert table.loc["DA", ["tasks", "change", "W/T/L", "pairs"]].tolist() == ["mini_mnist", 7.5, "2/0/0", 2]
     assert table.loc["SIP", ["change", "pairs"]].tolist() == [-3.0, 1]
+    sentence = costs_sentence(results, grid_ablations(root, "mini", "scaled"))
+    assert sentence.startswith("ship is behind vpt_deep on mnist -5.0 (mean over seeds).")
+    assert sentence.index("without DA +7.5 points") < sentence.index("without SIP -3.0 points, CI [-3.0, -3.0], W/T/L "
+                                                                    "0/0/1 over 1 pairs.")
     # the scaled grid's ablations hold its own runs only, and the committed grid's do not hold them
     assert set(grid_ablations(root, "mini", "scaled")["variant"]) == {REFERENCE, "no-da", "no-sip"}
     committed = grid_ablations(root, "mini", "committed")

@@ -257,6 +257,23 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
     return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
 
 
+def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> str:
+    """`costs_on_losing_tasks` in words, the component that costs `a` most first (the README quotes it for the
+    scaled grid; a test holds the two together)."""
+    gaps = task_differences(results, a, b)
+    gaps = gaps[gaps < 0]
+    if gaps.empty:
+        return f"{a} is behind {b} on no task of this grid."
+    costs = costs_on_losing_tasks(results, ablations, a, b)
+    where = ", ".join(f"{t.split('_', 1)[1]} {d:+.1f}" for t, d in gaps.items())
+    if costs.empty:
+        return f"{a} is behind {b} on {where}; no component ablation has run on those tasks yet."
+    each = "; ".join(f"without {name} {r['change']:+.1f} points, CI {r['CI']}, W/T/L {r['W/T/L']} over {r['pairs']} "
+                     f"pairs" for name, r in costs.iterrows())
+    return (f"{a} is behind {b} on {where} (mean over seeds). Switching one component off on those tasks, paired "
+            f"with {a}'s own runs, changes its accuracy by: {each}.")
+
+
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
     """`a − b` under each grid of `GRIDS`: per task (each run's mean over the paired seeds, the difference and the
