@@ -1,0 +1,38 @@
+"""Rewrite the README's tables that are computed from the committed results: the claims table and the per-task lr
+choices of the scaled protocol. The tests hold both to the results; run this after new results are committed,
+then reread the prose around them.
+
+Usage: python scripts/refresh_readme_tables.py [README.md] [results]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from shiplib.report.claims import claims_table
+from shiplib.report.tables import METHODS, markdown_table
+from shiplib.report.tuning import CHOSEN_BUDGET, chosen_lr_table
+
+
+def replace_table(text: str, header: str, table: str) -> str:
+    """`text` with the markdown table that starts with the line `header` replaced by `table`."""
+    start = text.find(header + "\n")
+    if start < 0:
+        raise SystemExit(f"no table starting with {header!r} in the README: add it once by hand, then rerun")
+    end = text.find("\n\n", start)
+    return text[:start] + table.rstrip("\n") + text[len(text) if end < 0 else end:]
+
+
+def main(readme: str = "README.md", results: str = "results") -> None:
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    claims = markdown_table(claims_table(results)[["paper", "companion", "verdict"]])
+    lrs = markdown_table(chosen_lr_table(results, CHOSEN_BUDGET, list(METHODS)))
+    for table in (claims, lrs):
+        text = replace_table(text, table.split("\n", 1)[0], table)
+    path.write_text(text, encoding="utf-8")
+    print(f"{path}: claims table and per-task lr table rewritten from {results}/")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
