@@ -237,6 +237,10 @@ def test_scaled_ablation_runs_wait_for_ships_lr_and_skip_finished_ones(tmp_path,
     assert cmds[0] == ("--task mini_ihc_dab --method ship --seed 1 --protocol final --epochs 20 "
                        "--tag no-sip.scaled-e20 --set lr=3e-01 --set lr_schedule=scaled --set warmup_epochs=2 "
                        "--set eval_every=2 --set sip=false")
-    assert all(" --seed 1 " in c for c in cmds[:len(variants)])  # seed by seed
+    components = select_variants(factors=["components"])
+    assert all(" --seed 1 " in c for c in cmds[:len(components)])  # seed by seed within a factor ...
+    assert all(" --seed 2 " in c for c in cmds[len(components):2 * len(components)])
+    assert all("da_scale" in c for c in cmds[2 * len(components):])  # ... the components before the DA scale
+    assert " --seed 1 " in cmds[2 * len(components)] and " --seed 2 " in cmds[-1]
     write_fake_result("mini_ihc_dab", "ship", 1, 50.0, tag="no-sip.scaled-e20")
     assert len(ablation_commands(results, 20, seeds=(1, 2))) == 2 * len(variants) - 1

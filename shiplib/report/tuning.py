@@ -8,6 +8,7 @@ precision would show small floats as 0.00.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -303,11 +304,13 @@ def ablation_commands(results_dir, epochs: int, seeds=(1, 2, 3), factors=SCALED_
                       benchmark: str = "mini") -> list[str]:
     """`python -m shiplib run` arguments of SHIP's ablations under the scaled protocol at `epochs` (final
     protocol, tags `grid_variant_tag(variant, scaled_grid_tag(epochs))`), each on its factor's tasks at SHIP's
-    settled lr for that task, missing results only; seed by seed, so that early runs already pair up."""
+    settled lr for that task, missing results only. Factor by factor in `factors` order (the components before
+    the decoupled-attention scale, should the budget run out), and within a factor seed by seed, so that early
+    runs already pair up."""
     chosen = {task: lr for (_, task), lr in settled_lrs(results_dir, epochs, [METHOD], benchmark).items()}
     todo = []
-    for seed in seeds:
-        for v in select_variants(factors=factors):
+    for factor, seed in itertools.product(factors, seeds):
+        for v in select_variants(factors=[factor]):
             tag = grid_variant_tag(v.tag, scaled_grid_tag(epochs))
             todo += [scaled_run_args(task, METHOD, seed, "final", epochs, tag, chosen[task], v.set_flags)
                      for task in factor_tasks(v.factor, benchmark) if task in chosen
