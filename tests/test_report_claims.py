@@ -230,3 +230,11 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
     assert set(grid_ablations(root, "mini", "scaled")["variant"]) == {REFERENCE, "no-da", "no-sip"}
     committed = grid_ablations(root, "mini", "committed")
     assert len(committed) == len(grid_ablations(REPO / "results", "mini", "committed"))
+
+
+def test_readme_names_what_costs_ship_most_on_the_scaled_grid_as_the_committed_runs_do():
+    from shiplib.report.claims import costs_sentence, grid_ablations, grid_results
+
+    sentence = costs_sentence(grid_results(REPO / "results", "mini", "scaled"),
+                              grid_ablations(REPO / "results", "mini", "scaled"))
+    assert sentence in " ".join((REPO / "README.md").read_text(encoding="utf-8").split()), sentence
