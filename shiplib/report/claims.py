@@ -189,18 +189,17 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
     """Every testable claim, computed from the committed results under `results_dir`: on the committed grid, and
     the accuracy, convergence and component claims again on the scaled protocol's grid for the runs it pairs so
     far (while it lacks tasks, each verdict says which tasks it rests on)."""
-    ablations = ablation_results(results_dir, benchmark=benchmark)
+    ablations = {grid: grid_ablations(results_dir, benchmark, grid) for grid in GRIDS}
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
     results = load_results(results_dir, protocol="final", benchmark=benchmark)
     histories = history_frame(results_dir, benchmark=benchmark,
                               runs=[run_name(m, t) for m in ("ship", "vpt_deep") for t in GRIDS.values()])
     rows = {}
-    for grid, tag in GRIDS.items():
-        ablations_here = ablations if tag is None else grid_ablations(results_dir, benchmark, grid)
+    for grid in GRIDS:
         rows[grid] = dict(
             methods=method_claims(of_grid(results, grid), grid, benchmark),
             convergence=[c for c in [convergence_claim(of_grid(histories, grid), grid, benchmark)] if c is not None],
-            components=component_claims(ablations_here, grid, benchmark))
+            components=component_claims(ablations[grid], grid, benchmark))
     committed, scaled = rows["committed"], rows["scaled"]
     return [
         *committed["methods"],
@@ -212,7 +211,7 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
         *committed["components"],
         *scaled["components"],
         inference_claim(bench),
-        *robustness_claims(ablations),
+        *robustness_claims(ablations["committed"]),
     ]
 
 
@@ -234,15 +233,19 @@ def grid_ablations(results_dir: str | os.PathLike = "results", benchmark: str = 
     return ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid])
 
 
+def losing_tasks(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> pd.Series:
+    """`task_differences` of the tasks where `a` is behind `b`, most negative first."""
+    gaps = task_differences(results, a, b)
+    return gaps[gaps < 0]
+
+
 def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship",
                           b: str = "vpt_deep") -> pd.DataFrame:
     """On the tasks where `a` is behind `b`: what switching each SHIP component off changes (variant − SHIP,
     paired over those tasks' seeds), largest gain first. The top row names the component that costs SHIP most.
     Empty while no component has a paired run on a losing task."""
     cols = ["tasks", "change", "CI", "W/T/L", "pairs"]
-    losing = task_differences(results, a, b)
-    losing = list(losing[losing < 0].index)
-    part = ablations[ablations["task"].isin(losing)]
+    part = ablations[ablations["task"].isin(losing_tasks(results, a, b).index)]
     rows = []
     for name, tag in COMPONENTS.items():
         tasks = paired_tasks(ablation_runs(part), run_name(METHOD, tag), METHOD)
@@ -257,15 +260,15 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
     return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
 
 
-def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> str:
+def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship", b: str = "vpt_deep",
+                   benchmark: str = "mini") -> str:
     """`costs_on_losing_tasks` in words, the component that costs `a` most first (the README quotes it for the
     scaled grid; a test holds the two together)."""
-    gaps = task_differences(results, a, b)
-    gaps = gaps[gaps < 0]
+    gaps = losing_tasks(results, a, b)
     if gaps.empty:
         return f"{a} is behind {b} on no task of this grid."
     costs = costs_on_losing_tasks(results, ablations, a, b)
-    where = ", ".join(f"{t.split('_', 1)[1]} {d:+.1f}" for t, d in gaps.items())
+    where = ", ".join(f"{t.removeprefix(f'{benchmark}_')} {d:+.1f}" for t, d in gaps.items())
     if costs.empty:
         return f"{a} is behind {b} on {where}; no component ablation has run on those tasks yet."
     each = "; ".join(f"without {name} {r['change']:+.1f} points, CI {r['CI']}, W/T/L {r['W/T/L']} over {r['pairs']} "
