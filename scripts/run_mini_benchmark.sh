@@ -75,9 +75,10 @@ print('\n'.join(f'--set={s}' for s in scaled_protocol(int(sys.argv[1]))))" "$epo
         [ "$stage" = scaled ] && wanted="(tuning_commands(r, b, t, m) + final_commands(r, b, t, m))
     or (ablation_commands(r, b) if 'ship' in m else [])"
         for round in $(seq 1 40); do  # each round settles at least one rung or finishes final runs
+            # one command per line, and no line at all once nothing is left
             mapfile -t todo < <("$PYTHON" -c "import sys; from shiplib.report.tuning import ablation_commands, final_commands, tuning_commands
 r, b, t, m = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-print('\n'.join($wanted))" "$results" "$budget" "${MINI_TASKS[*]}" "$tune_methods")
+sys.stdout.write(''.join(c + '\n' for c in $wanted))" "$results" "$budget" "${MINI_TASKS[*]}" "$tune_methods")
             if [ ${#todo[@]} -eq 0 ]; then echo "$stage: every method and task settled"; break; fi
             echo "$stage round $round: ${#todo[@]} runs"
             # two runs at once, one thread each; a run that is already finished or running elsewhere is skipped
