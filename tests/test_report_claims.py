@@ -197,7 +197,8 @@ def test_readme_compares_the_two_protocols_as_the_committed_runs_do():
 
 def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_path):
     from shiplib.launch.ablations import REFERENCE
-    from shiplib.report.claims import costs_on_losing_tasks, costs_sentence, grid_ablations, grid_results
+    from shiplib.report.claims import (costs_on_losing_tasks, costs_sentence, grid_ablations, grid_results,
+                                       variants_against)
 
     root = copy_results(tmp_path, scaled=False)
     for seed in (1, 2):
@@ -230,6 +231,12 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
     assert set(grid_ablations(root, "mini", "scaled")["variant"]) == {REFERENCE, "no-da", "no-sip"}
     committed = grid_ablations(root, "mini", "committed")
     assert len(committed) == len(grid_ablations(REPO / "results", "mini", "committed"))
+    # SHIP and each variant against VPT-deep, paired over the cells both have, best first
+    against = variants_against(results, grid_ablations(root, "mini", "scaled"))
+    assert list(against.index) == ["ship+no-da", "ship", "ship+no-sip"]
+    assert against.loc["ship+no-da", ["change", "pairs"]].tolist() == [8.7, 3]  # (2 + 3 + 21) / 3
+    assert against.loc["ship", ["change", "W/T/L", "pairs"]].tolist() == [0.5, "2/0/2", 4]
+    assert against.loc["ship+no-sip", ["change", "CI", "pairs"]].tolist() == [-8.0, "[-8.0, -8.0]", 1]
 
 
 def test_readme_names_what_costs_ship_most_on_the_scaled_grid_as_the_committed_runs_do():

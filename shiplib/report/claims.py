@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..data.tasks import get_task
 from ..engine.results import load_results, run_name
-from ..launch.ablations import METHOD
+from ..launch.ablations import METHOD, REFERENCE
 from .ablations import ablation_paired, ablation_results, ablation_runs
 from .histories import epoch_gradients, history_frame, step_frame, step_summary
 from .paired import PairedComparison, matched_pairs, paired_comparison
@@ -276,6 +276,26 @@ def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "shi
     return (f"{a} is behind {b} on {where} (mean over seeds). Switching one component off on those tasks, paired "
             f"with {a}'s own runs, changes its accuracy by: {each}.")
 
+
+
+def variants_against(results: pd.DataFrame, ablations: pd.DataFrame, b: str = "vpt_deep",
+                     factor: str = "components") -> pd.DataFrame:
+    """SHIP and each of its `factor` variants against `b` of the same grid (variant − `b`, paired over the (task,
+    seed) cells both have), best first: how close SHIP comes to `b` with parts of it switched off. The variants run
+    at SHIP's lr per task, so a variant that would want another lr is, if anything, underrated."""
+    cols = ["change", "CI", "W/T/L", "pairs"]
+    runs = ablation_runs(ablations[ablations["variant"].eq(REFERENCE) | ablations["factor"].eq(factor)])
+    both = pd.concat([runs, results[results["method"] == b]], ignore_index=True)
+    rows = []
+    for variant in dict.fromkeys(runs["variant"]):
+        name = run_name(METHOD, None if variant == REFERENCE else variant)
+        if not paired_tasks(both, name, b):
+            continue
+        c = paired_comparison(both, name, b)
+        rows.append({"run": name, "change": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
+                     "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs})
+    frame = pd.DataFrame(rows, columns=["run", *cols])
+    return frame.sort_values("change", ascending=False).set_index("run")
 
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
