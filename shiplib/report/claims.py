@@ -233,6 +233,16 @@ def grid_ablations(results_dir: str | os.PathLike = "results", benchmark: str = 
     return ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid])
 
 
+#: The columns of `change_row`.
+CHANGE_COLUMNS = ["change", "CI", "W/T/L", "pairs"]
+
+
+def change_row(c: PairedComparison) -> dict:
+    """One paired comparison as a table row: the mean difference, its CI, wins/ties/losses and the pairs."""
+    return {"change": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
+            "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs}
+
+
 def losing_tasks(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> pd.Series:
     """`task_differences` of the tasks where `a` is behind `b`, most negative first."""
     gaps = task_differences(results, a, b)
@@ -244,17 +254,14 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
     """On the tasks where `a` is behind `b`: what switching each SHIP component off changes (variant − SHIP,
     paired over those tasks' seeds), largest gain first. The top row names the component that costs SHIP most.
     Empty while no component has a paired run on a losing task."""
-    cols = ["tasks", "change", "CI", "W/T/L", "pairs"]
+    cols = ["tasks", *CHANGE_COLUMNS]
     part = ablations[ablations["task"].isin(losing_tasks(results, a, b).index)]
     rows = []
     for name, tag in COMPONENTS.items():
         tasks = paired_tasks(ablation_runs(part), run_name(METHOD, tag), METHOD)
         if not tasks:
             continue
-        c = ablation_paired(part, tag)
-        rows.append({"switched off": name, "tasks": ", ".join(tasks), "change": round(c.mean_diff, 1),
-                     "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]", "W/T/L": f"{c.wins}/{c.ties}/{c.losses}",
-                     "pairs": c.n_pairs})
+        rows.append({"switched off": name, "tasks": ", ".join(tasks), **change_row(ablation_paired(part, tag))})
     if not rows:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="switched off"))
     return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
@@ -277,13 +284,11 @@ def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "shi
             f"with {a}'s own runs, changes its accuracy by: {each}.")
 
 
-
 def variants_against(results: pd.DataFrame, ablations: pd.DataFrame, b: str = "vpt_deep",
                      factor: str = "components") -> pd.DataFrame:
     """SHIP and each of its `factor` variants against `b` of the same grid (variant − `b`, paired over the (task,
     seed) cells both have), best first: how close SHIP comes to `b` with parts of it switched off. The variants run
     at SHIP's lr per task, so a variant that would want another lr is, if anything, underrated."""
-    cols = ["change", "CI", "W/T/L", "pairs"]
     runs = ablation_runs(ablations[ablations["variant"].eq(REFERENCE) | ablations["factor"].eq(factor)])
     both = pd.concat([runs, results[results["method"] == b]], ignore_index=True)
     rows = []
@@ -291,11 +296,10 @@ def variants_against(results: pd.DataFrame, ablations: pd.DataFrame, b: str = "v
         name = run_name(METHOD, None if variant == REFERENCE else variant)
         if not paired_tasks(both, name, b):
             continue
-        c = paired_comparison(both, name, b)
-        rows.append({"run": name, "change": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
-                     "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs})
-    frame = pd.DataFrame(rows, columns=["run", *cols])
+        rows.append({"run": name, **change_row(paired_comparison(both, name, b))})
+    frame = pd.DataFrame(rows, columns=["run", *CHANGE_COLUMNS])
     return frame.sort_values("change", ascending=False).set_index("run")
+
 
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
