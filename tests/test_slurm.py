@@ -60,6 +60,20 @@ def _squeue(job: str) -> str:
     return out.stdout.strip()
 
 
+def _diagnosis(job: str, root: Path) -> str:
+    """What SLURM and the job's own logs say, for a failure message."""
+    def run(*argv):
+        out = subprocess.run(list(argv), capture_output=True, text=True)
+        return out.stdout + out.stderr
+    state = Path(os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm"))
+    parts = [run("scontrol", "show", "job", job), run("sinfo", "-R")]
+    for log in [state / "log" / "slurmctld.log", state / "log" / "slurmd.log",
+                *sorted((root / "runs" / "slurm").glob("*/*_log.*"))]:
+        if log.is_file():
+            parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
+    return "\n".join(parts)
+
+
 def test_preempted_job_resumes_from_checkpoint(slurm_cluster, tmp_path):
     roots = dict(preempted=tmp_path / "a", reference=tmp_path / "b")
     args = dict((k, grid_args(r, tasks=["mini_dsprites_loc"], methods=["linear"], epochs=3)) for k, r in roots.items())
@@ -77,17 +91,22 @@ def test_preempted_job_resumes_from_checkpoint(slurm_cluster, tmp_path):
     # the signal SLURM sends before a preemption/time limit (submitit: USR2, --signal=USR2@90)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     deadline = time.time() + 60
-    while _squeue(job) != "PENDING":  # submitit checkpoints and requeues the job
-        assert time.time() < deadline, f"job {job} was not requeued: {_squeue(job)!r}"
+    while (state := _squeue(job)) != "PENDING":  # submitit checkpoints and requeues the job
+        assert time.time() < deadline, f"job {job} not requeued: {state!r}\n{_diagnosis(job, roots['preempted'])}"
         time.sleep(0.5)
-    # SLURM holds a requeued job for ~2 minutes (BeginTime); release it now to keep the test short
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    # SLURM holds a requeued job for ~2 minutes (BeginTime); start it sooner to keep the test short, but not within
+    # the second its old credential was revoked: slurmd refuses a credential created in that second ("Job credential
+    # revoked") and the job is killed instead of resumed.
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"], check=True)
     done = _shiplib("sweep", *args["preempted"], "--status")
     for name, a in args.items():
         deadline = time.time() + 300
-        result = roots[name] / "results/mini/mini_dsprites_loc/linear/seed1.json"
+        jid, root = jobs[name], roots[name]
+        result = root / "results/mini/mini_dsprites_loc/linear/seed1.json"
         while not result.is_file():
-            assert time.time() < deadline, f"{name}: no result after 300 s"
+            ended = not _squeue(jid)  # a job writes its result before it ends
+            assert not ended or result.is_file(), f"{name}: ended without a result\n{_diagnosis(jid, root)}"
+            assert time.time() < deadline, f"{name}: no result after 300 s\n{_diagnosis(jid, root)}"
             time.sleep(2)
     a = json.loads((roots["preempted"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
     b = json.loads((roots["reference"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
