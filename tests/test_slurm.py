@@ -15,17 +15,20 @@ from _launch_grid import epochs_logged, grid_args, inline_reference, metrics
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
+#: Where scripts/slurm_local.sh keeps the cluster's slurm.conf, state and logs (its own default).
+STATE = Path(os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm"))
+#: The one result of the preemption test's one-cell grid, under each grid's root.
+RESULT = "results/mini/mini_dsprites_loc/linear/seed1.json"
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    state = os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm")
     proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
     if proc.returncode == 3:  # apt-get could not install slurm-wlm/munge (no root, no repository)
         pytest.skip(f"SLURM cannot be installed here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
     old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = f"{state}/slurm.conf"
+    os.environ["SLURM_CONF"] = str(STATE / "slurm.conf")
     try:
         yield os.environ["SLURM_CONF"]
     finally:
@@ -65,9 +68,8 @@ def _diagnosis(job: str, root: Path) -> str:
     def run(*argv):
         out = subprocess.run(list(argv), capture_output=True, text=True)
         return out.stdout + out.stderr
-    state = Path(os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm"))
     parts = [run("scontrol", "show", "job", job), run("sinfo", "-R")]
-    for log in [state / "log" / "slurmctld.log", state / "log" / "slurmd.log",
+    for log in [STATE / "log" / "slurmctld.log", STATE / "log" / "slurmd.log",
                 *sorted((root / "runs" / "slurm").glob("*/*_log.*"))]:
         if log.is_file():
             parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
@@ -99,17 +101,15 @@ def test_preempted_job_resumes_from_checkpoint(slurm_cluster, tmp_path):
     # revoked") and the job is killed instead of resumed.
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"], check=True)
     done = _shiplib("sweep", *args["preempted"], "--status")
-    for name, a in args.items():
+    for name, root in roots.items():
         deadline = time.time() + 300
-        jid, root = jobs[name], roots[name]
-        result = root / "results/mini/mini_dsprites_loc/linear/seed1.json"
+        jid, result = jobs[name], root / RESULT
         while not result.is_file():
             ended = not _squeue(jid)  # a job writes its result before it ends
             assert not ended or result.is_file(), f"{name}: ended without a result\n{_diagnosis(jid, root)}"
             assert time.time() < deadline, f"{name}: no result after 300 s\n{_diagnosis(jid, root)}"
             time.sleep(2)
-    a = json.loads((roots["preempted"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
-    b = json.loads((roots["reference"] / "results/mini/mini_dsprites_loc/linear/seed1.json").read_text())
+    a, b = (json.loads((roots[name] / RESULT).read_text()) for name in ("preempted", "reference"))
     assert a["resumed_from_epoch"] is not None and b["resumed_from_epoch"] is None
     assert (a["acc_last"], a["acc_max_over_epochs"]) == (b["acc_last"], b["acc_max_over_epochs"])
     strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k} for e in h]  # noqa: E731
