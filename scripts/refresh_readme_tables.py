@@ -1,6 +1,6 @@
-"""Rewrite the README's tables that are computed from the committed results: the claims table and the per-task lr
-choices of the scaled protocol. The tests hold both to the results; run this after new results are committed,
-then reread the prose around them.
+"""Rewrite the README's tables that are computed from the committed results: the claims table, and the per-task lr
+choices and the progress of the scaled protocol. The tests hold them to the results; run this after new results are
+committed, then reread the prose around them.
 
 Usage: python scripts/refresh_readme_tables.py [README.md] [results]
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shiplib.report.claims import claims_table
 from shiplib.report.tables import METHODS, markdown_table
-from shiplib.report.tuning import CHOSEN_BUDGET, chosen_lr_table
+from shiplib.report.tuning import CHOSEN_BUDGET, chosen_lr_table, grid_progress
 
 
 def replace_table(text: str, header: str, table: str) -> str:
@@ -28,10 +28,11 @@ def main(readme: str = "README.md", results: str = "results") -> None:
     text = path.read_text(encoding="utf-8")
     claims = markdown_table(claims_table(results)[["paper", "companion", "verdict"]])
     lrs = markdown_table(chosen_lr_table(results, CHOSEN_BUDGET, list(METHODS)))
-    for table in (claims, lrs):
+    progress = markdown_table(grid_progress(results, CHOSEN_BUDGET, list(METHODS)))
+    for table in (claims, lrs, progress):
         text = replace_table(text, table.split("\n", 1)[0], table)
     path.write_text(text, encoding="utf-8")
-    print(f"{path}: claims table and per-task lr table rewritten from {results}/")
+    print(f"{path}: claims, per-task lr and progress tables rewritten from {results}/")
 
 
 if __name__ == "__main__":

@@ -359,3 +359,47 @@ def test_the_readme_lists_the_per_task_lrs_as_the_committed_search_gives_them():
     repo = Path(__file__).resolve().parents[1]
     table = markdown_table(chosen_lr_table(repo / "results", 20, list(METHODS)))
     assert table in (repo / "README.md").read_text(encoding="utf-8"), f"README's per-task lr table is not:\n{table}"
+
+
+def test_grid_progress_counts_settled_tasks_and_final_runs_and_says_done_only_when_both_are_complete(
+        write_fake_result, tmp_path):
+    import json
+
+    from shiplib.report.tables import task_order
+    from shiplib.report.tuning import grid_progress
+
+    def tune(task, lr, acc):
+        path = write_fake_result(task, "ship", 1, acc, protocol="tune", tag=f"tune-e20-lr{lr}")
+        r = json.loads(path.read_text())
+        r["config"]["lr"] = lr
+        path.write_text(json.dumps(r))
+
+    results, tasks = tmp_path / "results", task_order("mini")
+    for lr, acc in ((0.1, 60.0), (0.3, 70.0), (1.0, 60.0)):  # settled at 0.3, 10 points ahead
+        tune("mini_mnist", lr, acc)
+    tune("mini_textures", 0.1, 50.0)  # open: its neighbours are missing
+    write_fake_result("mini_mnist", "ship", 1, 70.0, tag="scaled-e20")
+    write_fake_result("mini_mnist", "ship", 2, 70.0, tag="scaled-e20")
+    write_fake_result("mini_mnist", "ship", 3, 70.0, tag="scaled-e40")  # another budget's run: not counted
+    progress = grid_progress(results, 20, ["ship", "vpt_deep"])
+    assert progress.loc["ship"].tolist() == [4, "1 of 7 tasks", "2 of 21", "being run"]
+    assert progress.loc["vpt_deep"].tolist() == [0, "0 of 7 tasks", "0 of 21", "being run"]
+    for task in tasks:
+        for lr, acc in ((0.03, 40.0), (0.1, 50.0), (0.3, 40.0)) if task != "mini_mnist" else ():
+            tune(task, lr, acc)
+    for task in tasks:
+        for seed in (1, 2, 3):
+            write_fake_result(task, "ship", seed, 70.0, tag="scaled-e20")
+    assert grid_progress(results, 20, ["ship"]).loc["ship"].tolist() == [3 + 3 * 6, "7 of 7 tasks", "21 of 21",
+                                                                          "done"]
+
+
+def test_the_readme_shows_the_scaled_grids_progress_as_the_committed_results_give_it():
+    from pathlib import Path
+
+    from shiplib.report.tables import METHODS, markdown_table
+    from shiplib.report.tuning import CHOSEN_BUDGET, grid_progress
+
+    repo = Path(__file__).resolve().parents[1]
+    table = markdown_table(grid_progress(repo / "results", CHOSEN_BUDGET, list(METHODS)))
+    assert table in (repo / "README.md").read_text(encoding="utf-8"), f"README's progress table is not:\n{table}"

@@ -296,6 +296,29 @@ def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str
             and not result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()]
 
 
+
+def grid_progress(results_dir, epochs: int, methods: list[str], seeds=(1, 2, 3), benchmark: str = "mini"
+                  ) -> pd.DataFrame:
+    """How far the scaled protocol at `epochs` has come, one row per method: lr-search runs made, tasks whose lr
+    is settled (`per_task_lr`), final runs made (tag `scaled_grid_tag(epochs)`), each out of the benchmark's tasks
+    and `seeds`; `status` is `done` when every task is settled and every final run exists."""
+    tasks = task_order(benchmark)
+    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+    settled = settled_lrs(results_dir, epochs, methods, benchmark)
+    tag = scaled_grid_tag(epochs)
+    rows = []
+    for method in methods:
+        n_settled = sum((method, t) in settled for t in tasks)
+        n_final = sum(result_path(results_dir, benchmark, t, run_name(method, tag), s).exists()
+                      for t in tasks for s in seeds)
+        done = n_settled == len(tasks) and n_final == len(tasks) * len(seeds)
+        rows.append({"method": method, "lr-search runs": int((runs["method"] == method).sum()),
+                     "lr settled": f"{n_settled} of {len(tasks)} tasks",
+                     "final runs": f"{n_final} of {len(tasks) * len(seeds)}",
+                     "status": "done" if done else "being run"})
+    return pd.DataFrame(rows).set_index("method")
+
+
 #: The ablations re-run under the scaled protocol; the others stay with the committed grid, labelled with it.
 SCALED_ABLATION_FACTORS = ("components", "da_scale")
 
