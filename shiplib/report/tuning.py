@@ -242,19 +242,26 @@ def tuning_commands(results_dir, epochs: int, tasks: list[str], methods: list[st
             for task, method, lr, seed in todo]
 
 
-def study_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
-    """`per_task_lr` of the per-task study at `epochs` for `methods`, over the (method, task) pairs it has runs of."""
-    runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
+def _study_of(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """`per_task_lr` of a study's tune runs (`task_lr_runs`) for `methods`."""
     runs = runs[runs["method"].isin(methods)]
     # where a search starts plays no part once a (method, task) has runs
     return pd.DataFrame() if runs.empty else per_task_lr(runs, {m: 0.1 for m in methods})
 
 
-def settled_lrs(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> dict[tuple[str, str], float]:
-    """(method, task) -> the lr chosen by the per-task study at `epochs`, for the settled ones (`per_task_lr`)."""
-    table = study_table(results_dir, epochs, methods, benchmark)
+def study_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
+    """`per_task_lr` of the per-task study at `epochs` for `methods`, over the (method, task) pairs it has runs of."""
+    return _study_of(task_lr_runs(results_dir, benchmark, study_prefixes(epochs)), methods)
+
+
+def _settled_of(table: pd.DataFrame) -> dict[tuple[str, str], float]:
     return {} if table.empty else {(r.method, r.task): r.lr for r in table.itertuples()
                                    if r.settled and r.lr is not None}
+
+
+def settled_lrs(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> dict[tuple[str, str], float]:
+    """(method, task) -> the lr chosen by the per-task study at `epochs`, for the settled ones (`per_task_lr`)."""
+    return _settled_of(study_table(results_dir, epochs, methods, benchmark))
 
 
 def chosen_lr_table(results_dir, epochs: int, methods: list[str], benchmark: str = "mini") -> pd.DataFrame:
@@ -284,6 +291,11 @@ def scaled_grid_tag(epochs: int) -> str:
     return f"scaled-e{epochs}"
 
 
+def _has_result(results_dir, benchmark: str, task: str, method: str, tag: str, seed: int) -> bool:
+    """Whether the final run of (task, `method`+`tag`, seed) has a result file."""
+    return result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()
+
+
 def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str], seeds=(1, 2, 3),
                    benchmark: str = "mini") -> list[str]:
     """`python -m shiplib run` arguments of the scaled protocol's final runs (train800val200 -> test, tag
@@ -293,8 +305,7 @@ def final_commands(results_dir, epochs: int, tasks: list[str], methods: list[str
     tag = scaled_grid_tag(epochs)
     return [scaled_run_args(task, method, seed, "final", epochs, tag, chosen[method, task])
             for task in tasks for seed in seeds for method in methods if (method, task) in chosen
-            and not result_path(results_dir, benchmark, task, run_name(method, tag), seed).exists()]
-
+            and not _has_result(results_dir, benchmark, task, method, tag, seed)]
 
 
 def grid_progress(results_dir, epochs: int, methods: list[str], seeds=(1, 2, 3), benchmark: str = "mini"
@@ -304,13 +315,12 @@ def grid_progress(results_dir, epochs: int, methods: list[str], seeds=(1, 2, 3),
     and `seeds`; `status` is `done` when every task is settled and every final run exists."""
     tasks = task_order(benchmark)
     runs = task_lr_runs(results_dir, benchmark, study_prefixes(epochs))
-    settled = settled_lrs(results_dir, epochs, methods, benchmark)
+    settled = _settled_of(_study_of(runs, methods))
     tag = scaled_grid_tag(epochs)
     rows = []
     for method in methods:
         n_settled = sum((method, t) in settled for t in tasks)
-        n_final = sum(result_path(results_dir, benchmark, t, run_name(method, tag), s).exists()
-                      for t in tasks for s in seeds)
+        n_final = sum(_has_result(results_dir, benchmark, t, method, tag, s) for t in tasks for s in seeds)
         done = n_settled == len(tasks) and n_final == len(tasks) * len(seeds)
         rows.append({"method": method, "lr-search runs": int((runs["method"] == method).sum()),
                      "lr settled": f"{n_settled} of {len(tasks)} tasks",
@@ -337,7 +347,7 @@ def ablation_commands(results_dir, epochs: int, seeds=(1, 2, 3), factors=SCALED_
             tag = grid_variant_tag(v.tag, scaled_grid_tag(epochs))
             todo += [scaled_run_args(task, METHOD, seed, "final", epochs, tag, chosen[task], v.set_flags)
                      for task in factor_tasks(v.factor, benchmark) if task in chosen
-                     and not result_path(results_dir, benchmark, task, run_name(METHOD, tag), seed).exists()]
+                     and not _has_result(results_dir, benchmark, task, METHOD, tag, seed)]
     return todo
 
 
