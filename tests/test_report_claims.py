@@ -86,7 +86,7 @@ def test_readme_names_the_component_that_costs_ship_most_where_it_loses():
     assert table.index[0] == "DA"
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert (f"without decoupled attention SHIP gains\n"
-            f"**{top['change']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**") in text
+            f"**{top['difference']:+.1f} points, 95 % CI {top['CI']}, {top['W/T/L']}**") in text
 
 
 def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, step_ce=None,
@@ -221,8 +221,8 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
         write_scaled_run(root, "mini_mnist", "ship", seed, 76.0 + seed, variant="no-da")
     table = costs()
     assert list(table.index) == ["DA", "SIP"]  # largest gain from switching it off first
-    assert table.loc["DA", ["tasks", "change", "W/T/L", "pairs"]].tolist() == ["mini_mnist", 7.5, "2/0/0", 2]
-    assert table.loc["SIP", ["change", "pairs"]].tolist() == [-3.0, 1]
+    assert table.loc["DA", ["tasks", "difference", "W/T/L", "pairs"]].tolist() == ["mini_mnist", 7.5, "2/0/0", 2]
+    assert table.loc["SIP", ["difference", "pairs"]].tolist() == [-3.0, 1]
     sentence = costs_sentence(results, grid_ablations(root, "mini", "scaled"))
     assert sentence.startswith("ship is behind vpt_deep on mnist -5.0 (mean over seeds).")
     assert sentence.index("without DA +7.5 points") < sentence.index("without SIP -3.0 points, CI [-3.0, -3.0], W/T/L "
@@ -234,9 +234,9 @@ def test_the_scaled_grid_names_what_costs_ship_most_from_its_own_ablations(tmp_p
     # SHIP and each variant against VPT-deep, paired over the cells both have, best first
     against = variants_against(results, grid_ablations(root, "mini", "scaled"))
     assert list(against.index) == ["ship+no-da", "ship", "ship+no-sip"]
-    assert against.loc["ship+no-da", ["change", "pairs"]].tolist() == [8.7, 3]  # (2 + 3 + 21) / 3
-    assert against.loc["ship", ["change", "W/T/L", "pairs"]].tolist() == [0.5, "2/0/2", 4]
-    assert against.loc["ship+no-sip", ["change", "CI", "pairs"]].tolist() == [-8.0, "[-8.0, -8.0]", 1]
+    assert against.loc["ship+no-da", ["difference", "pairs"]].tolist() == [8.7, 3]  # (2 + 3 + 21) / 3
+    assert against.loc["ship", ["difference", "W/T/L", "pairs"]].tolist() == [0.5, "2/0/2", 4]
+    assert against.loc["ship+no-sip", ["difference", "CI", "pairs"]].tolist() == [-8.0, "[-8.0, -8.0]", 1]
 
 
 def test_readme_names_what_costs_ship_most_on_the_scaled_grid_as_the_committed_runs_do():

@@ -15,8 +15,6 @@ from _launch_grid import epochs_logged, grid_args, inline_reference, metrics
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
-#: Where scripts/slurm_local.sh keeps the cluster's slurm.conf, state and logs (its own default).
-STATE = Path(os.environ.get("SHIPLIB_SLURM_DIR", "/tmp/shiplib-slurm"))
 #: The one result of the preemption test's one-cell grid, under each grid's root.
 RESULT = "results/mini/mini_dsprites_loc/linear/seed1.json"
 
@@ -27,8 +25,11 @@ def slurm_cluster(tmp_path_factory):
     if proc.returncode == 3:  # apt-get could not install slurm-wlm/munge (no root, no repository)
         pytest.skip(f"SLURM cannot be installed here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
+    # the script says where its cluster lives (its last line: `export SLURM_CONF=<dir>/slurm.conf`)
+    conf = proc.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
+    assert conf.endswith("slurm.conf"), proc.stdout
     old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(STATE / "slurm.conf")
+    os.environ["SLURM_CONF"] = conf
     try:
         yield os.environ["SLURM_CONF"]
     finally:
@@ -69,7 +70,8 @@ def _diagnosis(job: str, root: Path) -> str:
         out = subprocess.run(list(argv), capture_output=True, text=True)
         return out.stdout + out.stderr
     parts = [run("scontrol", "show", "job", job), run("sinfo", "-R")]
-    for log in [STATE / "log" / "slurmctld.log", STATE / "log" / "slurmd.log",
+    state = Path(os.environ["SLURM_CONF"]).parent  # the cluster's folder: slurm.conf, state and logs
+    for log in [state / "log" / "slurmctld.log", state / "log" / "slurmd.log",
                 *sorted((root / "runs" / "slurm").glob("*/*_log.*"))]:
         if log.is_file():
             parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))

@@ -19,7 +19,7 @@ from ..engine.results import load_results, run_name
 from ..launch.ablations import METHOD, REFERENCE
 from .ablations import ablation_paired, ablation_results, ablation_runs
 from .histories import epoch_gradients, history_frame, step_frame, step_summary
-from .paired import PairedComparison, matched_pairs, paired_comparison
+from .paired import DIFFERENCE_COLUMNS, PairedComparison, difference_row, matched_pairs, paired_comparison
 from .tables import METHODS, task_order, with_run_column
 from .tuning import CHOSEN_BUDGET, scaled_grid_tag
 
@@ -233,16 +233,6 @@ def grid_ablations(results_dir: str | os.PathLike = "results", benchmark: str = 
     return ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid])
 
 
-#: The columns of `change_row`.
-CHANGE_COLUMNS = ["change", "CI", "W/T/L", "pairs"]
-
-
-def change_row(c: PairedComparison) -> dict:
-    """One paired comparison as a table row: the mean difference, its CI, wins/ties/losses and the pairs."""
-    return {"change": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
-            "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs}
-
-
 def losing_tasks(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> pd.Series:
     """`task_differences` of the tasks where `a` is behind `b`, most negative first."""
     gaps = task_differences(results, a, b)
@@ -254,17 +244,17 @@ def costs_on_losing_tasks(results: pd.DataFrame, ablations: pd.DataFrame, a: str
     """On the tasks where `a` is behind `b`: what switching each SHIP component off changes (variant − SHIP,
     paired over those tasks' seeds), largest gain first. The top row names the component that costs SHIP most.
     Empty while no component has a paired run on a losing task."""
-    cols = ["tasks", *CHANGE_COLUMNS]
+    cols = ["tasks", *DIFFERENCE_COLUMNS]
     part = ablations[ablations["task"].isin(losing_tasks(results, a, b).index)]
     rows = []
     for name, tag in COMPONENTS.items():
         tasks = paired_tasks(ablation_runs(part), run_name(METHOD, tag), METHOD)
         if not tasks:
             continue
-        rows.append({"switched off": name, "tasks": ", ".join(tasks), **change_row(ablation_paired(part, tag))})
+        rows.append({"switched off": name, "tasks": ", ".join(tasks), **difference_row(ablation_paired(part, tag))})
     if not rows:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="switched off"))
-    return pd.DataFrame(rows).sort_values("change", ascending=False).set_index("switched off")
+    return pd.DataFrame(rows).sort_values("difference", ascending=False).set_index("switched off")
 
 
 def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "ship", b: str = "vpt_deep",
@@ -278,8 +268,8 @@ def costs_sentence(results: pd.DataFrame, ablations: pd.DataFrame, a: str = "shi
     where = ", ".join(f"{t.removeprefix(f'{benchmark}_')} {d:+.1f}" for t, d in gaps.items())
     if costs.empty:
         return f"{a} is behind {b} on {where}; no component ablation has run on those tasks yet."
-    each = "; ".join(f"without {name} {r['change']:+.1f} points, CI {r['CI']}, W/T/L {r['W/T/L']} over {r['pairs']} "
-                     f"pairs" for name, r in costs.iterrows())
+    each = "; ".join(f"without {name} {r['difference']:+.1f} points, CI {r['CI']}, W/T/L {r['W/T/L']} over "
+                     f"{r['pairs']} pairs" for name, r in costs.iterrows())
     return (f"{a} is behind {b} on {where} (mean over seeds). Switching one component off on those tasks, paired "
             f"with {a}'s own runs, changes its accuracy by: {each}.")
 
@@ -296,16 +286,16 @@ def variants_against(results: pd.DataFrame, ablations: pd.DataFrame, b: str = "v
         name = run_name(METHOD, None if variant == REFERENCE else variant)
         if not paired_tasks(both, name, b):
             continue
-        rows.append({"run": name, **change_row(paired_comparison(both, name, b))})
-    frame = pd.DataFrame(rows, columns=["run", *CHANGE_COLUMNS])
-    return frame.sort_values("change", ascending=False).set_index("run")
+        rows.append({"run": name, **difference_row(paired_comparison(both, name, b))})
+    frame = pd.DataFrame(rows, columns=["run", *DIFFERENCE_COLUMNS])
+    return frame.sort_values("difference", ascending=False).set_index("run")
 
 
 def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: str = "mini", a: str = "ship",
                          b: str = "vpt_deep") -> tuple[pd.DataFrame, pd.DataFrame]:
     """`a − b` under each grid of `GRIDS`: per task (each run's mean over the paired seeds, the difference and the
-    number of seeds), and overall, paired over every (task, seed) cell each grid has and over the tasks all grids
-    share."""
+    number of seeds), and overall (`difference_row`), paired over every (task, seed) cell each grid has and over the
+    tasks all grids share."""
     results = load_results(results_dir, protocol="final", benchmark=benchmark)
     grids = {g: of_grid(results, g) for g in GRIDS}
     grids = {g: df for g, df in grids.items() if paired_tasks(df, a, b)}
@@ -323,9 +313,7 @@ def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: 
             if scope != "every task it has" and (len(grids) < 2 or part.empty):
                 continue
             c = paired_comparison(part, a, b)
-            rows.append({"grid": g, "over": scope, "tasks": c.n_tasks, "pairs": c.n_pairs,
-                         f"{a} − {b}": round(c.mean_diff, 1), "CI": f"[{c.ci_low:+.1f}, {c.ci_high:+.1f}]",
-                         "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "verdict": verdict(c)})
+            rows.append({"grid": g, "over": scope, "tasks": c.n_tasks, **difference_row(c), "verdict": verdict(c)})
     return per_task, pd.DataFrame(rows).set_index(["grid", "over"]) if rows else pd.DataFrame()
 
 
@@ -370,8 +358,9 @@ def protocol_sentence(results_dir: str | os.PathLike = "results", benchmark: str
     each = ", ".join(f"{t.removeprefix(f'{benchmark}_')} {r[f'scaled: {diff}']:+.1f} ({r[f'committed: {diff}']:+.1f})"
                      for t, r in tasks.iterrows())
     gain = {m: (tasks[f"scaled: {m}"] - tasks[f"committed: {m}"]).mean() for m in (a, b)}
-    return (f"Under the scaled protocol, {diff} is {scaled[diff]:+.1f} points, 95 % CI {scaled['CI']}, W/T/L "
-            f"{scaled['W/T/L']} over {scaled['pairs']} (task, seed) pairs on {scaled['tasks']} tasks; on the same "
-            f"tasks the committed protocol gives {same[diff]:+.1f}, CI {same['CI']}, W/T/L {same['W/T/L']}. Per "
+    return (f"Under the scaled protocol, {diff} is {scaled['difference']:+.1f} points, 95 % CI {scaled['CI']}, "
+            f"W/T/L {scaled['W/T/L']} over {scaled['pairs']} (task, seed) pairs on {scaled['tasks']} tasks; on the "
+            f"same tasks the committed protocol gives {same['difference']:+.1f}, CI {same['CI']}, W/T/L "
+            f"{same['W/T/L']}. Per "
             f"task, scaled (committed): {each}. From the committed protocol to the scaled one, {a} gains "
             f"{gain[a]:+.1f} and {b} {gain[b]:+.1f} points (mean over these tasks).")

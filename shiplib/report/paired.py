@@ -116,6 +116,16 @@ def paired_comparison(results: pd.DataFrame, a: str, b: str, metric: str = "acc_
         resample=resample, n_boot=n_boot, unmatched=unmatched)
 
 
+#: The columns of `difference_row`.
+DIFFERENCE_COLUMNS = ["difference", "CI", "W/T/L", "pairs"]
+
+
+def difference_row(c: PairedComparison, decimals: int = 1) -> dict:
+    """One comparison as a table row: the mean difference `a − b`, its CI, wins/ties/losses and the pairs."""
+    return {"difference": round(c.mean_diff, decimals), "CI": f"[{c.ci_low:+.{decimals}f}, {c.ci_high:+.{decimals}f}]",
+            "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs}
+
+
 def paired_table(results: pd.DataFrame, baseline: str, others, metric: str = "acc_last", decimals: int = 1,
                  **kw) -> pd.DataFrame:
     """One row per run in `others`: its paired difference to `baseline` (other − baseline) with CI and W/T/L."""
@@ -123,7 +133,5 @@ def paired_table(results: pd.DataFrame, baseline: str, others, metric: str = "ac
     for name in others:
         c = paired_comparison(results, name, baseline, metric, **kw)
         rows.append({"run": name, "mean": round(c.mean_a, decimals), f"{baseline}": round(c.mean_b, decimals),
-                     "difference": round(c.mean_diff, decimals),
-                     "CI": f"[{c.ci_low:.{decimals}f}, {c.ci_high:.{decimals}f}]",
-                     "W/T/L": f"{c.wins}/{c.ties}/{c.losses}", "pairs": c.n_pairs})
+                     **difference_row(c, decimals)})
     return pd.DataFrame(rows).set_index("run")
