@@ -30,12 +30,17 @@ def test_committed_claims_cover_every_testable_claim():
     table = claims_table(REPO / "results")
     assert table.index.is_unique
     for needed in ("SHIP is more accurate than VPT-deep", "SHIP's training loss falls below VPT-deep's (Fig. 3)",
-                   "DA improves SHIP", "Decoupled attention reduces inference cost", "SHIP is robust to threshold α",
-                   "SHIP is robust to prompt length K", "SHIP gains 4.9 points over VPT-deep on VTAB-1k"):
+                   "DA improves SHIP", "Decoupled attention reduces inference cost",
+                   "SHIP is robust to threshold α (committed protocol)",
+                   "SHIP is robust to prompt length K (committed protocol)",
+                   "SHIP gains 4.9 points over VPT-deep on VTAB-1k"):
         assert needed in table.index
     for method in ("linear", "full", "vpt_shallow", "spt", "sep"):
-        assert f"SHIP is more accurate than {method}" in table.index
+        for protocol in ("", " (committed protocol)"):
+            assert f"SHIP is more accurate than {method}{protocol}" in table.index
     assert (table["verdict"] == OFFLINE).sum() == 1
+    # the main grid is complete: no verdict rests on part of the tasks
+    assert not table["verdict"].str.contains("tasks so far").any()
     assert "python -m shiplib sweep --tasks vtab1k" in table.loc["SHIP gains 4.9 points over VPT-deep on VTAB-1k",
                                                                   "evidence"]
 
@@ -54,16 +59,20 @@ def copy_results(tmp_path: Path, scaled: bool = True) -> Path:
 
 
 def test_a_changed_result_changes_the_verdict(tmp_path):
+    from shiplib.report.claims import SCALED_GRID
+
     root = copy_results(tmp_path)
     before = {c.claim: c.verdict for c in claims(root)}
     assert before["SHIP is more accurate than VPT-deep"] != HOLDS
-    for path in (root / "mini").glob("*/ship/seed*.json"):
+    for path in (root / "mini").glob(f"*/ship+{SCALED_GRID}/seed*.json"):
         r = json.loads(path.read_text())
         r["acc_last"] = r["history"][-1]["eval_acc"] = min(100.0, r["acc_last"] + 15)  # a consistent result
         path.write_text(json.dumps(r))
     after = {c.claim: c.verdict for c in claims(root)}
     assert after["SHIP is more accurate than VPT-deep"] == HOLDS
     assert after["DA improves SHIP"] == HOLDS  # full SHIP now far ahead of SHIP without DA
+    for claim in ("SHIP is more accurate than VPT-deep", "DA improves SHIP"):  # the other grid's rows are their own
+        assert after[f"{claim} (committed protocol)"] == before[f"{claim} (committed protocol)"]
 
 
 def test_readme_results_section_starts_with_the_claims_table():
@@ -73,6 +82,14 @@ def test_readme_results_section_starts_with_the_claims_table():
     for claim in claims(REPO / "results"):
         row = f"| {claim.claim} | {claim.paper} | {claim.companion} | {claim.verdict} |"
         assert row in first_table, row
+
+
+def test_readme_compares_ship_with_every_method_under_both_protocols_as_the_results_do():
+    from shiplib.report.claims import protocol_overview
+    from shiplib.report.tables import markdown_table
+
+    table = markdown_table(protocol_overview(REPO / "results"))
+    assert table.rstrip("\n") in (REPO / "README.md").read_text(encoding="utf-8"), table
 
 
 def test_readme_names_the_component_that_costs_ship_most_where_it_loses():
@@ -109,28 +126,36 @@ def write_scaled_run(root: Path, task: str, method: str, seed: int, acc: float, 
     return write_result(result_path(root, "mini", task, run_name(method, tag), seed), r)
 
 
-def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
-    from shiplib.report.claims import protocol_differences, protocol_sentence
+def main_grid_rows(root: Path) -> list[str]:
+    """The claims of the main (scaled) grid's accuracy, convergence and component rows."""
+    return [c.claim for c in claims(root) if c.claim.startswith(("SHIP is more accurate", "SHIP's training loss"))
+            and not c.claim.endswith("(committed protocol)") or c.claim.endswith("improves SHIP")]
+
+
+def test_the_scaled_grid_leads_the_table_and_says_how_far_it_got(tmp_path):
+    from shiplib.report.claims import protocol_differences, protocol_overview, protocol_sentence
 
     root = copy_results(tmp_path, scaled=False)
     names = [c.claim for c in claims(root)]
-    assert not any("scaled protocol" in n for n in names)  # no scaled runs yet: no rows
+    assert "SHIP is more accurate than VPT-deep (committed protocol)" in names
+    assert main_grid_rows(root) == []  # no scaled runs yet: no rows
     write_scaled_run(root, "mini_textures", "ship", 3, 50.0)
     write_scaled_run(root, "mini_clevr_count", "vpt_deep", 3, 50.0)
-    assert not any("scaled protocol" in c.claim for c in claims(root))  # both methods, but no shared cell yet
+    assert main_grid_rows(root) == []  # both methods, but no shared cell yet
     for seed in (1, 2):
         write_scaled_run(root, "mini_mnist", "ship", seed, 80.0 + seed)
         write_scaled_run(root, "mini_mnist", "vpt_deep", seed, 70.0)
         write_scaled_run(root, "mini_ihc_hema", "ship", seed, 75.0)
         write_scaled_run(root, "mini_ihc_hema", "vpt_deep", seed, 74.0 - seed)
     table = claims_table(root)
-    row = table.loc["SHIP is more accurate than VPT-deep (scaled protocol)"]
+    assert table.index[0] == "SHIP is more accurate than VPT-deep"  # the main grid's rows come first
+    row = table.loc["SHIP is more accurate than VPT-deep"]
     assert row["verdict"] == HOLDS + " (2 of 7 tasks so far: mnist, ihc_hema)"
     assert "over 4 (task, seed) pairs" in row["companion"]
-    assert "SHIP is more accurate than linear (scaled protocol)" not in table.index  # only the methods it has
-    assert "SHIP's training loss falls below VPT-deep's (Fig. 3) (scaled protocol)" in table.index
+    assert "SHIP is more accurate than linear" not in table.index  # only the methods it has
+    assert "SHIP's training loss falls below VPT-deep's (Fig. 3)" in table.index
     # the committed grid's rows are untouched by the scaled runs
-    assert table.loc["SHIP is more accurate than VPT-deep", "verdict"] == f"{FAILS}: ship is lower"
+    assert table.loc["SHIP is more accurate than VPT-deep (committed protocol)", "verdict"] == f"{FAILS}: ship is lower"
     per_task, overall = protocol_differences(root)
     assert per_task.loc["mini_mnist", "scaled: ship − vpt_deep"] == 11.5
     assert per_task.loc["mini_mnist", ["scaled: ship", "scaled: vpt_deep", "scaled: seeds"]].tolist() == [81.5, 70, 2]
@@ -147,10 +172,16 @@ def test_the_scaled_grid_gets_its_own_rows_which_say_how_far_it_got(tmp_path):
     gain_ship = ((81.5 - per_task.loc["mini_mnist", "committed: ship"]) +
                  (75.0 - per_task.loc["mini_ihc_hema", "committed: ship"])) / 2
     assert f"ship gains {gain_ship:+.1f} and vpt_deep " in sentence and sentence.endswith("(mean over these tasks).")
+    overview = protocol_overview(root)
+    assert overview.loc[("vpt_deep", "scaled"), ["tasks", "ship mean", "its mean", "difference", "pairs"]].tolist() \
+        == [2, 78.2, 71.2, 7.0, 4]  # (81 + 82 + 75 + 75) / 4, rounded to 0.1
+    assert overview.loc[("vpt_deep", "scaled"), "verdict"] == HOLDS
+    assert overview.loc[("vpt_deep", "committed"), "tasks"] == 7
+    assert ("linear", "scaled") not in overview.index and ("linear", "committed") in overview.index
     assert protocol_sentence(copy_results(tmp_path / "bare", scaled=False)).startswith(
         "The scaled grid has no paired runs")
     write_scaled_run(root, "mini_mnist", "ship", 1, 50.0), write_scaled_run(root, "mini_mnist", "ship", 2, 50.0)
-    assert claims_table(root).loc["SHIP is more accurate than VPT-deep (scaled protocol)",
+    assert claims_table(root).loc["SHIP is more accurate than VPT-deep",
                                   "verdict"].startswith(FAILS)  # a changed result changes the verdict
 
 
@@ -181,11 +212,11 @@ def test_the_scaled_grids_component_ablations_get_their_own_rows(tmp_path):
         write_scaled_run(root, "mini_mnist", "ship", seed, 70.0 + seed)
         write_scaled_run(root, "mini_mnist", "ship", seed, 60.0, variant="no-da")
     table = claims_table(root)
-    row = table.loc["DA improves SHIP (scaled protocol)"]
+    row = table.loc["DA improves SHIP"]
     assert row["verdict"] == HOLDS + " (1 of 7 tasks so far: mnist)"
     assert "over 3 (task, seed) pairs" in row["companion"] and "without DA: -12.0 points" in row["companion"]
-    assert "SIP improves SHIP (scaled protocol)" not in table.index  # no runs of that variant yet
-    assert table.loc["DA improves SHIP", "verdict"] != row["verdict"]  # the committed grid's row is its own
+    assert "SIP improves SHIP" not in table.index  # no runs of that variant yet
+    assert table.loc["DA improves SHIP (committed protocol)", "verdict"] != row["verdict"]  # its own row
 
 
 def test_readme_compares_the_two_protocols_as_the_committed_runs_do():
@@ -245,3 +276,10 @@ def test_readme_names_what_costs_ship_most_on_the_scaled_grid_as_the_committed_r
     sentence = costs_sentence(grid_results(REPO / "results", "mini", "scaled"),
                               grid_ablations(REPO / "results", "mini", "scaled"))
     assert sentence in " ".join((REPO / "README.md").read_text(encoding="utf-8").split()), sentence
+
+
+def test_an_unknown_grid_is_named_with_the_valid_ones():
+    from shiplib.report.claims import grid_results
+
+    with pytest.raises(ValueError, match="unknown grid 'fast': use one of scaled, committed"):
+        grid_results(REPO / "results", grid="fast")

@@ -282,6 +282,23 @@ def test_overview_table_has_one_row_per_method_in_display_order(tmp_path, write_
     assert markdown_table(table).startswith("| method | mnist | textures |")
 
 
+def test_a_grid_tag_selects_that_grids_runs_under_plain_method_names(tmp_path, write_fake_result):
+    from shiplib.report import mini_table, overview_table
+
+    for seed in (1, 2):
+        write_fake_result("mini_mnist", "ship", seed, 60.0)  # the untagged grid
+        write_fake_result("mini_mnist", "ship", seed, 70.0 + seed, tag="scaled-e20")
+        write_fake_result("mini_mnist", "linear", seed, 40.0, tag="scaled-e20")
+    write_fake_result("mini_mnist", "ship", 1, 1.0, tag="no-sip.scaled-e20")  # a variant in that grid: not a row
+    scaled = overview_table(tmp_path / "results", grid_tag="scaled-e20")
+    assert list(scaled.index) == ["linear", "ship"]
+    assert scaled.loc["ship", "mnist"] == "71.5 ± 0.7" and scaled.loc["ship", "runs"] == "2"
+    assert overview_table(tmp_path / "results").loc["ship", "mnist"] == "60.0 ± 0.0"
+    assert list(overview_table(tmp_path / "results").index) == ["ship"]
+    assert mini_table(tmp_path / "results", grid_tag="scaled-e20").loc["ship", "mini_mnist"] == "71.5 ± 0.7"
+    assert overview_table(tmp_path / "results", grid_tag="scaled-e40").empty  # no such grid: no rows
+
+
 def test_measured_accuracies_differ_only_where_the_notebook_sanitizer_replaces_them(tmp_path, write_fake_result):
     """Strict nbval compares vtab.ipynb's summary with the committed one through notebooks/nbval_sanitize.cfg: a
     re-run within tolerance renders the same sanitized text and HTML; one beyond it does not."""

@@ -148,11 +148,13 @@ def test_a_committed_ablation_result_is_reproduced_by_rerunning_it(tmp_path):
 README = RESULTS.parent / "README.md"
 
 
-def test_readme_table_is_the_overview_of_the_committed_results():
+@pytest.mark.parametrize("grid", ["scaled", "committed"])
+def test_readme_tables_are_the_overviews_of_the_committed_results(grid):
     from shiplib.report import markdown_table, overview_table
+    from shiplib.report.claims import grid_tag
 
-    table = markdown_table(overview_table(RESULTS))
-    assert table in README.read_text(encoding="utf-8"), f"README's mini-VTAB table is not:\n{table}"
+    table = markdown_table(overview_table(RESULTS, grid_tag=grid_tag(grid)))
+    assert table in README.read_text(encoding="utf-8"), f"README's mini-VTAB table of the {grid} grid is not:\n{table}"
 
 
 def test_readme_answers_ship_vs_vpt_deep_with_the_paired_comparison():

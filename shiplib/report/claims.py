@@ -20,7 +20,7 @@ from ..launch.ablations import METHOD, REFERENCE
 from .ablations import ablation_paired, ablation_results, ablation_runs
 from .histories import epoch_gradients, history_frame, step_frame, step_summary
 from .paired import DIFFERENCE_COLUMNS, PairedComparison, difference_row, matched_pairs, paired_comparison
-from .tables import METHODS, task_order, with_run_column
+from .tables import METHODS, grid_rows, task_order, with_run_column
 from .tuning import CHOSEN_BUDGET, scaled_grid_tag
 
 HOLDS, FAILS, OFFLINE = "holds at mini scale", "does not hold at mini scale", "cannot be tested offline"
@@ -33,9 +33,12 @@ ROBUSTNESS = {"threshold α": ("alpha=0.00", "alpha=0.80", "alpha=0.95", "alpha=
 GPU_COMMAND = ("python -m shiplib sweep --tasks vtab1k --methods ship vpt_deep --seeds 1-3 --launcher slurm "
                "--gpus-per-run 1  # needs data/vtab-1k (python -m shiplib.data prepare) and ViT-B_16.npz")
 BENCH_FILE = Path("results") / "bench" / "ship_vit_base_patch16_224.json"
-#: The grids whose final runs the claims compare: the committed one (untagged runs) and the scaled protocol's.
+#: The grids whose final runs the claims compare, the main one first: the scaled protocol's (20 epochs on the
+#: official curve's shape, each task's lr chosen on its val200) and the earlier committed grid (untagged runs: 10
+#: epochs of the official per-epoch schedule, one lr per method), whose rows name their protocol.
 SCALED_GRID = scaled_grid_tag(CHOSEN_BUDGET)
-GRIDS = {"committed": None, "scaled": SCALED_GRID}
+GRIDS = {"scaled": SCALED_GRID, "committed": None}
+MAIN_GRID = next(iter(GRIDS))
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,10 @@ def _better_than(results: pd.DataFrame, a: str, b: str, paper: str, claim: str, 
 
 
 def _grid_claim(claim: str, grid: str) -> str:
-    return claim if grid == "committed" else f"{claim} ({grid} protocol)"
+    return claim if grid == MAIN_GRID else f"{claim} ({grid} protocol)"
 
 
-def method_claims(results: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> list[Claim]:
+def method_claims(results: pd.DataFrame, grid: str = MAIN_GRID, benchmark: str = "mini") -> list[Claim]:
     """SHIP against VPT-deep (the abstract's claim) and against every other method the grid pairs it with; a
     verdict resting on fewer than all tasks says which (`coverage`)."""
     rows = []
@@ -107,7 +110,7 @@ def method_claims(results: pd.DataFrame, grid: str = "committed", benchmark: str
     return rows
 
 
-def convergence_claim(history: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> Claim | None:
+def convergence_claim(history: pd.DataFrame, grid: str = MAIN_GRID, benchmark: str = "mini") -> Claim | None:
     """Fig. 3: SHIP's training loss ends lower than VPT-deep's (last epoch's cross-entropy, paired by task and
     seed); None when no (task, seed) has both."""
     if history.empty:
@@ -124,7 +127,7 @@ def convergence_claim(history: pd.DataFrame, grid: str = "committed", benchmark:
                  "history_frame(results): last epoch's `ce` per (task, seed)")
 
 
-def component_claims(ablations: pd.DataFrame, grid: str = "committed", benchmark: str = "mini") -> list[Claim]:
+def component_claims(ablations: pd.DataFrame, grid: str = MAIN_GRID, benchmark: str = "mini") -> list[Claim]:
     """Each component helps: SHIP without it minus full SHIP, paired over the ablation's (task, seed) cells, lies
     below 0 (components without paired runs in the grid get no row)."""
     rows = []
@@ -140,7 +143,7 @@ def component_claims(ablations: pd.DataFrame, grid: str = "committed", benchmark
     return rows
 
 
-def robustness_claims(ablations: pd.DataFrame) -> list[Claim]:
+def robustness_claims(ablations: pd.DataFrame, grid: str = MAIN_GRID) -> list[Claim]:
     """Robust to α and K: no setting differs from the default beyond seed noise (every paired CI spans 0)."""
     rows = []
     for factor, tags in ROBUSTNESS.items():
@@ -148,7 +151,8 @@ def robustness_claims(ablations: pd.DataFrame) -> list[Claim]:
         worst = max(comps, key=lambda t: abs(comps[t].mean_diff))
         outside = [t for t, c in comps.items() if c.ci_low > 0 or c.ci_high < 0]
         rows.append(Claim(
-            f"SHIP is robust to {factor}", "accuracy changes little across settings (paper's ablation)",
+            _grid_claim(f"SHIP is robust to {factor}", grid),
+            "accuracy changes little across settings (paper's ablation)",
             f"largest change, {worst}: {evidence_text(comps[worst])}",
             HOLDS if not outside else f"{FAILS}: {', '.join(outside)} differ beyond seed noise",
             f"ablation_paired(ablations, <setting>) for {', '.join(tags)}"))
@@ -168,27 +172,28 @@ def inference_claim(bench: dict) -> Claim:
         f"{BENCH_FILE.as_posix()} (python -m shiplib bench --method ship --backbone vit_base_patch16_224 --flops)")
 
 
+def grid_tag(grid: str) -> str | None:
+    """The tag of one of `GRIDS` (None: the untagged runs)."""
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}: use one of {', '.join(GRIDS)}")
+    return GRIDS[grid]
+
+
 def of_grid(frame: pd.DataFrame, grid: str) -> pd.DataFrame:
-    """The rows of one of `GRIDS` in a frame of results or histories, under plain method names (a protocol's tag
-    dropped), so that each grid compares method with method."""
-    if frame.empty:
-        return frame
-    tag = GRIDS[grid]
-    keep = frame["tag"].isna() if tag is None else frame["tag"] == tag
-    frame = frame[keep].assign(tag=None)
-    return (frame.assign(run=frame["method"]) if "run" in frame else frame).reset_index(drop=True)
+    """The rows of one of `GRIDS` in a frame of results or histories, under plain method names (`grid_rows`)."""
+    return grid_rows(frame, grid_tag(grid))
 
 
 def grid_results(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
-                 grid: str = "committed") -> pd.DataFrame:
+                 grid: str = MAIN_GRID) -> pd.DataFrame:
     """The final runs of one of `GRIDS` (`of_grid`)."""
     return of_grid(load_results(results_dir, protocol="final", benchmark=benchmark), grid)
 
 
 def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") -> list[Claim]:
-    """Every testable claim, computed from the committed results under `results_dir`: on the committed grid, and
-    the accuracy, convergence and component claims again on the scaled protocol's grid for the runs it pairs so
-    far (while it lacks tasks, each verdict says which tasks it rests on)."""
+    """Every testable claim, computed from the committed results under `results_dir`: the accuracy, convergence and
+    component claims on the main grid (while it lacks tasks, each verdict says which tasks it rests on), the
+    inference, robustness and VTAB-1k claims, then the first three again on the committed grid, for comparison."""
     ablations = {grid: grid_ablations(results_dir, benchmark, grid) for grid in GRIDS}
     bench = json.loads((Path(results_dir) / "bench" / BENCH_FILE.name).read_text(encoding="utf-8"))
     results = load_results(results_dir, protocol="final", benchmark=benchmark)
@@ -200,18 +205,14 @@ def claims(results_dir: str | os.PathLike = "results", benchmark: str = "mini") 
             methods=method_claims(of_grid(results, grid), grid, benchmark),
             convergence=[c for c in [convergence_claim(of_grid(histories, grid), grid, benchmark)] if c is not None],
             components=component_claims(ablations[grid], grid, benchmark))
-    committed, scaled = rows["committed"], rows["scaled"]
+    # α and K were ablated on the committed grid only (their rows say so)
     return [
-        *committed["methods"],
-        *scaled["methods"],
+        *(claim for part in rows[MAIN_GRID].values() for claim in part),
+        inference_claim(bench),
+        *robustness_claims(ablations["committed"], "committed"),
         Claim("SHIP gains 4.9 points over VPT-deep on VTAB-1k", f"+{PAPER_GAIN_OVER_VPT} points",
               "needs the 19 VTAB-1k tasks and the in21k ViT-B/16 weights", OFFLINE, GPU_COMMAND),
-        *committed["convergence"],
-        *scaled["convergence"],
-        *committed["components"],
-        *scaled["components"],
-        inference_claim(bench),
-        *robustness_claims(ablations["committed"]),
+        *(claim for grid in GRIDS if grid != MAIN_GRID for part in rows[grid].values() for claim in part),
     ]
 
 
@@ -228,9 +229,9 @@ def task_differences(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep"
 
 
 def grid_ablations(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
-                   grid: str = "committed") -> pd.DataFrame:
+                   grid: str = MAIN_GRID) -> pd.DataFrame:
     """SHIP's ablations of one of `GRIDS` (`ablation_results`): the grid's own SHIP runs are the reference."""
-    return ablation_results(results_dir, benchmark=benchmark, grid_tag=GRIDS[grid])
+    return ablation_results(results_dir, benchmark=benchmark, grid_tag=grid_tag(grid))
 
 
 def losing_tasks(results: pd.DataFrame, a: str = "ship", b: str = "vpt_deep") -> pd.Series:
@@ -317,13 +318,32 @@ def protocol_differences(results_dir: str | os.PathLike = "results", benchmark: 
     return per_task, pd.DataFrame(rows).set_index(["grid", "over"]) if rows else pd.DataFrame()
 
 
+def protocol_overview(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
+                      a: str = "ship") -> pd.DataFrame:
+    """`a` against every other method under each grid of `GRIDS`, one row per (method, grid): the tasks paired, both
+    runs' means over the paired (task, seed) cells, `a − method` (`difference_row`) and its verdict."""
+    results = load_results(results_dir, protocol="final", benchmark=benchmark)
+    grids = {g: of_grid(results, g) for g in GRIDS}
+    rows = []
+    for other in (m for m in METHODS if m != a):
+        for g, df in grids.items():
+            tasks = paired_tasks(df, a, other)
+            if not tasks:
+                continue
+            c = paired_comparison(df, a, other)
+            rows.append({"method": other, "grid": g, "tasks": len(tasks), f"{a} mean": round(c.mean_a, 1),
+                         "its mean": round(c.mean_b, 1), **difference_row(c), "verdict": verdict(c)})
+    columns = ["method", "grid", "tasks", f"{a} mean", "its mean", *DIFFERENCE_COLUMNS, "verdict"]
+    return pd.DataFrame(rows, columns=columns).set_index(["method", "grid"])
+
+
 def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
                         grid: str = "scaled") -> pd.DataFrame:
     """Per (task, method) of a grid's runs that log per-step losses: `step_summary` (the highest smoothed training
     cross-entropy after the warm-up, mean over seeds, against ln(number of classes)), and at the epoch after the
     warm-up with the highest mean cross-entropy its lr and the trainable part with the largest gradient norm
     (`epoch_gradients`); the rows above chance first."""
-    runs = {run_name(m, GRIDS[grid]): m for m in METHODS}
+    runs = {run_name(m, grid_tag(grid)): m for m in METHODS}
     steps = step_frame(results_dir, runs=list(runs), benchmark=benchmark)
     parts = []
     for task, part in steps.groupby("task", sort=False):

@@ -74,8 +74,21 @@ def is_untagged(df: pd.DataFrame) -> pd.Series:
     return df["tag"].isna() | (df["tag"].astype(str) == "")
 
 
-def select_runs(df: pd.DataFrame, include_tagged: bool = False) -> pd.DataFrame:
-    """`df` without tagged runs unless `include_tagged` (see the module docstring)."""
+def grid_rows(df: pd.DataFrame, tag: str | None) -> pd.DataFrame:
+    """The rows of one grid of runs in a frame of results or histories: the untagged runs (`tag=None`) or those
+    tagged `tag` (a protocol's grid, such as `scaled-e20`), under plain method names (the tag dropped, `run` = the
+    method where the frame has runs), so that a grid's tables compare method with method."""
+    if df.empty:
+        return df
+    df = df[is_untagged(df) if tag is None else df["tag"] == tag].assign(tag=None)
+    return (df.assign(run=df["method"]) if "run" in df else df).reset_index(drop=True)
+
+
+def select_runs(df: pd.DataFrame, include_tagged: bool = False, grid_tag: str | None = None) -> pd.DataFrame:
+    """`df` without tagged runs unless `include_tagged` (see the module docstring); with `grid_tag`, the runs of
+    that tag's grid under plain method names instead (`grid_rows`)."""
+    if grid_tag is not None:
+        return grid_rows(df, grid_tag)
     if include_tagged or df.empty:
         return df
     return df[is_untagged(df)]
@@ -225,13 +238,15 @@ def vtab1k_table(results_dir="results", protocol: str = "final",
 
 
 def benchmark_summary(results_dir="results", benchmark: str = "mini", metric: str = "acc_last",
-                      protocol: str = "final", include_tagged: bool = True) -> pd.DataFrame:
+                      protocol: str = "final", include_tagged: bool = True,
+                      grid_tag: str | None = None) -> pd.DataFrame:
     """A benchmark's runs as a long frame: benchmark, run, task, group, mean, std, n_seeds, seeds.
 
     Every run by default, tagged ones (ablation variants) included: it feeds figures, which choose their runs
-    (`plot_task_accuracies` shows the untagged ones unless asked). `include_tagged=False`: the methods' own runs.
+    (`plot_task_accuracies` shows the untagged ones unless asked). `include_tagged=False`: the methods' own runs;
+    `grid_tag`: the runs of that tag's grid (`select_runs`).
     """
-    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged)
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged, grid_tag)
     return seed_summary(df, metric)
 
 
@@ -253,19 +268,20 @@ def format_mean_std(mean, std, decimals: int = 1) -> str:
 
 
 def mini_table(results_dir="results", metric: str = "acc_last", protocol: str = "final",
-               decimals: int = 1, include_tagged: bool = False) -> pd.DataFrame:
+               decimals: int = 1, include_tagged: bool = False, grid_tag: str | None = None) -> pd.DataFrame:
     """mini-VTAB: one row per run, "mean ± std" over seeds per task, then group means and both overall means
-    (the methods' untagged runs; `include_tagged=True` adds ablation variants)."""
-    return seed_table(results_dir, "mini", metric, protocol, decimals, include_tagged)
+    (the methods' untagged runs; `include_tagged=True` adds ablation variants; `grid_tag`: that tag's grid)."""
+    return seed_table(results_dir, "mini", metric, protocol, decimals, include_tagged, grid_tag)
 
 
 def overview_table(results_dir="results", benchmark: str = "mini", metric: str = "acc_last",
-                   protocol: str = "final", decimals: int = 1) -> pd.DataFrame:
+                   protocol: str = "final", decimals: int = 1, grid_tag: str | None = None) -> pd.DataFrame:
     """The compact table of the README: one row per method (`METHODS` order), "mean ± std" over seeds per task
     (short task names), the mean over tasks with the std over seeds of each seed's task mean, the trainable
-    parameters with the head (mean over tasks: heads and SHIP's levels differ by task) and the number of runs."""
+    parameters with the head (mean over tasks: heads and SHIP's levels differ by task) and the number of runs.
+    The methods' untagged runs, or with `grid_tag` the runs of that tag's grid."""
     check_metric(metric)
-    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark))
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), grid_tag=grid_tag)
     tasks = task_order(benchmark)
     summary = seed_summary(df, metric)
     means, stds = _accuracy_wide(summary, tasks, "mean"), _accuracy_wide(summary, tasks, "std")
@@ -284,16 +300,16 @@ def overview_table(results_dir="results", benchmark: str = "mini", metric: str =
 
 
 def seed_table(results_dir="results", benchmark: str = "mini", metric: str = "acc_last", protocol: str = "final",
-               decimals: int = 1, include_tagged: bool = False) -> pd.DataFrame:
+               decimals: int = 1, include_tagged: bool = False, grid_tag: str | None = None) -> pd.DataFrame:
     """One row per run, "mean ± std" over seeds per task, then group means and both overall means.
 
     The overall means are means of the per-task means; "seed std of mean (N)" is the std over seeds of each
     seed's mean over all N tasks (seeds that cover every task); "seeds" the number of seeds per task ("2/3" when
     tasks differ). Rows: the methods' untagged runs; `include_tagged=True` adds tagged runs (ablation variants,
-    usually one seed on a few tasks, so without group means).
+    usually one seed on a few tasks, so without group means); `grid_tag`: the runs of that tag's grid instead.
     """
     check_metric(metric)
-    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged)
+    df = select_runs(load_results(results_dir, protocol=protocol, benchmark=benchmark), include_tagged, grid_tag)
     tasks = task_order(benchmark)
     summary = seed_summary(df, metric)
     means, stds = _accuracy_wide(summary, tasks, "mean"), _accuracy_wide(summary, tasks, "std")
