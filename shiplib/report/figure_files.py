@@ -35,6 +35,7 @@ from ..repro import tolerance as repro_tolerance, within
 from ..utils.paths import find_repo_root
 from . import figures
 from .ablations import ablation_paired_frame, ablation_results, rounded
+from .claims import MAIN_GRID, grid_tag
 from .affinity import task_affinities
 from .histories import history_frame
 from .notebook import pick_tasks
@@ -64,7 +65,8 @@ README_FIGURES: dict[str, ReadmeFigure] = {f.name: f for f in (
     ReadmeFigure("loss_curves", "notebooks/loss_curves.ipynb",
                  "Training cross-entropy and loss per epoch, VPT-deep vs SHIP on mini_mnist (paper Fig. 3)", None),
     ReadmeFigure("mini_results", "notebooks/results.ipynb",
-                 "mini-VTAB test accuracy (last epoch) per task and method, mean ± std over seeds", None),
+                 "mini-VTAB test accuracy (last epoch) per task and method on the scaled grid, mean ± std over "
+                 "seeds", None),
     ReadmeFigure("ablations", "notebooks/ablations.ipynb",
                  "SHIP's ablations on mini-VTAB: each variant minus full SHIP, paired over (task, seed), 95 % CI",
                  None),
@@ -285,7 +287,8 @@ def committed_data(name: str, root: str | os.PathLike | None = None, data_root=N
     if name == "loss_curves":
         return loss_curves_data(history_frame(root / "results", task="mini_mnist", runs=["vpt_deep", "ship"]))
     if name == "mini_results":
-        return mini_results_data(benchmark_summary(root / "results", "mini", "acc_last", "final"))
+        return mini_results_data(benchmark_summary(root / "results", "mini", "acc_last", "final",
+                                                   grid_tag=grid_tag(MAIN_GRID)))
     if name == "ablations":
         return ablations_data(ablation_results(root / "results", "mini", seeds=(1, 2, 3)))
     if name == "efficiency":
