@@ -338,7 +338,7 @@ def protocol_overview(results_dir: str | os.PathLike = "results", benchmark: str
 
 
 def losses_above_chance(results_dir: str | os.PathLike = "results", benchmark: str = "mini",
-                        grid: str = "scaled") -> pd.DataFrame:
+                        grid: str = MAIN_GRID) -> pd.DataFrame:
     """Per (task, method) of a grid's runs that log per-step losses: `step_summary` (the highest smoothed training
     cross-entropy after the warm-up, mean over seeds, against ln(number of classes)), and at the epoch after the
     warm-up with the highest mean cross-entropy its lr and the trainable part with the largest gradient norm
@@ -381,6 +381,6 @@ def protocol_sentence(results_dir: str | os.PathLike = "results", benchmark: str
     return (f"Under the scaled protocol, {diff} is {scaled['difference']:+.1f} points, 95 % CI {scaled['CI']}, "
             f"W/T/L {scaled['W/T/L']} over {scaled['pairs']} (task, seed) pairs on {scaled['tasks']} tasks; on the "
             f"same tasks the committed protocol gives {same['difference']:+.1f}, CI {same['CI']}, W/T/L "
-            f"{same['W/T/L']}. Per "
-            f"task, scaled (committed): {each}. From the committed protocol to the scaled one, {a} gains "
+            f"{same['W/T/L']}. Per task, scaled (committed): {each}. From the committed protocol to the scaled one, "
+            f"{a} gains "
             f"{gain[a]:+.1f} and {b} {gain[b]:+.1f} points (mean over these tasks).")

@@ -35,8 +35,8 @@ from ..repro import tolerance as repro_tolerance, within
 from ..utils.paths import find_repo_root
 from . import figures
 from .ablations import ablation_paired_frame, ablation_results, rounded
-from .claims import MAIN_GRID, grid_tag
 from .affinity import task_affinities
+from .claims import MAIN_GRID, grid_tag
 from .histories import history_frame
 from .notebook import pick_tasks
 from .tables import benchmark_summary
